@@ -1,0 +1,1 @@
+"""tf.data input pipelines: image folders and TFDS, decoding, cropping and augmentation."""

@@ -1,0 +1,40 @@
+"""zoo: classic image networks for Keras 3, with pretrained weights, fine-tuning and export.
+
+Example:
+    >>> import zoo
+    >>> model = zoo.build("resnet50", num_classes=10)
+
+The public names are imported on first use, so that ``import zoo`` (and the ``zoo``
+command's start-up) does not pay for TensorFlow until a model is needed.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+# Public name -> module that defines it.
+_EXPORTS = {
+    "Spec": "zoo.registry",
+    "build": "zoo.registry",
+    "count_macs": "zoo.registry",
+    "count_params": "zoo.registry",
+    "describe": "zoo.registry",
+    "list_models": "zoo.registry",
+    "register": "zoo.registry",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'zoo' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

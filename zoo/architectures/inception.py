@@ -1,0 +1,1 @@
+"""Inception family (placeholder until written)."""

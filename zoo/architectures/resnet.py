@@ -1,0 +1,1 @@
+"""ResNet family (placeholder until written)."""

@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
 
 .PHONY: demo test lint docs clean
 
@@ -14,13 +15,22 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
+# The tests compare against torchvision's reference models and write real torchvision state
+# dicts. torch is a test-only dependency, never a runtime one; torchvision goes in without
+# its dependencies because its compiled ops do not match the CPU torch build (the tests
+# import only its pure-Python model definitions).
+$(TEST_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet "torch==2.13.0"
+	$(BIN)/pip install --quiet --no-deps "torchvision==0.28.0"
+	touch $(TEST_STAMP)
+
 demo: $(STAMP)
 	$(BIN)/zoo demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-test: lint
+test: lint $(TEST_STAMP)
 	$(BIN)/python -m pytest -q
 
 clean:

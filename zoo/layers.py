@@ -266,3 +266,51 @@ class NegInfPadding2D(layers.Layer):
         config = super().get_config()
         config.update(padding=[list(p) for p in self.padding])
         return config
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class AdaptiveAveragePooling2D(layers.Layer):
+    """Average pooling to a fixed output grid, with PyTorch's ``adaptive_avg_pool2d`` windows.
+
+    Output cell ``i`` averages input rows ``floor(i*H/out)`` to ``ceil((i+1)*H/out)``; that
+    also covers inputs smaller than the grid (cells repeat), which Keras' own layer rejects
+    when the input is 1x1. It is written as two small averaging matrices, so it costs one
+    einsum and works for any static input size.
+
+    Args:
+        output_size: ``(height, width)`` of the output grid.
+    """
+
+    def __init__(self, output_size, **kwargs):
+        super().__init__(**kwargs)
+        self.output_size = tuple(int(s) for s in output_size)
+
+    @staticmethod
+    def _matrix(size_in: int, size_out: int):
+        import numpy as np
+
+        matrix = np.zeros((size_out, size_in), dtype="float32")
+        for i in range(size_out):
+            start, end = (i * size_in) // size_out, -(-((i + 1) * size_in) // size_out)
+            matrix[i, start:end] = 1.0 / (end - start)
+        return matrix
+
+    def build(self, input_shape):
+        if input_shape[1] is None or input_shape[2] is None:
+            raise ValueError(f"{self.name} needs a static input height and width; got "
+                             f"{input_shape}. Build the model with a fixed input_shape.")
+        self._rows = self._matrix(input_shape[1], self.output_size[0])
+        self._cols = self._matrix(input_shape[2], self.output_size[1])
+
+    def call(self, inputs):
+        rows = ops.cast(self._rows, inputs.dtype)
+        cols = ops.cast(self._cols, inputs.dtype)
+        return ops.einsum("oh,bhwc,pw->bopc", rows, inputs, cols)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], *self.output_size, input_shape[3])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(output_size=list(self.output_size))
+        return config

@@ -134,19 +134,20 @@ def get_spec(name: str) -> Spec:
         return _REGISTRY[name]
     lines = [f"Unknown model {name!r}."]
     lower = name.lower()
-    for library, zoo_name in _twin_aliases().get(lower, []):
-        if zoo_name == lower:
-            continue
+    # Another library's name for a different zoo model (keras' ResNet50 is resnet50_v1).
+    others = [(lib, zn) for lib, zn in _twin_aliases().get(lower, []) if zn != lower]
+    for library, zoo_name in others:
         lines.append(f"{_qualified(library, _REGISTRY[zoo_name].twins[library])} is "
                      f"{zoo_name!r} here.")
     if lower in _REGISTRY:
         spec = _REGISTRY[lower]
         twin_text = " and ".join(_qualified(lib, tw) for lib, tw in spec.twins.items())
-        if twin_text:
-            variant = f" ({spec.variant})" if spec.variant else ""
-            lines.append(f"{lower!r} is {twin_text}{variant}.")
+        variant = f", {spec.variant}" if spec.variant else ""
+        if others:
+            lines.append(f"{lower!r} is {twin_text or 'a different model'}{variant}.")
         else:
-            lines.append(f"Model names are lowercase: {lower!r}.")
+            lines.append(f"Model names are lowercase: {lower!r}"
+                         + (f" ({twin_text}{variant})." if twin_text else "."))
     if len(lines) == 1:
         close = difflib.get_close_matches(lower, list(_REGISTRY), n=5, cutoff=0.5)
         lines.append(f"Closest: {', '.join(close)}." if close else

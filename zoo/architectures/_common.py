@@ -6,6 +6,8 @@ from collections.abc import Sequence
 
 from keras import layers
 
+from zoo.layers import AdaptiveAveragePooling2D
+
 
 def pooled_top(x, num_classes: int, dropout: float | None, *, default_dropout: float = 0.0,
                pool_name: str = "avg_pool", dense_name: str = "predictions"):
@@ -58,7 +60,7 @@ def flatten_top(x, num_classes: int, dropout: float | None, *, grid: tuple[int, 
     names = list(names or [f"fc{i + 1}" for i in range(len(hidden))] + ["predictions"])
     rate = default_dropout if dropout is None else dropout
     if tuple(x.shape[1:3]) != tuple(grid):
-        x = layers.AdaptiveAveragePooling2D(grid, name="adaptive_pool")(x)
+        x = AdaptiveAveragePooling2D(grid, name="adaptive_pool")(x)
     x = layers.Flatten(name="flatten")(x)
     for i, (units, name) in enumerate(zip(hidden, names)):
         if rate and dropout_first:

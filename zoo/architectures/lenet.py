@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from keras import layers
 
+from zoo.layers import AdaptiveAveragePooling2D
 from zoo.registry import Body, Spec, register
 
 PAPER = "LeCun, Bottou, Bengio and Haffner, Gradient-Based Learning Applied to Document " \
@@ -39,7 +40,7 @@ def lenet5(x, *, modern: bool = False) -> Body:
     def top(num_classes, dropout):
         y = s4
         if tuple(y.shape[1:3]) != (5, 5):
-            y = layers.AdaptiveAveragePooling2D((5, 5), name="adaptive_pool")(y)
+            y = AdaptiveAveragePooling2D((5, 5), name="adaptive_pool")(y)
         y = layers.Conv2D(120, 5, activation=activation, name="c5")(y)
         y = layers.Flatten(name="flatten")(y)
         y = layers.Dense(84, activation=activation, name="f6")(y)

@@ -1,0 +1,206 @@
+"""Registry-wide tests: every registered model, built small, in every mode."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+import zoo
+from zoo.registry import get_spec
+
+ALL = zoo.list_models()
+TWIN_TABLE = [
+    "lenet5", "alexnet",
+    "vgg11", "vgg13", "vgg16", "vgg19", "vgg11_bn", "vgg13_bn", "vgg16_bn", "vgg19_bn",
+    "googlenet", "inception_v3", "inception_v3_tv", "inception_resnet_v2",
+    "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
+    "resnet50_v1", "resnet101_v1", "resnet152_v1",
+    "resnet50_v2", "resnet101_v2", "resnet152_v2",
+]
+
+
+def small_shape(name: str, channels: int = 3) -> tuple[int, int, int]:
+    """The smallest input a model accepts, at least 32x32: keeps the suite fast."""
+    min_h, min_w = get_spec(name).min_input_size
+    return (max(min_h, 32), max(min_w, 32), channels)
+
+
+def pixels(shape, batch=2, seed=0):
+    return np.random.default_rng(seed).uniform(0, 255, (batch, *shape)).astype("float32")
+
+
+def test_every_name_in_the_twin_table_is_registered():
+    assert sorted(TWIN_TABLE) == sorted(ALL)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_builds_and_classifies_at_small_input(name):
+    shape = small_shape(name)
+    model = zoo.build(name, num_classes=7, input_shape=shape)
+    out = model.predict(pixels(shape), verbose=0)
+    assert out.shape == (2, 7)
+    np.testing.assert_allclose(out.sum(axis=1), 1.0, atol=1e-5)
+    assert np.isfinite(out).all()
+    assert model.layers[1].name == "normalize"
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_headless_pooling_and_features(name):
+    shape = small_shape(name)
+    spec = get_spec(name)
+    avg = zoo.build(name, include_top=False, pooling="avg", input_shape=shape)
+    mx = zoo.build(name, include_top=False, pooling="max", input_shape=shape)
+    fmap = zoo.build(name, include_top=False, input_shape=shape)
+    feats = zoo.build(name, features=True, input_shape=(96, 96, 3) if spec.min_input_size[0]
+                      <= 96 else shape)
+    channels = fmap.output.shape[-1]
+    assert avg.output.shape == (None, channels)
+    assert mx.output.shape == (None, channels)
+    assert len(fmap.output.shape) == 4
+    # Feature maps go from shallow to deep: never larger, strides as the body declares.
+    sizes = [t.shape[1] for t in feats.outputs]
+    assert len(sizes) >= 2 and sizes == sorted(sizes, reverse=True)
+    assert feats.outputs[-1].shape[-1] == channels
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_grayscale_input(name):
+    shape = small_shape(name, channels=1)
+    model = zoo.build(name, num_classes=3, input_shape=shape)
+    assert model.predict(pixels(shape), verbose=0).shape == (2, 3)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_keras_round_trip_needs_no_custom_objects(name, tmp_path):
+    shape = small_shape(name)
+    model = zoo.build(name, num_classes=5, input_shape=shape, classifier_activation=None)
+    x = pixels(shape)
+    path = tmp_path / f"{name}.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0),
+                               rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", [n for n in ALL if get_spec(n).twin_params])
+def test_param_counts_equal_the_twins(name):
+    # Adaptive pooling before flattening heads makes the count independent of input size.
+    model = zoo.build(name, input_shape=small_shape(name))
+    spec = get_spec(name)
+    if "torchvision" in spec.twin_params:
+        assert zoo.count_params(model) == spec.twin_params["torchvision"]
+    if "keras" in spec.twin_params:
+        assert model.count_params() == spec.twin_params["keras"]
+
+
+@pytest.mark.parametrize("name", [n for n in ALL if get_spec(n).published_gmacs])
+def test_gmacs_agree_with_published_table(name):
+    spec = get_spec(name)
+    model = zoo.build(name)  # the published figures are at the default input size
+    gmacs = zoo.count_macs(model) / 1e9
+    assert gmacs == pytest.approx(spec.published_gmacs, rel=0.05)
+
+
+def test_flattening_classifiers_work_at_other_sizes():
+    for name in ("vgg11", "alexnet"):
+        model = zoo.build(name, input_shape=(160, 160, 3), num_classes=4)
+        assert model.output.shape == (None, 4)
+    lenet = zoo.build("lenet5", input_shape=(48, 48, 1), num_classes=10)
+    assert lenet.output.shape == (None, 10)
+
+
+def test_lenet5_is_the_1998_network():
+    model = zoo.build("lenet5", num_classes=10)
+    assert model.input.shape == (None, 32, 32, 1)
+    # C1 156 + C3 2,416 (full connection table) + C5 48,120 + F6 10,164 + output 850.
+    assert model.count_params() == 61_706
+    assert model.get_layer("c1").activation.__name__ == "tanh"
+    assert isinstance(model.get_layer("s2"), keras.layers.AveragePooling2D)
+    modern = zoo.build("lenet5", num_classes=10, modern=True)
+    assert isinstance(modern.get_layer("s2"), keras.layers.MaxPooling2D)
+    assert modern.get_layer("c1").activation.__name__ == "relu"
+
+
+def test_alexnet_paper_variant_has_lrn_and_two_towers():
+    model = zoo.build("alexnet", variant="paper", input_shape=(96, 96, 3), num_classes=10)
+    assert model.get_layer("conv2").groups == 2
+    assert model.get_layer("conv1").filters == 96
+    assert "conv1_lrn" in [layer.name for layer in model.layers]
+    assert zoo.build("alexnet", input_shape=(96, 96, 3)).get_layer("conv2").groups == 1
+
+
+def test_logits_and_softmax_agree():
+    shape = (32, 32, 3)
+    logits_model = zoo.build("vgg11", num_classes=6, input_shape=shape,
+                             classifier_activation=None)
+    probs_model = zoo.build("vgg11", num_classes=6, input_shape=shape)
+    probs_model.set_weights(logits_model.get_weights())
+    x = pixels(shape)
+    logits = logits_model.predict(x, verbose=0)
+    probs = probs_model.predict(x, verbose=0)
+    np.testing.assert_allclose(probs, keras.ops.convert_to_numpy(keras.ops.softmax(logits)),
+                               atol=1e-6)
+
+
+def test_dropout_option():
+    model = zoo.build("vgg11", input_shape=(32, 32, 3), dropout=0.0)
+    assert not [layer for layer in model.layers if isinstance(layer, keras.layers.Dropout)]
+    model = zoo.build("vgg11", input_shape=(32, 32, 3), dropout=0.3)
+    rates = {layer.rate for layer in model.layers if isinstance(layer, keras.layers.Dropout)}
+    assert rates == {0.3}
+
+
+def test_normalisation_is_inside_the_model():
+    model = zoo.build("vgg11", input_shape=(32, 32, 3), preprocessing="caffe")
+    norm = model.get_layer("normalize")
+    out = keras.ops.convert_to_numpy(norm(np.full((1, 2, 2, 3), [10.0, 20.0, 30.0],
+                                                  dtype="float32")))
+    # caffe: RGB -> BGR, minus the BGR ImageNet mean.
+    np.testing.assert_allclose(out[0, 0, 0], [30 - 103.939, 20 - 116.779, 10 - 123.68],
+                               rtol=1e-5)
+    torch_norm = zoo.build("vgg11", input_shape=(32, 32, 3)).get_layer("normalize")
+    out = keras.ops.convert_to_numpy(torch_norm(np.full((1, 1, 1, 3), 255.0, "float32")))
+    np.testing.assert_allclose(out[0, 0, 0], (1 - np.array([0.485, 0.456, 0.406]))
+                               / np.array([0.229, 0.224, 0.225]), rtol=1e-5)
+
+
+@pytest.mark.parametrize(("name", "expected"), [
+    ("ResNet50", ["keras.applications.ResNet50 is 'resnet50_v1'",
+                  "'resnet50' is torchvision.models.resnet50"]),
+    ("InceptionV3", ["keras.applications.InceptionV3 is 'inception_v3'"]),
+    ("VGG16", ["lowercase", "'vgg16'"]),
+    ("resnet5O", ["Closest:", "resnet50"]),
+])
+def test_unknown_names_are_answered_helpfully(name, expected):
+    with pytest.raises(ValueError) as info:
+        zoo.build(name)
+    for text in expected:
+        assert text in str(info.value)
+
+
+def test_bad_arguments_are_named():
+    with pytest.raises(ValueError, match=r"too small for 'resnet50'.*minimum is 32x32"):
+        zoo.build("resnet50", input_shape=(16, 16, 3))
+    with pytest.raises(ValueError, match=r"too small for 'inception_v3'.*75x75"):
+        zoo.build("inception_v3", input_shape=(64, 64, 3))
+    with pytest.raises(ValueError, match="channels last"):
+        zoo.build("vgg11", input_shape=(32, 32))
+    with pytest.raises(TypeError, match=r"unknown option.*'aux'"):
+        zoo.build("vgg11", aux=True)
+    with pytest.raises(ValueError, match="pooling"):
+        zoo.build("vgg11", include_top=False, pooling="mean")
+
+
+def test_list_models_patterns():
+    assert zoo.list_models("resnet*_v2") == ["resnet50_v2", "resnet101_v2", "resnet152_v2"]
+    assert zoo.list_models("vgg1?") == ["vgg11", "vgg13", "vgg16", "vgg19"]
+    assert zoo.list_models("nothing*") == []
+
+
+def test_describe_reports_measured_figures():
+    info = zoo.describe("alexnet")
+    assert info["params"] == 61_100_840
+    assert info["gmacs"] == pytest.approx(0.71, rel=0.01)
+    assert info["twins"] == {"torchvision": "alexnet"}
+    assert info["input_size"] == (224, 224, 3)

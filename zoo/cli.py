@@ -8,8 +8,23 @@ import sys
 
 
 def _quiet_tensorflow() -> None:
-    # TensorFlow's C++ start-up banner drowns the tables the CLI prints.
+    """Imports TensorFlow with its C++ start-up banner silenced (``ZOO_VERBOSE=1`` keeps it).
+
+    The banner (oneDNN and CPU-feature notices) is written to file descriptor 2 by C++ code
+    before logging is configured, so neither ``TF_CPP_MIN_LOG_LEVEL`` nor Python's logging
+    reaches it; it would drown the tables the CLI prints. Python exceptions still surface.
+    """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if os.environ.get("ZOO_VERBOSE") or "tensorflow" in sys.modules:
+        return
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def _format_table(rows: list[list[str]], header: list[str]) -> str:

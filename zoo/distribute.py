@@ -1,0 +1,141 @@
+"""Choosing the tf.distribute strategy and the mixed-precision policy for the hardware.
+
+The same training command runs unchanged on one CPU, several GPUs (``MirroredStrategy``),
+several hosts (``MultiWorkerMirroredStrategy``, selected by ``TF_CONFIG``) and a TPU.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from functools import lru_cache
+
+import tensorflow as tf
+
+log = logging.getLogger("zoo")
+
+STRATEGIES = ("auto", "one", "mirrored", "multiworker", "tpu")
+POLICIES = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
+
+
+def _tf_config() -> dict:
+    raw = os.environ.get("TF_CONFIG", "")
+    if not raw:
+        return {}
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"TF_CONFIG is not valid JSON ({error}): {raw[:200]!r}") from error
+
+
+def _tpu_resolver():
+    """Returns a connected TPU cluster resolver, or None when no TPU is attached."""
+    if not (os.environ.get("TPU_NAME") or os.environ.get("COLAB_TPU_ADDR")
+            or os.path.exists("/dev/accel0") or os.path.exists("/dev/vfio/0")):
+        return None
+    try:
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+        return resolver
+    except (ValueError, RuntimeError, tf.errors.NotFoundError) as error:
+        log.info("No usable TPU (%s).", error)
+        return None
+
+
+def select_strategy(kind: str = "auto") -> tf.distribute.Strategy:
+    """Returns the distribution strategy for this process.
+
+    ``"auto"`` picks, in order: a TPU when one is attached; ``MultiWorkerMirroredStrategy``
+    when ``TF_CONFIG`` names a cluster of more than one task; ``MirroredStrategy`` when
+    there are several GPUs (or several logical CPU devices set up by the caller); the
+    default one-device strategy otherwise.
+
+    Args:
+        kind: ``"auto"``, ``"one"``, ``"mirrored"``, ``"multiworker"`` or ``"tpu"``.
+
+    Returns:
+        A ``tf.distribute.Strategy``.
+
+    Raises:
+        ValueError: For an unknown kind, or a forced kind the machine cannot provide.
+    """
+    if kind not in STRATEGIES:
+        raise ValueError(f"Unknown strategy {kind!r}; expected one of {STRATEGIES}.")
+    if kind in ("auto", "tpu"):
+        resolver = _tpu_resolver()
+        if resolver is not None:
+            return tf.distribute.TPUStrategy(resolver)
+        if kind == "tpu":
+            raise ValueError("strategy='tpu' was asked for but no TPU was found "
+                             "(set TPU_NAME, or run on a TPU VM).")
+    cluster = _tf_config().get("cluster", {})
+    tasks = sum(len(v) for v in cluster.values())
+    if kind == "multiworker" or (kind == "auto" and tasks > 1):
+        if not cluster:
+            raise ValueError("strategy='multiworker' needs TF_CONFIG with a cluster spec; "
+                             "see docs/distributed.md.")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    gpus = tf.config.list_logical_devices("GPU")
+    cpus = tf.config.list_logical_devices("CPU")
+    if kind == "mirrored" or (kind == "auto" and (len(gpus) > 1 or len(cpus) > 1)):
+        devices = [d.name for d in (gpus if gpus else cpus)]
+        return tf.distribute.MirroredStrategy(devices)
+    return tf.distribute.get_strategy()
+
+
+def is_chief(strategy: tf.distribute.Strategy | None = None) -> bool:
+    """Whether this process writes the run directory (only one process of a cluster does)."""
+    del strategy  # The cluster spec decides, whatever the strategy object.
+    task = _tf_config().get("task", {})
+    if not task:
+        return True
+    kind, index = task.get("type"), task.get("index", 0)
+    cluster = _tf_config().get("cluster", {})
+    if "chief" in cluster:
+        return kind == "chief"
+    return kind == "worker" and index == 0
+
+
+def worker_index() -> int:
+    """The index of this process in the cluster (0 when not distributed across hosts)."""
+    return int(_tf_config().get("task", {}).get("index", 0))
+
+
+@lru_cache(maxsize=1)
+def _cpu_flags() -> frozenset[str]:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def auto_policy() -> str:
+    """The mixed-precision policy that pays off on this hardware.
+
+    ``mixed_float16`` on NVIDIA GPUs of compute capability 7.0 or more (tensor cores),
+    ``mixed_bfloat16`` on TPUs and on CPUs with AVX512_BF16 or AMX, ``float32`` otherwise.
+    """
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        details = tf.config.experimental.get_device_details(gpus[0])
+        capability = details.get("compute_capability", (0, 0))
+        return "mixed_float16" if capability >= (7, 0) else "float32"
+    if tf.config.list_logical_devices("TPU"):
+        return "mixed_bfloat16"
+    flags = _cpu_flags()
+    if "avx512_bf16" in flags or "amx_bf16" in flags:
+        return "mixed_bfloat16"
+    return "float32"
+
+
+def resolve_policy(kind: str = "auto") -> str:
+    """Validates a policy name, resolving ``"auto"`` with :func:`auto_policy`."""
+    if kind not in POLICIES:
+        raise ValueError(f"Unknown precision {kind!r}; expected one of {POLICIES}.")
+    return auto_policy() if kind == "auto" else kind

@@ -1,0 +1,272 @@
+"""What a run leaves for a person: metrics, plots and the model card."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+MAX_GRID = 16
+
+
+def collect_predictions(model, dataset, max_images: int = 64):
+    """Runs ``model`` over ``dataset`` and keeps a few images for the plots.
+
+    Args:
+        model: A Keras classifier whose (first) output is probabilities or logits.
+        dataset: Batches of ``(pixels, labels)``; labels as class indices or one-hot/soft.
+        max_images: How many input images to keep.
+
+    Returns:
+        ``(y_true, probabilities, images)`` as numpy arrays.
+    """
+    y_true, probs, images = [], [], []
+    kept = 0
+    for x, y in dataset:
+        out = model(x, training=False)
+        if isinstance(out, (list, tuple)):
+            out = out[0]
+        out = np.asarray(out, dtype="float32")
+        if out.min() < 0 or not np.allclose(out.sum(axis=1), 1.0, atol=1e-3):
+            out = _softmax(out)
+        y = np.asarray(y)
+        y_true.append(y.argmax(axis=1) if y.ndim == 2 else y)
+        probs.append(out)
+        if kept < max_images:
+            take = np.asarray(x[: max_images - kept])
+            images.append(take)
+            kept += len(take)
+    return (np.concatenate(y_true).astype("int64"), np.concatenate(probs),
+            np.concatenate(images) if images else np.zeros((0, 1, 1, 3), "float32"))
+
+
+def _softmax(logits):
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(shifted)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def compute_metrics(y_true, probs, class_names: list[str]) -> dict:
+    """Accuracy, top-5 (with more than five classes), and per-class precision/recall/F1.
+
+    Args:
+        y_true: True class indices.
+        probs: Predicted probabilities ``[N, C]``.
+        class_names: Names of the ``C`` classes.
+
+    Returns:
+        A JSON-serialisable dict with ``accuracy`` (also as ``val_accuracy``),
+        ``top5_accuracy`` when it applies, ``per_class`` and ``confusion_matrix``.
+    """
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+    labels = list(range(len(class_names)))
+    y_pred = probs.argmax(axis=1)
+    accuracy = float((y_pred == y_true).mean()) if len(y_true) else float("nan")
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, zero_division=0)
+    metrics = {
+        "accuracy": accuracy,
+        "val_accuracy": accuracy,
+        "num_images": int(len(y_true)),
+        "per_class": {
+            name: {"precision": float(p), "recall": float(r), "f1": float(f),
+                   "support": int(s)}
+            for name, p, r, f, s in zip(class_names, precision, recall, f1, support)
+        },
+        "macro_f1": float(np.mean(f1)) if len(f1) else float("nan"),
+        "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
+    }
+    if len(class_names) > 5:
+        top5 = np.argsort(-probs, axis=1)[:, :5]
+        metrics["top5_accuracy"] = float((top5 == y_true[:, None]).any(axis=1).mean())
+    return metrics
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # Runs on servers and CI without a display.
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_history(history: dict, path: Path) -> Path:
+    """Plots loss and accuracy per epoch (train and validation) to ``path``."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, key in zip(axes, ("loss", "accuracy")):
+        for prefix, style in (("", "-"), ("val_", "--")):
+            values = history.get(prefix + key)
+            if values:
+                ax.plot(range(1, len(values) + 1), values, style,
+                        label=("validation " if prefix else "train ") + key)
+        ax.set_xlabel("epoch")
+        ax.set_title(key)
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_confusion(matrix, class_names: list[str], path: Path) -> Path:
+    """Plots a confusion matrix (rows true, columns predicted) to ``path``."""
+    plt = _pyplot()
+    matrix = np.asarray(matrix)
+    size = max(4.0, 0.45 * len(class_names) + 2)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(matrix, cmap="Blues")
+    ticks = range(len(class_names))
+    ax.set_xticks(ticks, class_names, rotation=90)
+    ax.set_yticks(ticks, class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if len(class_names) <= 30:
+        threshold = matrix.max() / 2 if matrix.size else 0
+        for (i, j), value in np.ndenumerate(matrix):
+            ax.text(j, i, str(value), ha="center", va="center", fontsize=8,
+                    color="white" if value > threshold else "black")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _show(ax, image):
+    image = np.clip(np.asarray(image), 0, 255).astype("uint8")
+    if image.shape[-1] == 1:
+        ax.imshow(image[..., 0], cmap="gray")
+    else:
+        ax.imshow(image)
+    ax.axis("off")
+
+
+def plot_misclassified(images, y_true, probs, class_names: list[str], path: Path) -> Path:
+    """A grid of validation images the model got wrong, with true and predicted labels."""
+    plt = _pyplot()
+    n = len(images)
+    wrong = [i for i in range(n) if probs[i].argmax() != y_true[i]][:MAX_GRID]
+    cols = 4
+    rows = max(1, math.ceil(len(wrong) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 2.6, rows * 2.8), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, i in zip(axes.flat, wrong):
+        _show(ax, images[i])
+        pred = int(probs[i].argmax())
+        ax.set_title(f"true {class_names[y_true[i]]}\npred {class_names[pred]} "
+                     f"{probs[i][pred]:.2f}", fontsize=8)
+    if not wrong:
+        axes.flat[0].set_title("no misclassified images among those shown")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def gradcam(model, images, layer_name: str):
+    """Grad-CAM heat maps (Selvaraju et al. 2017) for the predicted class of each image.
+
+    Args:
+        model: A functional Keras classifier.
+        images: Pixels ``[N, H, W, C]`` as the model takes them.
+        layer_name: The convolutional layer whose activations are weighted.
+
+    Returns:
+        ``[N, h, w]`` maps in [0, 1] at the layer's resolution.
+    """
+    import keras
+    import tensorflow as tf
+
+    output = model.outputs[0] if isinstance(model.outputs, list) else model.output
+    probe = keras.Model(model.inputs, [model.get_layer(layer_name).output, output])
+    x = tf.convert_to_tensor(images, dtype=tf.float32)
+    with tf.GradientTape() as tape:
+        activations, predictions = probe(x, training=False)
+        predictions = tf.cast(predictions, tf.float32)
+        score = tf.reduce_sum(predictions * tf.one_hot(tf.argmax(predictions, axis=1),
+                                                       predictions.shape[-1]), axis=1)
+    # Gradients are taken at the layer's own output (bfloat16 under mixed precision).
+    grads = tf.cast(tape.gradient(score, activations), tf.float32)
+    activations = tf.cast(activations, tf.float32)
+    weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
+    cam = tf.nn.relu(tf.reduce_sum(weights * activations, axis=-1)).numpy()
+    cam /= np.maximum(cam.max(axis=(1, 2), keepdims=True), 1e-12)
+    return cam
+
+
+def plot_gradcam(model, images, class_names: list[str], layer_name: str, path: Path) -> Path:
+    """A grid of images with their Grad-CAM maps overlaid and the predicted label."""
+    import tensorflow as tf
+
+    plt = _pyplot()
+    images = np.asarray(images[:8])
+    cams = gradcam(model, images, layer_name)
+    output = model(images, training=False)
+    probs = np.asarray(output[0] if isinstance(output, (list, tuple)) else output)
+    cols = 4
+    rows = max(1, math.ceil(len(images) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 2.6, rows * 2.8), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, image, cam, p in zip(axes.flat, images, cams, probs):
+        _show(ax, image)
+        heat = tf.image.resize(cam[..., None], image.shape[:2]).numpy()[..., 0]
+        ax.imshow(heat, cmap="jet", alpha=0.4, vmin=0, vmax=1)
+        ax.set_title(f"{class_names[int(p.argmax())]} {p.max():.2f}", fontsize=8)
+    fig.suptitle(f"Grad-CAM on {layer_name}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def last_conv_layer(model) -> str | None:
+    """Name of the deepest layer with a 4-D output that feeds the classifier."""
+    name = None
+    for layer in model.layers:
+        try:
+            shape = layer.output.shape
+        except (AttributeError, ValueError):
+            continue
+        if len(shape) == 4 and layer.name != "pixels" and layer.name != "normalize":
+            name = layer.name
+    return name
+
+
+def write_report(run_dir: Path, model, dataset, class_names: list[str],
+                 history: dict | None = None) -> dict:
+    """Measures ``model`` on ``dataset`` and writes metrics.json and the PNG plots.
+
+    Args:
+        run_dir: Where to write.
+        model: The model to measure.
+        dataset: Validation batches.
+        class_names: Class names in label order.
+        history: Per-epoch metrics for the training-curve plot.
+
+    Returns:
+        The metrics dict, with the paths of the plots under ``plots``.
+    """
+    run_dir = Path(run_dir)
+    y_true, probs, images = collect_predictions(model, dataset)
+    metrics = compute_metrics(y_true, probs, class_names)
+    plots = {"confusion_matrix": plot_confusion(metrics["confusion_matrix"], class_names,
+                                                run_dir / "confusion_matrix.png")}
+    if history:
+        plots["training_curves"] = plot_history(history, run_dir / "training_curves.png")
+    n = len(images)
+    plots["misclassified"] = plot_misclassified(images, y_true[:n], probs[:n], class_names,
+                                                run_dir / "misclassified.png")
+    layer = last_conv_layer(model)
+    if layer and n:
+        plots["gradcam"] = plot_gradcam(model, images, class_names, layer,
+                                        run_dir / "gradcam.png")
+    metrics["plots"] = {k: str(Path(v).name) for k, v in plots.items()}
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return metrics

@@ -44,8 +44,15 @@ def _tpu_resolver():
         return None
 
 
+_STRATEGIES: dict[str, tf.distribute.Strategy] = {}
+
+
 def select_strategy(kind: str = "auto") -> tf.distribute.Strategy:
-    """Returns the distribution strategy for this process.
+    """Returns the distribution strategy for this process (created once, then reused).
+
+    ``MultiWorkerMirroredStrategy`` must exist before TensorFlow runs its first operation;
+    a program that builds its datasets before calling :func:`zoo.finetune` calls this
+    first, and ``finetune`` then reuses the same strategy.
 
     ``"auto"`` picks, in order: a TPU when one is attached; ``MultiWorkerMirroredStrategy``
     when ``TF_CONFIG`` names a cluster of more than one task; ``MirroredStrategy`` when
@@ -63,6 +70,12 @@ def select_strategy(kind: str = "auto") -> tf.distribute.Strategy:
     """
     if kind not in STRATEGIES:
         raise ValueError(f"Unknown strategy {kind!r}; expected one of {STRATEGIES}.")
+    if kind not in _STRATEGIES:
+        _STRATEGIES[kind] = _create_strategy(kind)
+    return _STRATEGIES[kind]
+
+
+def _create_strategy(kind: str) -> tf.distribute.Strategy:
     if kind in ("auto", "tpu"):
         resolver = _tpu_resolver()
         if resolver is not None:
@@ -76,7 +89,15 @@ def select_strategy(kind: str = "auto") -> tf.distribute.Strategy:
         if not cluster:
             raise ValueError("strategy='multiworker' needs TF_CONFIG with a cluster spec; "
                              "see docs/distributed.md.")
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        patch_keras_for_multiworker()
+        try:
+            return tf.distribute.MultiWorkerMirroredStrategy()
+        except RuntimeError as error:
+            raise RuntimeError(
+                "MultiWorkerMirroredStrategy must be created before TensorFlow runs any "
+                "operation: call zoo.distribute.select_strategy() at the start of the "
+                "program (before building datasets), or pass finetune a folder path."
+            ) from error
     gpus = tf.config.list_logical_devices("GPU")
     cpus = tf.config.list_logical_devices("CPU")
     if kind == "mirrored" or (kind == "auto" and (len(gpus) > 1 or len(cpus) > 1)):
@@ -139,3 +160,78 @@ def resolve_policy(kind: str = "auto") -> str:
     if kind not in POLICIES:
         raise ValueError(f"Unknown precision {kind!r}; expected one of {POLICIES}.")
     return auto_policy() if kind == "auto" else kind
+
+
+# Keras versions whose TensorFlow trainer fails under MultiWorkerMirroredStrategy in the
+# two places patched below; checked on each release that zoo's pyproject admits.
+_MWMS_PATCH_RANGE = ((3, 0), (3, 16))
+_patched = False
+
+
+def _keras_version() -> tuple[int, int]:
+    import keras
+
+    major, minor = keras.__version__.split(".")[:2]
+    return int(major), int(minor)
+
+
+def patch_keras_for_multiworker() -> bool:
+    """Makes ``model.fit`` work under ``MultiWorkerMirroredStrategy`` (Keras 3.0 to 3.15).
+
+    Keras' TensorFlow trainer reduces with ``strategy.reduce`` in two places that fail with
+    collective all-reduce across workers:
+
+    1. ``_maybe_symbolic_build`` reduces the whole first ``(x, y)`` batch, a structure of
+       ``PerReplica`` values ("Attempt to convert a value (PerReplica...)"); building only
+       needs shapes, so one replica's local batch is used instead.
+    2. ``reduce_per_replica`` reduces scalar losses and metrics with ``axis=0`` ("Invalid
+       reduction dimension 0 for input with 0 dimensions"); scalars are reduced with
+       ``axis=None``.
+
+    Both replacements are the upstream code with that one change. Outside the version range
+    nothing is patched and a later Keras is trusted to have fixed it.
+
+    Returns:
+        Whether the patch is in place.
+    """
+    global _patched
+    if _patched:
+        return True
+    version = _keras_version()
+    if not (_MWMS_PATCH_RANGE[0] <= version < _MWMS_PATCH_RANGE[1]):
+        log.info("Keras %s.%s: MultiWorkerMirroredStrategy fit patch not applied.", *version)
+        return False
+    from keras.src import tree
+    from keras.src.backend.tensorflow import trainer as tf_trainer
+
+    original_reduce = tf_trainer.reduce_per_replica
+
+    def reduce_per_replica(values, strategy, reduction):
+        if reduction in ("auto", "mean") and tf_trainer._collective_all_reduce_multi_worker(
+                strategy):
+            def reduce_one(value):
+                if not tf_trainer._is_per_replica_instance(value):
+                    return value
+                rank = strategy.experimental_local_results(value)[0].shape.rank
+                return strategy.reduce("MEAN", value, axis=0 if rank else None)
+
+            return tree.map_structure(reduce_one, values)
+        return original_reduce(values, strategy, reduction)
+
+    def maybe_symbolic_build(self, iterator=None, data_batch=None):
+        if self._distribute_strategy is None:
+            return
+        if iterator is not None:
+            for _, _, it in iterator:
+                batch = next(it)
+                data_batch = tree.map_structure(
+                    lambda v: self.distribute_strategy.experimental_local_results(v)[0]
+                    if isinstance(v, tf.distribute.DistributedValues) else v, batch)
+                break
+        with self.distribute_strategy.scope():
+            self._symbolic_build(data_batch=data_batch)
+
+    tf_trainer.reduce_per_replica = reduce_per_replica
+    tf_trainer.TensorFlowTrainer._maybe_symbolic_build = maybe_symbolic_build
+    _patched = True
+    return True

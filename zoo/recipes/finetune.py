@@ -56,6 +56,7 @@ class Recipe:
         weight_decay: AdamW decoupled weight decay (not applied to biases and BN).
         label_smoothing: Label smoothing of the cross-entropy.
         patience: Early stopping patience in epochs (on validation accuracy).
+        dropout: Dropout before the classifier (None keeps the family's default).
         augment: Augmentation preset when zoo builds the pipeline from a folder.
         precision: ``"auto"``, ``"float32"``, ``"mixed_bfloat16"`` or ``"mixed_float16"``.
         strategy: ``"auto"``, ``"one"``, ``"mirrored"``, ``"multiworker"`` or ``"tpu"``.
@@ -75,6 +76,7 @@ class Recipe:
     weight_decay: float = 0.05
     label_smoothing: float = 0.1
     patience: int = 5
+    dropout: float | None = None
     augment: Any = "standard"
     precision: str = "auto"
     strategy: str = "auto"
@@ -85,7 +87,7 @@ class Recipe:
 FAMILY_DEFAULTS: dict[str, dict] = {
     # Digits-sized inputs: no crops (they cut strokes off), a larger batch, no smoothing.
     "lenet": {"batch_size": 64, "scratch_epochs": 40, "scratch_lr": 3e-3, "augment": "none",
-              "label_smoothing": 0.0, "weight_decay": 1e-4, "patience": 10},
+              "patience": 10},
     # Huge dense heads overfit fast and want smaller rates.
     "vgg": {"head_lr": 5e-4, "finetune_lr": 3e-5},
     "alexnet": {"head_lr": 5e-4, "finetune_lr": 5e-5},
@@ -326,7 +328,7 @@ def finetune(
     try:
         with strategy_obj.scope():
             model = build(model_name, weights=weights, num_classes=num_classes,
-                          input_shape=image_shape)
+                          input_shape=image_shape, dropout=recipe.dropout)
         stages = layer_stages(model, model_name)
         state_file = write_dir / "state.json"
         state = json.loads(state_file.read_text()) if state_file.exists() else {}

@@ -92,13 +92,80 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Runs the main job on the embedded default data."""
-    import zoo
+    """Runs the main job: digits as an image folder, LeNet-5, export, one prediction."""
+    from zoo.recipes.demo import run_demo
 
-    print(_format_table([[n] for n in zoo.list_models()], ["registered models"]))
-    model = zoo.build("lenet5", num_classes=10)
-    model.summary()
+    summary = run_demo(args.out, epochs=args.epochs)
+    print(f"\nvalidation accuracy: {summary['val_accuracy']:.4f}  (run: {summary['run_dir']})")
+    if "export" in summary:
+        print(f"exported: {summary['export'].get('savedmodel')}")
+        pred = summary["prediction"]
+        print(f"the export says {summary['sample']} is {pred['labels'][0]} "
+              f"({pred['scores'][0]:.3f})")
     return 0
+
+
+def _recipe_options(args: argparse.Namespace) -> dict:
+    options = {}
+    for key in ("batch_size", "head_lr", "finetune_lr", "scratch_lr", "unfreeze",
+                "label_smoothing", "weight_decay", "augment", "patience", "seed", "dropout"):
+        value = getattr(args, key, None)
+        if value is not None:
+            options[key] = value
+    return options
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Fine-tunes a model on a folder of images."""
+    from zoo.recipes.finetune import finetune
+
+    weights = None if args.weights in ("none", "None", "") else args.weights
+    result = finetune(args.model, args.data, weights=weights, epochs=args.epochs,
+                      out_dir=args.out, overwrite=args.overwrite, strategy=args.strategy,
+                      precision=args.precision, **_recipe_options(args))
+    print(f"\nvalidation accuracy: {result.metrics['val_accuracy']:.4f}")
+    print(f"run directory: {result.run_dir}")
+    return 0
+
+
+def cmd_lr_find(args: argparse.Namespace) -> int:
+    """Runs the learning-rate range test and prints the suggested rate."""
+    from zoo.recipes.finetune import find_learning_rate
+
+    weights = None if args.weights in ("none", "None", "") else args.weights
+    result = find_learning_rate(args.model, args.data, weights=weights, out_dir=args.out,
+                                steps=args.steps, **_recipe_options(args))
+    print(f"suggested learning rate: {result.suggestion:.3g}  (plot: {result.plot})")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Evaluates a model, .keras file or run directory on a folder."""
+    from zoo.recipes.evaluate import evaluate
+
+    metrics = evaluate(args.model, args.data, out_dir=args.out, weights=args.weights,
+                       batch_size=args.batch_size or 32)
+    line = f"accuracy {metrics['accuracy']:.4f}"
+    if "top5_accuracy" in metrics:
+        line += f", top-5 {metrics['top5_accuracy']:.4f}"
+    print(f"{line} on {metrics['num_images']} images; report in {metrics['out_dir']}")
+    return 0
+
+
+def _add_recipe_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, help="image folder (root/<class>/* or "
+                   "root/train|val/<class>/*)")
+    p.add_argument("--model", required=True, help="a name from `zoo list`")
+    p.add_argument("--weights", default="imagenet", help="catalog tag, file, or 'none'")
+    p.add_argument("--out", default=None, help="run directory")
+    p.add_argument("--batch-size", type=int, dest="batch_size")
+    p.add_argument("--augment", help="none, light, standard, strong, mixup, cutmix")
+    p.add_argument("--seed", type=int)
+    for name in ("head-lr", "finetune-lr", "scratch-lr", "label-smoothing", "weight-decay",
+                 "dropout"):
+        p.add_argument(f"--{name}", type=float, dest=name.replace("-", "_"))
+    p.add_argument("--unfreeze", help="'all' or the number of top stages to unfreeze")
+    p.add_argument("--patience", type=int)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -116,8 +183,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.set_defaults(func=cmd_info)
 
-    p = sub.add_parser("demo", help="run the main job on the embedded default data")
+    p = sub.add_parser("demo", help="run the main job on the embedded default data "
+                       "(digits, LeNet-5, export, predict)")
+    p.add_argument("--out", default="runs/demo", help="where data, run and export go")
+    p.add_argument("--epochs", type=int, default=None)
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("train", help="fine-tune a model on a folder of images")
+    _add_recipe_arguments(p)
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--strategy", choices=("auto", "one", "mirrored", "multiworker", "tpu"))
+    p.add_argument("--precision",
+                   choices=("auto", "float32", "mixed_bfloat16", "mixed_float16"))
+    p.add_argument("--overwrite", action="store_true",
+                   help="start again over a finished run (the old one is kept, renamed)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("lr-find", help="learning-rate range test with plot and suggestion")
+    _add_recipe_arguments(p)
+    p.add_argument("--steps", type=int, default=100)
+    p.set_defaults(func=cmd_lr_find)
+
+    p = sub.add_parser("evaluate", help="metrics and plots of a model on a folder")
+    p.add_argument("model", help="zoo model name, .keras file, or run directory")
+    p.add_argument("--data", required=True)
+    p.add_argument("--weights", default=None, help="with a model name: catalog tag or file")
+    p.add_argument("--out", default=None, help="report directory")
+    p.add_argument("--batch-size", type=int, dest="batch_size")
+    p.set_defaults(func=cmd_evaluate)
     return parser
 
 
@@ -134,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, FileNotFoundError, FileExistsError, FloatingPointError) as error:
         # Errors of the user's making get one clear line, not a traceback.
         print(f"zoo {args.command}: {error}", file=sys.stderr)
         return 2

@@ -1,0 +1,212 @@
+"""TensorFlow Datasets as input, through the same decode, crop and augment path as folders.
+
+Images are read undecoded (``tfds.decode.SkipDecoding``), so that JPEG datasets such as
+``imagenet2012`` or ``tf_flowers`` take the fused crop-and-decode path; PNG datasets (MNIST,
+CIFAR) are decoded by ``tf.io.decode_image``. The result is the same :class:`ImageData` as
+:func:`pipelines.from_folder` returns.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from pipelines import augment as augment_module
+from pipelines.folder import (
+    MANIFEST_NAME,
+    ImageData,
+    _label_mode,
+    build_dataset,
+    resolve_geometry,
+    warn_if_imbalanced,
+)
+from pipelines.transforms import KIND_GRAPH, KIND_JPEG
+
+TFDS_MANIFEST_FORMAT = "zoo.pipelines.tfds/1"
+VALIDATION_SPLITS = ("validation", "valid", "val", "test")
+
+
+def _resolve_splits(info, split, validation_split: float) -> dict[str, str]:
+    known = list(info.splits.keys()) if info.splits else []
+    if isinstance(split, (list, tuple)):
+        if not 1 <= len(split) <= 3:
+            raise ValueError(f"split is a name or (train, val[, test]); got {split!r}.")
+        names = dict(zip(("train", "val", "test"), split))
+        return {k: v for k, v in names.items() if v}
+    train = split or "train"
+    held_out = next((s for s in VALIDATION_SPLITS if s in known and s != train), None)
+    if held_out is not None:
+        return {"train": train, "val": held_out}
+    if validation_split <= 0:
+        return {"train": train}
+    if "[" in train:
+        raise ValueError(
+            f"Cannot carve a validation split out of {train!r}; pass split=(train, val), "
+            f"e.g. ('train[:80%]', 'train[80%:]').")
+    # TFDS slicing is by position (deterministic, not stratified and not seeded).
+    cut = int(round(100 * (1 - validation_split)))
+    return {"train": f"{train}[:{cut}%]", "val": f"{train}[{cut}%:]"}
+
+
+def from_tfds(
+    name: str,
+    split: str | Sequence[str] | None = None,
+    *,
+    data_dir: str | os.PathLike | None = None,
+    image_size: Sequence[int] | int | None = None,
+    batch_size: int = 32,
+    validation_split: float = 0.2,
+    seed: int = 0,
+    augment: Any = "standard",
+    model: str | None = None,
+    crop_fraction: float | None = None,
+    interpolation: str | None = None,
+    channels: int | None = None,
+    image_key: str = "image",
+    label_key: str = "label",
+    label_mode: str | None = None,
+    download: bool = True,
+    out_dir: str | os.PathLike | None = None,
+    cache: bool | str = False,
+    shuffle_buffer: int = 10_000,
+    deterministic: bool | None = None,
+    drop_remainder: bool = False,
+    imbalance_warning: float | None = None,
+) -> ImageData:
+    """Train and validation pipelines from a TFDS image-classification dataset.
+
+    Args:
+        name: TFDS name, e.g. ``"tf_flowers"`` or ``"imagenet2012:5.1.0"``.
+        split: None (``"train"`` and the dataset's ``validation``/``test`` split, or the
+            last ``validation_split`` of ``train`` when it has none), a train split name,
+            or ``(train, val[, test])`` split strings such as ``("train[:90%]",
+            "train[90%:]")``.
+        data_dir: TFDS data directory.
+        image_size: Output ``(height, width)``; defaults to the model's, else 224x224.
+        batch_size: Batch size.
+        validation_split: Fraction of ``train`` held out when the dataset has no validation
+            split (by position: TFDS slices are not stratified).
+        seed: Seed of file shuffling, the shuffle buffer and the augmentation.
+        augment: See :func:`pipelines.augment.resolve`.
+        model: A zoo model name whose spec gives size, crop fraction, interpolation.
+        crop_fraction: Overrides the model's.
+        interpolation: Overrides the model's.
+        channels: Overrides the model's (MNIST's single channel becomes RGB by default).
+        image_key: The image feature.
+        label_key: The ``ClassLabel`` feature.
+        label_mode: ``"int"`` or ``"categorical"``, as in :func:`from_folder`.
+        download: Download and prepare the dataset if it is not in ``data_dir``.
+        out_dir: Where to write ``split.json`` (dataset, version and split strings).
+        cache: As in :func:`from_folder`; off by default since TFDS datasets are large.
+        shuffle_buffer: Shuffle buffer of the train path (on top of TFDS' file shuffling).
+        deterministic: Fix the train order under parallel maps.
+        drop_remainder: Drop the last partial batch.
+        imbalance_warning: As in :func:`from_folder`, but off by default: counting labels
+            reads the whole train split, so ``counts`` is computed when first used.
+
+    Returns:
+        An :class:`ImageData` (``skipped`` is empty: TFDS records are pre-validated).
+    """
+    import tensorflow_datasets as tfds
+
+    geometry = resolve_geometry(model, image_size, crop_fraction, interpolation, channels)
+    plan = augment_module.resolve(augment, seed=seed)
+    label_mode = _label_mode(label_mode, plan)
+    try:
+        builder = tfds.builder(name, data_dir=None if data_dir is None else str(data_dir))
+    except Exception as error:  # noqa: BLE001 - TFDS raises several types here
+        raise ValueError(f"TFDS has no dataset {name!r} ({error}).") from error
+    info = builder.info
+    features = info.features
+    if image_key not in features or label_key not in features:
+        raise ValueError(f"{name!r} has features {sorted(features.keys())}; pass image_key= "
+                         f"and label_key= (got {image_key!r}, {label_key!r}).")
+    if not isinstance(features[image_key], tfds.features.Image):
+        raise ValueError(f"{name}[{image_key!r}] is a {type(features[image_key]).__name__}, "
+                         "not an Image feature.")
+    label_feature = features[label_key]
+    if not isinstance(label_feature, tfds.features.ClassLabel):
+        raise ValueError(f"{name}[{label_key!r}] is a {type(label_feature).__name__}, not a "
+                         "ClassLabel; pick the class-label feature with label_key=.")
+    class_names = list(label_feature.names)
+    if download:
+        try:
+            builder.download_and_prepare()
+        except Exception as error:  # noqa: BLE001 - network and checksum errors alike
+            raise RuntimeError(
+                f"Could not download and prepare TFDS dataset {name!r} into "
+                f"{builder.data_dir}: {error}. Without a network, prepare it elsewhere and "
+                "copy the directory into data_dir.") from error
+    splits = _resolve_splits(info, split, validation_split)
+
+    def records(split_name: str, training: bool) -> tf.data.Dataset:
+        ds = builder.as_dataset(
+            split=split_name, shuffle_files=training,
+            decoders={image_key: tfds.decode.SkipDecoding()},
+            read_config=tfds.ReadConfig(shuffle_seed=seed))
+
+        def element(example):
+            data = example[image_key]
+            kind = tf.where(tf.io.is_jpeg(data), KIND_JPEG, KIND_GRAPH)
+            return data, tf.cast(example[label_key], tf.int32), kind, tf.constant(1, tf.int32)
+
+        return ds.map(element, num_parallel_calls=tf.data.AUTOTUNE)
+
+    def num_examples(split_name: str) -> int | None:
+        try:
+            return int(info.splits[split_name].num_examples) or None
+        except (KeyError, ValueError, TypeError):
+            return None
+
+    common = dict(geometry=geometry, plan=plan, batch_size=batch_size,
+                  num_classes=len(class_names), label_mode=label_mode, seed=seed,
+                  read_files=False, cache=cache, drop_remainder=drop_remainder)
+    train_size = num_examples(splits["train"])
+    train = build_dataset(records(splits["train"], True), training=True, size=train_size,
+                          shuffle_buffer=min(shuffle_buffer, train_size or shuffle_buffer),
+                          deterministic=deterministic, **common)
+    evals = {key: build_dataset(records(splits[key], False), training=False,
+                                size=num_examples(splits[key]), **common)
+             for key in ("val", "test") if key in splits}
+
+    def count() -> dict[str, dict[str, int]]:
+        out = {}
+        for key, split_name in splits.items():
+            labels = builder.as_dataset(split=split_name,
+                                        decoders={image_key: tfds.decode.SkipDecoding()})
+            labels = labels.map(lambda ex: ex[label_key]).batch(4096)
+            totals = np.zeros(len(class_names), np.int64)
+            for batch in labels.as_numpy_iterator():
+                totals += np.bincount(batch, minlength=len(class_names))[:len(class_names)]
+            out[key] = {n: int(c) for n, c in zip(class_names, totals)}
+        return out
+
+    manifest = {
+        "format": TFDS_MANIFEST_FORMAT,
+        "name": name,
+        "version": str(info.version),
+        "data_dir": str(builder.data_dir),
+        "splits": splits,
+        "class_names": class_names,
+        "seed": seed,
+    }
+    manifest_path = None
+    if out_dir is not None:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        manifest_path = Path(out_dir) / MANIFEST_NAME
+        manifest_path.write_text(json.dumps(manifest, indent=1))
+
+    data = ImageData(
+        train=train, val=evals.get("val"), test=evals.get("test"), class_names=class_names,
+        geometry=geometry, batch_size=batch_size, label_mode=label_mode, plan=plan,
+        manifest=manifest, manifest_path=str(manifest_path) if manifest_path else None,
+        counts=count, source="tfds")
+    if imbalance_warning:
+        warn_if_imbalanced(data.counts["train"], class_names, imbalance_warning)
+    return data

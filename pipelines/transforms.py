@@ -1,0 +1,480 @@
+"""Per-image decoding and geometry: the fused random-resized-crop and the eval centre crop.
+
+Every function here maps encoded image bytes to float32 RGB pixels in [0, 255], channels
+last, inside a ``tf.data`` graph. Three decoders exist, chosen per file by ``kind``:
+
+* ``KIND_JPEG``: an ordinary (RGB or grayscale) JPEG. The crop window is chosen from the
+  header alone and only that window is decoded (``tf.io.decode_and_crop_jpeg``, as in
+  TensorFlow's reference ResNet input pipeline); when the window is at least twice the output
+  size, libjpeg also downscales in the DCT domain (``ratio`` 2, 4 or 8), which makes large
+  phone photos cheap. EXIF orientation is applied after decoding, from a value read when
+  the folder was scanned.
+* ``KIND_PIL``: everything else a folder may hold (PNG, BMP, GIF, WebP, CMYK JPEG, 16-bit,
+  palette, alpha), decoded by Pillow inside ``tf.numpy_function``. Pillow knows these
+  formats better than TensorFlow's decoders (16-bit grayscale, CMYK with Adobe inversion,
+  palette transparency, WebP) and applies EXIF orientation itself.
+* ``KIND_GRAPH``: pure TensorFlow decoding (``tf.io.decode_image``) for bytes that come
+  without a scan (TFDS records, a serving signature), so that the graph can be exported.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+
+import numpy as np
+import tensorflow as tf
+
+KIND_JPEG = 0
+KIND_PIL = 1
+KIND_GRAPH = 2
+
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "area", "lanczos3", "lanczos5",
+                  "gaussian", "mitchellcubic")
+
+# ImageNet-standard random-resized-crop ranges (Szegedy et al. 2015; timm, torchvision).
+DEFAULT_SCALE = (0.08, 1.0)
+DEFAULT_RATIO = (3 / 4, 4 / 3)
+
+
+def check_interpolation(interpolation: str) -> str:
+    """Returns ``interpolation`` if ``tf.image.resize`` knows it, else raises a clear error."""
+    if interpolation not in INTERPOLATIONS:
+        raise ValueError(f"Unknown interpolation {interpolation!r}; use one of "
+                         f"{', '.join(INTERPOLATIONS)}.")
+    return interpolation
+
+
+# --------------------------------------------------------------------------------------
+# Pillow decoding (for everything that is not an ordinary JPEG)
+# --------------------------------------------------------------------------------------
+
+def pil_to_rgb(image) -> np.ndarray:
+    """Converts any Pillow image to an upright 8-bit RGB array.
+
+    The first frame of an animation is used; EXIF orientation is applied; 16-bit and 32-bit
+    grayscale is scaled (not clipped) to 8 bits; transparency is composited over white,
+    because transparent regions are background and their stored colour is often black.
+
+    Args:
+        image: An opened ``PIL.Image.Image``.
+
+    Returns:
+        A ``uint8`` array of shape ``[height, width, 3]``.
+    """
+    from PIL import Image, ImageOps
+
+    if getattr(image, "n_frames", 1) > 1:
+        image.seek(0)
+    image = ImageOps.exif_transpose(image)
+    mode = image.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        array = np.asarray(image, dtype=np.float64)
+        peak = 65535.0 if mode.startswith("I;16") or array.max(initial=0) > 255 else 255.0
+        gray = np.clip(np.round(array * (255.0 / peak)), 0, 255).astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=-1)
+    if mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if mode in ("LA", "PA", "La"):
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "RGBa"):
+        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, image.convert("RGBA"))
+    return np.asarray(image.convert("RGB"), dtype=np.uint8)
+
+
+def pil_decode(data: bytes) -> np.ndarray:
+    """Decodes encoded image bytes with Pillow into upright 8-bit RGB (see :func:`pil_to_rgb`)."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as image:
+        return pil_to_rgb(image)
+
+
+def _pil_decode_op(data: tf.Tensor) -> tf.Tensor:
+    # numpy_function hands a scalar string over as a 0-d object array or as bytes.
+    image = tf.numpy_function(lambda b: pil_decode(b.item() if isinstance(b, np.ndarray) else b),
+                              [data], tf.uint8,
+                              stateful=False, name="pil_decode")
+    image.set_shape([None, None, 3])
+    return image
+
+
+def graph_decode(data: tf.Tensor) -> tf.Tensor:
+    """Decodes JPEG, PNG, GIF (first frame) or BMP bytes in pure TensorFlow to 8-bit RGB."""
+    image = tf.io.decode_image(data, channels=3, dtype=tf.uint8, expand_animations=False)
+    image.set_shape([None, None, 3])
+    return image
+
+
+# --------------------------------------------------------------------------------------
+# EXIF orientation
+# --------------------------------------------------------------------------------------
+
+def transposes(orientation: tf.Tensor) -> tf.Tensor:
+    """Whether an EXIF orientation (5 to 8) swaps height and width."""
+    return orientation >= 5
+
+
+def apply_orientation(image: tf.Tensor, orientation: tf.Tensor) -> tf.Tensor:
+    """Turns a stored image upright according to its EXIF orientation tag (1 to 8).
+
+    The mapping is the one of ``PIL.ImageOps.exif_transpose``; values outside 1..8 are
+    treated as 1 (upright), as Pillow does.
+    """
+    orientation = tf.cast(orientation, tf.int32)
+    branches = [
+        lambda: image,                                          # 1 (and unknown)
+        lambda: tf.reverse(image, [1]),                         # 2 mirror horizontally
+        lambda: tf.reverse(image, [0, 1]),                      # 3 rotate 180
+        lambda: tf.reverse(image, [0]),                         # 4 mirror vertically
+        lambda: tf.transpose(image, [1, 0, 2]),                 # 5 transpose
+        lambda: tf.image.rot90(image, k=3),                     # 6 rotate 90 clockwise
+        lambda: tf.reverse(tf.transpose(image, [1, 0, 2]), [0, 1]),  # 7 transverse
+        lambda: tf.image.rot90(image, k=1),                     # 8 rotate 90 anticlockwise
+    ]
+    index = tf.where((orientation >= 1) & (orientation <= 8), orientation - 1, 0)
+    return tf.switch_case(index, branches)
+
+
+# --------------------------------------------------------------------------------------
+# Crop windows
+# --------------------------------------------------------------------------------------
+
+def center_crop_window(height: tf.Tensor, width: tf.Tensor, image_size: Sequence[int],
+                       crop_fraction: float) -> tf.Tensor:
+    """The window of an image that "resize shorter side, then centre-crop" keeps.
+
+    The shorter side is resized to ``max(image_size) / crop_fraction`` (timm's rule) and the
+    window is given in the image's own pixels.
+
+    Resizing the whole image and then cropping equals cropping this window and resizing it
+    to ``image_size``; the second is cheaper and lets a JPEG decode only the window.
+
+    Args:
+        height: Image height.
+        width: Image width.
+        image_size: Output ``(height, width)``.
+        crop_fraction: Fraction of the resized shorter side that the crop keeps (timm's
+            ``crop_pct``; 0.875 for most ImageNet models, 1.0 keeps the whole side).
+
+    Returns:
+        ``[offset_y, offset_x, crop_height, crop_width]`` as int32.
+    """
+    out_h, out_w = float(image_size[0]), float(image_size[1])
+    h = tf.cast(height, tf.float32)
+    w = tf.cast(width, tf.float32)
+    # timm: scale_size = floor(max(out) / crop_fraction) is the resized shorter side.
+    scale_size = tf.floor(max(out_h, out_w) / crop_fraction)
+    factor = tf.minimum(h, w) / scale_size
+    crop_h = tf.minimum(tf.maximum(tf.round(out_h * factor), 1.0), h)
+    crop_w = tf.minimum(tf.maximum(tf.round(out_w * factor), 1.0), w)
+    offset_y = tf.floor((h - crop_h) / 2.0)
+    offset_x = tf.floor((w - crop_w) / 2.0)
+    return tf.cast(tf.stack([offset_y, offset_x, crop_h, crop_w]), tf.int32)
+
+
+def random_crop_window(shape: tf.Tensor, seed: tf.Tensor,
+                       scale: Sequence[float] = DEFAULT_SCALE,
+                       ratio: Sequence[float] = DEFAULT_RATIO) -> tf.Tensor:
+    """Samples a random-resized-crop window (Inception-style) from an image shape.
+
+    Uses ``tf.image.stateless_sample_distorted_bounding_box`` so that the crop depends
+    only on ``seed``, whatever the parallelism; after 10 failed attempts it keeps the whole
+    image, as TensorFlow's reference pipeline does.
+
+    Args:
+        shape: ``[height, width, ...]`` of the image.
+        seed: Shape ``[2]`` integer seed.
+        scale: Range of the crop's area as a fraction of the image's.
+        ratio: Range of the crop's width / height.
+
+    Returns:
+        ``[offset_y, offset_x, crop_height, crop_width]`` as int32.
+    """
+    begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
+        shape[:3] if shape.shape[0] >= 3 else tf.concat([shape[:2], [3]], 0),
+        bounding_boxes=tf.constant([0.0, 0.0, 1.0, 1.0], shape=[1, 1, 4]),
+        seed=seed,
+        min_object_covered=float(scale[0]),
+        aspect_ratio_range=[float(ratio[0]), float(ratio[1])],
+        area_range=[float(scale[0]), float(scale[1])],
+        max_attempts=10,
+        use_image_if_no_bounding_boxes=True,
+    )
+    return tf.stack([begin[0], begin[1], size[0], size[1]])
+
+
+def _stored_window(window: tf.Tensor, orientation: tf.Tensor, height: tf.Tensor,
+                   width: tf.Tensor) -> tf.Tensor:
+    """Maps a window in upright coordinates to the stored (pre-EXIF) image, exactly.
+
+    An upright crop then equals the crop of the upright image, pixel for pixel.
+    """
+    window = tf.where(transposes(orientation),
+                      tf.stack([window[1], window[0], window[3], window[2]]), window)
+    flip_y = tf.reduce_any(tf.equal(orientation, [3, 4, 6, 7]))
+    flip_x = tf.reduce_any(tf.equal(orientation, [2, 3, 7, 8]))
+    offset_y = tf.where(flip_y, height - window[0] - window[2], window[0])
+    offset_x = tf.where(flip_x, width - window[1] - window[3], window[1])
+    return tf.stack([offset_y, offset_x, window[2], window[3]])
+
+
+# --------------------------------------------------------------------------------------
+# Decoding a window
+# --------------------------------------------------------------------------------------
+
+def _jpeg_ratio(window: tf.Tensor, out_side: int) -> tf.Tensor:
+    # The largest DCT downscale (1, 2, 4, 8) that keeps both sides of the window at least as
+    # large as the output's larger side, so that quality is unchanged and the decoder does
+    # far less work. Comparing with the larger side keeps this independent of orientation.
+    fit = tf.minimum(window[2], window[3]) // max(out_side, 1)
+    return tf.cast(tf.where(fit >= 8, 3, tf.where(fit >= 4, 2, tf.where(fit >= 2, 1, 0))),
+                   tf.int32)
+
+
+def decode_jpeg_window(data: tf.Tensor, window: tf.Tensor, out_side: int,
+                       dct_method: str = "") -> tf.Tensor:
+    """Decodes only ``window`` of a JPEG, downscaled in the DCT domain when it is large.
+
+    Args:
+        data: JPEG bytes.
+        window: ``[offset_y, offset_x, height, width]`` in stored pixels.
+        out_side: The larger side of the size the window will be resized to; decides how
+            much libjpeg may downscale.
+        dct_method: libjpeg's inverse DCT: ``""`` (accurate) or ``"INTEGER_FAST"``.
+
+    Returns:
+        ``uint8`` ``[h, w, 3]``, the window at full or 1/2, 1/4, 1/8 resolution.
+    """
+    index = _jpeg_ratio(window, out_side)
+
+    def branch(ratio):
+        def decode():
+            # With ratio > 1 libjpeg takes the crop window in downscaled pixels.
+            scaled = window // ratio
+            return tf.io.decode_and_crop_jpeg(
+                data, tf.maximum(scaled, tf.constant([0, 0, 1, 1])), channels=3,
+                ratio=ratio, dct_method=dct_method)
+        return decode
+
+    image = tf.switch_case(index, [branch(1), branch(2), branch(4), branch(8)])
+    image.set_shape([None, None, 3])
+    return image
+
+
+def _resize(image: tf.Tensor, image_size: Sequence[int], interpolation: str,
+            antialias: bool) -> tf.Tensor:
+    image = tf.image.resize(image, image_size, method=interpolation, antialias=antialias)
+    # Bicubic and Lanczos overshoot; the contract is [0, 255].
+    return tf.clip_by_value(image, 0.0, 255.0)
+
+
+def decode_image(data: tf.Tensor, kind: tf.Tensor) -> tf.Tensor:
+    """Fully decodes bytes of any ``kind`` to upright 8-bit RGB (no EXIF for KIND_JPEG)."""
+    image = tf.switch_case(tf.cast(kind, tf.int32), [
+        lambda: tf.io.decode_jpeg(data, channels=3),
+        lambda: _pil_decode_op(data),
+        lambda: graph_decode(data),
+    ])
+    image.set_shape([None, None, 3])
+    return image
+
+
+def decode_upright(data: tf.Tensor, kind: tf.Tensor, orientation: tf.Tensor) -> tf.Tensor:
+    """Fully decodes bytes to upright 8-bit RGB, applying the scanned EXIF orientation."""
+    image = decode_image(data, kind)
+    return tf.cond(tf.equal(tf.cast(kind, tf.int32), KIND_JPEG),
+                   lambda: apply_orientation(image, orientation), lambda: image)
+
+
+def train_crop(data: tf.Tensor, kind: tf.Tensor, orientation: tf.Tensor, seed: tf.Tensor,
+               image_size: Sequence[int], *, scale: Sequence[float] = DEFAULT_SCALE,
+               ratio: Sequence[float] = DEFAULT_RATIO, interpolation: str = "bilinear",
+               antialias: bool = False) -> tf.Tensor:
+    """Random-resized-crop of encoded bytes, fused with decoding for ordinary JPEGs.
+
+    Args:
+        data: Encoded image bytes (scalar string tensor).
+        kind: ``KIND_JPEG``, ``KIND_PIL`` or ``KIND_GRAPH``.
+        orientation: EXIF orientation of a ``KIND_JPEG`` file (1 when unknown).
+        seed: Shape ``[2]`` seed; the crop depends on nothing else.
+        image_size: Output ``(height, width)``.
+        scale: Crop area range, as a fraction of the image.
+        ratio: Crop aspect (width / height) range. The range is symmetric around 1 by
+            default, so sampling in stored rather than upright coordinates changes nothing.
+        interpolation: ``tf.image.resize`` method.
+        antialias: Low-pass filter when downscaling; off by default on the train path, as in
+            TensorFlow's and Keras' pipelines (it costs time and augmentation hides it).
+
+    Returns:
+        float32 ``[height, width, 3]`` in [0, 255].
+    """
+    out_h, out_w = int(image_size[0]), int(image_size[1])
+    kind = tf.cast(kind, tf.int32)
+    orientation = tf.cast(orientation, tf.int32)
+
+    def fused_jpeg():
+        shape = tf.io.extract_jpeg_shape(data)
+        window = random_crop_window(shape, seed, scale, ratio)
+        # INTEGER_FAST: a cheaper inverse DCT whose error is far below what augmentation
+        # does to the image anyway (the eval path keeps the accurate one).
+        crop = decode_jpeg_window(data, window, max(out_h, out_w), dct_method="INTEGER_FAST")
+        return tf.cast(apply_orientation(crop, orientation), tf.float32)
+
+    def decoded():
+        image = decode_image(data, kind)
+        window = random_crop_window(tf.shape(image), seed, scale, ratio)
+        crop = tf.image.crop_to_bounding_box(image, window[0], window[1], window[2], window[3])
+        return tf.cast(crop, tf.float32)
+
+    crop = tf.cond(tf.equal(kind, KIND_JPEG), fused_jpeg, decoded)
+    return _resize(crop, (out_h, out_w), interpolation, antialias)
+
+
+def eval_crop(data: tf.Tensor, kind: tf.Tensor, orientation: tf.Tensor,
+              image_size: Sequence[int], *, crop_fraction: float = 0.875,
+              interpolation: str = "bilinear") -> tf.Tensor:
+    """Resize-shorter-side-then-centre-crop of encoded bytes, as one window decode and resize.
+
+    The result is rounded to whole pixel values, as Pillow-based pipelines produce, so that
+    a cached copy (kept as uint8) and a fresh one are identical.
+
+    Args:
+        data: Encoded image bytes.
+        kind: ``KIND_JPEG``, ``KIND_PIL`` or ``KIND_GRAPH``.
+        orientation: EXIF orientation of a ``KIND_JPEG`` file (1 when unknown).
+        image_size: Output ``(height, width)``.
+        crop_fraction: See :func:`center_crop_window`.
+        interpolation: ``tf.image.resize`` method (antialiased, as Pillow resizes).
+
+    Returns:
+        float32 ``[height, width, 3]`` with integral values in [0, 255].
+    """
+    out_h, out_w = int(image_size[0]), int(image_size[1])
+    kind = tf.cast(kind, tf.int32)
+    orientation = tf.cast(orientation, tf.int32)
+
+    def fused_jpeg():
+        shape = tf.io.extract_jpeg_shape(data)
+        upright_h = tf.where(transposes(orientation), shape[1], shape[0])
+        upright_w = tf.where(transposes(orientation), shape[0], shape[1])
+        window = center_crop_window(upright_h, upright_w, (out_h, out_w), crop_fraction)
+        window = _stored_window(window, orientation, shape[0], shape[1])
+        crop = decode_jpeg_window(data, window, max(out_h, out_w))
+        return apply_orientation(crop, orientation)
+
+    def decoded():
+        image = decode_image(data, kind)
+        shape = tf.shape(image)
+        window = center_crop_window(shape[0], shape[1], (out_h, out_w), crop_fraction)
+        return tf.image.crop_to_bounding_box(image, window[0], window[1], window[2], window[3])
+
+    crop = tf.cond(tf.equal(kind, KIND_JPEG), fused_jpeg, decoded)
+    image = _resize(tf.cast(crop, tf.float32), (out_h, out_w), interpolation, True)
+    return tf.round(image)
+
+
+def to_channels(image: tf.Tensor, channels: int) -> tf.Tensor:
+    """Keeps RGB, or converts to one luminance channel for single-channel models (LeNet)."""
+    if channels == 3:
+        return image
+    if channels == 1:
+        return tf.image.rgb_to_grayscale(image)
+    raise ValueError(f"channels must be 1 or 3; got {channels!r}.")
+
+
+def make_eval_transform(image_size: Sequence[int], crop_fraction: float = 0.875,
+                        interpolation: str = "bilinear", channels: int = 3):
+    """Returns ``fn(image_bytes) -> float32 [H, W, C]``: the eval path in pure TensorFlow.
+
+    Meant for a serving signature or ``zoo evaluate`` on raw bytes: JPEGs take the fused
+    window decode, other formats ``tf.io.decode_image``. Bytes carry no scan, so EXIF
+    orientation is read from the JPEG itself by :func:`jpeg_orientation`.
+
+    Args:
+        image_size: Output ``(height, width)``.
+        crop_fraction: See :func:`center_crop_window`.
+        interpolation: ``tf.image.resize`` method.
+        channels: 3 for RGB, 1 for grayscale models.
+    """
+    check_interpolation(interpolation)
+    size = (int(image_size[0]), int(image_size[1]))
+
+    def transform(image_bytes: tf.Tensor) -> tf.Tensor:
+        is_jpeg = tf.io.is_jpeg(image_bytes)
+        kind = tf.where(is_jpeg, KIND_JPEG, KIND_GRAPH)
+        orientation = tf.cond(is_jpeg, lambda: jpeg_orientation(image_bytes),
+                              lambda: tf.constant(1, tf.int32))
+        image = eval_crop(image_bytes, kind, orientation, size, crop_fraction=crop_fraction,
+                          interpolation=interpolation)
+        image = to_channels(image, channels)
+        image.set_shape([size[0], size[1], channels])
+        return image
+
+    return transform
+
+
+def jpeg_orientation(data: tf.Tensor, max_segments: int = 16) -> tf.Tensor:
+    """Reads the EXIF orientation tag (0x0112) of JPEG bytes in pure TensorFlow.
+
+    Written by hand because no TensorFlow op reads EXIF, and a serving graph cannot call
+    Pillow. Walks the JPEG marker segments up to the first APP1 "Exif" segment (or the start
+    of scan), then the TIFF header and IFD0 entries, in either byte order.
+
+    Args:
+        data: JPEG bytes (scalar string tensor).
+        max_segments: Marker segments to walk before giving up (APP1 comes first or
+            second in practice).
+
+    Returns:
+        int32 orientation in 1..8; 1 when absent or unreadable.
+    """
+    def byte(pos):
+        return tf.cast(tf.io.decode_raw(tf.strings.substr(data, pos, 1), tf.uint8)[0],
+                       tf.int32)
+
+    def u16(pos, little):
+        a, b = byte(pos), byte(pos + 1)
+        return tf.where(little, a + b * 256, a * 256 + b)
+
+    def u32(pos, little):
+        lo, hi = u16(pos, little), u16(pos + 2, little)
+        return tf.where(little, lo + hi * 65536, lo * 65536 + hi)
+
+    length = tf.strings.length(data)
+
+    def cond(pos, found, step):
+        return (step < max_segments) & (found < 0) & (pos + 4 <= length)
+
+    def body(pos, found, step):
+        marker_ok = tf.equal(byte(pos), 0xFF)
+        marker = byte(pos + 1)
+        seg_len = u16(pos + 2, tf.constant(False))
+        is_exif = (marker_ok & tf.equal(marker, 0xE1)
+                   & tf.equal(tf.strings.substr(data, pos + 4, 6), b"Exif\x00\x00"))
+        stop = (~marker_ok) | tf.equal(marker, 0xDA) | tf.equal(marker, 0xD9)
+        found = tf.where(is_exif, pos + 10, tf.where(stop, 0, found))
+        return pos + 2 + seg_len, found, step + 1
+
+    _, tiff, _ = tf.while_loop(cond, body, [tf.constant(2), tf.constant(-1), tf.constant(0)])
+
+    def read_ifd():
+        little = tf.equal(tf.strings.substr(data, tiff, 2), b"II")
+        ifd = tiff + u32(tiff + 4, little)
+        count = tf.minimum(u16(ifd, little), 64)
+
+        def entry_cond(i, value):
+            return (i < count) & (value < 0) & (ifd + 2 + 12 * i + 10 <= length)
+
+        def entry_body(i, value):
+            entry = ifd + 2 + 12 * i
+            value = tf.where(tf.equal(u16(entry, little), 0x0112), u16(entry + 8, little),
+                             value)
+            return i + 1, value
+
+        _, value = tf.while_loop(entry_cond, entry_body, [tf.constant(0), tf.constant(-1)])
+        return tf.where((value >= 1) & (value <= 8), value, 1)
+
+    has_exif = (tiff > 0) & (tiff + 8 <= length)
+    return tf.cond(has_exif, read_ifd, lambda: tf.constant(1, tf.int32))

@@ -481,12 +481,15 @@ class ImageData:
         train_files: ``(path, label)`` of the training images.
         val_files: ``(path, label)`` of the validation images.
         test_files: ``(path, label)`` of the test images.
+        source: ``"folder"`` or ``"tfds"``.
+        root: The image folder, for folder data.
     """
 
     def __init__(self, *, train, val, class_names, geometry: Geometry, batch_size: int,
                  label_mode: str, plan, skipped=(), manifest=None, manifest_path=None,
                  train_files=(), val_files=(), test=None, test_files=(),
-                 counts: dict | Callable[[], dict] | None = None, source: str = "folder"):
+                 counts: dict | Callable[[], dict] | None = None, source: str = "folder",
+                 root: str | None = None):
         self.train = train
         self.val = val
         self.test = test
@@ -508,6 +511,7 @@ class ImageData:
         self.val_files = list(val_files)
         self.test_files = list(test_files)
         self.source = source
+        self.root = root
         self._counts = counts
 
     @property
@@ -623,7 +627,9 @@ def build_dataset(ds: tf.data.Dataset, *, training: bool, size: int | None,
                   label_mode: str, seed: int, read_files: bool, cache: bool | str,
                   cache_bytes: int | None = None, shuffle: bool = True,
                   shuffle_buffer: int | None = None, deterministic: bool | None = None,
-                  drop_remainder: bool = False) -> tf.data.Dataset:
+                  drop_remainder: bool = False,
+                  kinds: Sequence[int] = transforms.ALL_KINDS,
+                  oriented: bool = True, skip_errors: bool = True) -> tf.data.Dataset:
     """Turns ``(source, label, kind, orientation)`` elements into batches of pixels and labels.
 
     Args:
@@ -648,12 +654,18 @@ def build_dataset(ds: tf.data.Dataset, *, training: bool, size: int | None,
             eval path (predictions must line up with files) and False on the train path
             (faster; the crops themselves are seeded per element either way).
         drop_remainder: Drop the last partial batch (static batch shapes for TPUs).
+        kinds: The decoder kinds that occur (only their decoders enter the graph).
+        oriented: Whether any JPEG needs an EXIF rotation.
+        skip_errors: Drop (with a logged warning) an image whose decoding fails although
+            it passed the check, rather than stop training mid-epoch: the fast check does
+            not decode every file. Off where outputs must line up with a file list.
 
     Returns:
         The batched, prefetched dataset.
     """
     autotune = tf.data.AUTOTUNE
     size_hw = geometry.image_size
+    decoders = dict(kinds=tuple(kinds) or (KIND_JPEG,), oriented=oriented)
     if deterministic is None:
         deterministic = not training
     if cache is True and cache_bytes is not None and cache_bytes > DEFAULT_CACHE_LIMIT:
@@ -685,14 +697,14 @@ def build_dataset(ds: tf.data.Dataset, *, training: bool, size: int | None,
             if plan.crop == "random":
                 image = transforms.train_crop(
                     data, kind, orientation, crop_seed, size_hw, scale=plan.scale,
-                    ratio=plan.ratio, interpolation=geometry.interpolation)
+                    ratio=plan.ratio, interpolation=geometry.interpolation, **decoders)
             elif plan.crop == "full":
-                pixels = transforms.decode_upright(data, kind, orientation)
+                pixels = transforms.decode_upright(data, kind, orientation, **decoders)
                 image = augment_module.albumentations_op(pixels, plan.albumentations, size_hw)
             else:
                 image = transforms.eval_crop(data, kind, orientation, size_hw,
                                              crop_fraction=geometry.crop_fraction,
-                                             interpolation=geometry.interpolation)
+                                             interpolation=geometry.interpolation, **decoders)
             if plan.flip:
                 image = tf.image.stateless_random_flip_left_right(image, flip_seed)
             image = augment_module.apply_image_layers(image, plan)
@@ -701,6 +713,8 @@ def build_dataset(ds: tf.data.Dataset, *, training: bool, size: int | None,
             return image, tf.cast(label, tf.int32)
 
         ds = ds.map(train_one, num_parallel_calls=autotune, deterministic=deterministic)
+        if skip_errors:
+            ds = ds.ignore_errors(log_warning=True)
         ds = ds.batch(batch_size, drop_remainder=drop_remainder,
                       num_parallel_calls=autotune, deterministic=deterministic)
         ds = augment_module.finish_batches(ds, plan, num_classes=num_classes,
@@ -710,14 +724,17 @@ def build_dataset(ds: tf.data.Dataset, *, training: bool, size: int | None,
             data = tf.io.read_file(source) if read_files else source
             image = transforms.eval_crop(data, kind, orientation, size_hw,
                                          crop_fraction=geometry.crop_fraction,
-                                         interpolation=geometry.interpolation)
+                                         interpolation=geometry.interpolation, **decoders)
             image = transforms.to_channels(image, geometry.channels)
             image.set_shape([size_hw[0], size_hw[1], geometry.channels])
             # uint8 until batching: a quarter of the memory in the cache, and exact, since
             # the eval path rounds to whole pixel values.
             return tf.cast(image, tf.uint8), tf.cast(label, tf.int32)
 
-        ds = _cache(ds.map(eval_one, num_parallel_calls=autotune, deterministic=deterministic))
+        ds = ds.map(eval_one, num_parallel_calls=autotune, deterministic=deterministic)
+        if skip_errors:
+            ds = ds.ignore_errors(log_warning=True)
+        ds = _cache(ds)
         ds = ds.batch(batch_size, drop_remainder=drop_remainder,
                       num_parallel_calls=autotune, deterministic=deterministic)
         ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=autotune,
@@ -727,6 +744,11 @@ def build_dataset(ds: tf.data.Dataset, *, training: bool, size: int | None,
     options = tf.data.Options()
     options.deterministic = deterministic
     return ds.with_options(options).prefetch(autotune)
+
+
+def _decoders(files: Sequence[ImageFile]) -> dict:
+    return dict(kinds=tuple(sorted({f.kind for f in files})) or (KIND_JPEG,),
+                oriented=any(f.orientation != 1 for f in files))
 
 
 def _records(files: Sequence[ImageFile]) -> tf.data.Dataset:
@@ -768,6 +790,7 @@ def from_folder(
     channels: int | None = None,
     check: str = "fast",
     out_dir: str | os.PathLike | None = None,
+    manifest_dir: str | os.PathLike | None = None,
     manifest: str | os.PathLike | None = None,
     label_mode: str | None = None,
     cache: bool | str = True,
@@ -797,6 +820,7 @@ def from_folder(
             looks incomplete); ``"full"`` decodes every file with the decoder training uses.
         out_dir: Where to write the split manifest (``split.json``), usually the run dir.
             It may not be inside ``root``: nothing is written next to the images.
+        manifest_dir: Another name for ``out_dir``.
         manifest: A manifest written earlier (file or directory); its split is used
             as it is. Files listed there that are now missing or broken are skipped, files
             added since are ignored, and both are reported.
@@ -833,6 +857,7 @@ def from_folder(
     geometry = resolve_geometry(model, image_size, crop_fraction, interpolation, channels)
     plan = augment_module.resolve(augment, seed=seed)
     label_mode = _label_mode(label_mode, plan)
+    out_dir = _out_dir(out_dir, manifest_dir)
     if out_dir is not None and _inside(Path(out_dir), root):
         raise ValueError(f"out_dir {str(out_dir)!r} is inside the image folder {str(root)!r}; "
                          "nothing is written next to the images. Use a run directory outside it.")
@@ -873,7 +898,8 @@ def from_folder(
         present = sorted({c for files in listed.values() for _, c in files})
         class_names = present
         _skip_empty_classes(root, scan, listed, skipped)
-    _require_classes(root, class_names, listed, scan)
+    _report_skipped(skipped, root)  # before any error below, which refers to it
+    _require_classes(root, class_names, listed, skipped)
     index = {name: i for i, name in enumerate(class_names)}
 
     if manifest is None and "all" in listed:
@@ -929,7 +955,6 @@ def from_folder(
         manifest_path = out / MANIFEST_NAME
         manifest_path.write_text(json.dumps(manifest_dict, indent=1))
 
-    _report_skipped(skipped, root)
     warn_if_imbalanced(counts["train"], class_names, imbalance_warning)
 
     common = dict(geometry=geometry, plan=plan, batch_size=batch_size,
@@ -938,7 +963,7 @@ def from_folder(
     train_bytes = sum(f.nbytes for f in train_files)
     train = build_dataset(_records(train_files), training=True, size=len(train_files),
                           cache_bytes=train_bytes, shuffle=shuffle,
-                          deterministic=deterministic, **common)
+                          deterministic=deterministic, **_decoders(train_files), **common)
     per_image = geometry.image_size[0] * geometry.image_size[1] * geometry.channels
 
     def eval_split(split):
@@ -946,7 +971,7 @@ def from_folder(
         if not fs:
             return None
         return build_dataset(_records(fs), training=False, size=len(fs),
-                             cache_bytes=len(fs) * per_image, **common)
+                             cache_bytes=len(fs) * per_image, **_decoders(fs), **common)
 
     return ImageData(
         train=train, val=eval_split("val"), test=eval_split("test"), class_names=class_names,
@@ -956,7 +981,14 @@ def from_folder(
         train_files=[(f.path, f.label) for f in train_files],
         val_files=[(f.path, f.label) for f in files.get("val", [])],
         test_files=[(f.path, f.label) for f in files.get("test", [])],
-        counts=counts, source="folder")
+        counts=counts, source="folder", root=str(root))
+
+
+def _out_dir(out_dir, manifest_dir):
+    if out_dir is not None and manifest_dir is not None and Path(out_dir) != Path(manifest_dir):
+        raise ValueError(f"out_dir={str(out_dir)!r} and manifest_dir={str(manifest_dir)!r} "
+                         "name different places; pass one of them.")
+    return out_dir if out_dir is not None else manifest_dir
 
 
 def _label_mode(label_mode: str | None, plan) -> str:
@@ -985,13 +1017,14 @@ def _skip_empty_classes(root: Path, scan: _Scan, listed: dict, skipped: list) ->
             skipped.append((str(folder), "class folder without usable images; not a class"))
 
 
-def _require_classes(root: Path, class_names: list[str], listed: dict, scan: _Scan) -> None:
+def _require_classes(root: Path, class_names: list[str], listed: dict, skipped: list) -> None:
     total = sum(len(files) for files in listed.values())
     if total == 0:
+        examples = "; ".join(f"{os.path.relpath(p, root)}: {r}" for p, r in skipped[:3])
         raise ValueError(
             f"No usable images under {str(root)!r}. Expected root/<class>/*.jpg (or .png, "
-            f".bmp, .gif, .webp), or root/train/<class>/ with root/val/<class>/; "
-            f"{len(scan.skipped)} file(s) were skipped (see the warning above).")
+            f".bmp, .gif, .webp), or root/train/<class>/ with root/val/<class>/. "
+            f"{len(skipped)} file(s) skipped" + (f", e.g. {examples}." if examples else "."))
     if len(class_names) < 2:
         only = class_names[0] if class_names else "?"
         raise ValueError(
@@ -1043,7 +1076,8 @@ def from_files(
     _report_skipped(skipped, None)
     ds = build_dataset(_records(kept), training=False, size=len(kept), geometry=geometry,
                        plan=None, batch_size=batch_size, num_classes=1, label_mode="int",
-                       seed=0, read_files=True, cache=False)
+                       seed=0, read_files=True, cache=False, skip_errors=False,
+                       **_decoders(kept))
     if labels is None:
         ds = ds.map(lambda x, y: x)
     return EvalFiles(ds, [f.path for f in kept], skipped)

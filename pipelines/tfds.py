@@ -22,6 +22,7 @@ from pipelines.folder import (
     MANIFEST_NAME,
     ImageData,
     _label_mode,
+    _out_dir,
     build_dataset,
     resolve_geometry,
     warn_if_imbalanced,
@@ -73,6 +74,7 @@ def from_tfds(
     label_mode: str | None = None,
     download: bool = True,
     out_dir: str | os.PathLike | None = None,
+    manifest_dir: str | os.PathLike | None = None,
     cache: bool | str = False,
     shuffle_buffer: int = 10_000,
     deterministic: bool | None = None,
@@ -103,6 +105,7 @@ def from_tfds(
         label_mode: ``"int"`` or ``"categorical"``, as in :func:`from_folder`.
         download: Download and prepare the dataset if it is not in ``data_dir``.
         out_dir: Where to write ``split.json`` (dataset, version and split strings).
+        manifest_dir: Another name for ``out_dir``.
         cache: As in :func:`from_folder`; off by default since TFDS datasets are large.
         shuffle_buffer: Shuffle buffer of the train path (on top of TFDS' file shuffling).
         deterministic: Fix the train order under parallel maps.
@@ -118,6 +121,7 @@ def from_tfds(
     geometry = resolve_geometry(model, image_size, crop_fraction, interpolation, channels)
     plan = augment_module.resolve(augment, seed=seed)
     label_mode = _label_mode(label_mode, plan)
+    out_dir = _out_dir(out_dir, manifest_dir)
     try:
         builder = tfds.builder(name, data_dir=None if data_dir is None else str(data_dir))
     except Exception as error:  # noqa: BLE001 - TFDS raises several types here
@@ -166,7 +170,8 @@ def from_tfds(
 
     common = dict(geometry=geometry, plan=plan, batch_size=batch_size,
                   num_classes=len(class_names), label_mode=label_mode, seed=seed,
-                  read_files=False, cache=cache, drop_remainder=drop_remainder)
+                  read_files=False, cache=cache, drop_remainder=drop_remainder,
+                  kinds=(KIND_JPEG, KIND_GRAPH), oriented=False)
     train_size = num_examples(splits["train"])
     train = build_dataset(records(splits["train"], True), training=True, size=train_size,
                           shuffle_buffer=min(shuffle_buffer, train_size or shuffle_buffer),

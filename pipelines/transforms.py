@@ -270,28 +270,59 @@ def _resize(image: tf.Tensor, image_size: Sequence[int], interpolation: str,
     return tf.clip_by_value(image, 0.0, 255.0)
 
 
-def decode_image(data: tf.Tensor, kind: tf.Tensor) -> tf.Tensor:
-    """Fully decodes bytes of any ``kind`` to upright 8-bit RGB (no EXIF for KIND_JPEG)."""
-    image = tf.switch_case(tf.cast(kind, tf.int32), [
-        lambda: tf.io.decode_jpeg(data, channels=3),
-        lambda: _pil_decode_op(data),
-        lambda: graph_decode(data),
-    ])
+ALL_KINDS = (KIND_JPEG, KIND_PIL, KIND_GRAPH)
+
+
+def _select(kind: tf.Tensor, branches: dict, kinds: Sequence[int]) -> tf.Tensor:
+    # Only the decoders of kinds that occur are put in the graph: a folder of ordinary
+    # JPEGs gets no Pillow branch, which keeps tracing and each step cheaper.
+    kinds = sorted(set(kinds))
+    if len(kinds) == 1:
+        return branches[kinds[0]]()
+    return tf.switch_case(tf.cast(kind, tf.int32), {k: branches[k] for k in kinds})
+
+
+def decode_image(data: tf.Tensor, kind: tf.Tensor, kinds: Sequence[int] = ALL_KINDS) -> tf.Tensor:
+    """Fully decodes bytes of any ``kind`` to 8-bit RGB (no EXIF applied for KIND_JPEG).
+
+    Args:
+        data: Encoded bytes.
+        kind: The decoder to use.
+        kinds: The kinds that can occur (the others are left out of the graph).
+    """
+    image = _select(kind, {
+        KIND_JPEG: lambda: tf.io.decode_jpeg(data, channels=3),
+        KIND_PIL: lambda: _pil_decode_op(data),
+        KIND_GRAPH: lambda: graph_decode(data),
+    }, kinds)
     image.set_shape([None, None, 3])
     return image
 
 
-def decode_upright(data: tf.Tensor, kind: tf.Tensor, orientation: tf.Tensor) -> tf.Tensor:
+def decode_upright(data: tf.Tensor, kind: tf.Tensor, orientation: tf.Tensor,
+                   kinds: Sequence[int] = ALL_KINDS, oriented: bool = True) -> tf.Tensor:
     """Fully decodes bytes to upright 8-bit RGB, applying the scanned EXIF orientation."""
-    image = decode_image(data, kind)
+    image = decode_image(data, kind, kinds)
+    if not oriented or KIND_JPEG not in kinds:
+        return image
     return tf.cond(tf.equal(tf.cast(kind, tf.int32), KIND_JPEG),
                    lambda: apply_orientation(image, orientation), lambda: image)
+
+
+def _jpeg_or_decoded(kind: tf.Tensor, fused_jpeg, decoded, kinds: Sequence[int]) -> tf.Tensor:
+    others = [k for k in kinds if k != KIND_JPEG]
+    if not others:
+        return fused_jpeg()
+    if KIND_JPEG not in kinds:
+        return decoded()
+    return tf.cond(tf.equal(kind, KIND_JPEG), fused_jpeg, decoded)
 
 
 def train_crop(data: tf.Tensor, kind: tf.Tensor, orientation: tf.Tensor, seed: tf.Tensor,
                image_size: Sequence[int], *, scale: Sequence[float] = DEFAULT_SCALE,
                ratio: Sequence[float] = DEFAULT_RATIO, interpolation: str = "bilinear",
-               antialias: bool = False) -> tf.Tensor:
+               antialias: bool = False, kinds: Sequence[int] = ALL_KINDS,
+               oriented: bool = True) -> tf.Tensor:
     """Random-resized-crop of encoded bytes, fused with decoding for ordinary JPEGs.
 
     Args:
@@ -306,6 +337,8 @@ def train_crop(data: tf.Tensor, kind: tf.Tensor, orientation: tf.Tensor, seed: t
         interpolation: ``tf.image.resize`` method.
         antialias: Low-pass filter when downscaling; off by default on the train path, as in
             TensorFlow's and Keras' pipelines (it costs time and augmentation hides it).
+        kinds: The kinds that can occur; the graph holds only their decoders.
+        oriented: Whether any JPEG has an EXIF orientation other than 1.
 
     Returns:
         float32 ``[height, width, 3]`` in [0, 255].
@@ -320,21 +353,24 @@ def train_crop(data: tf.Tensor, kind: tf.Tensor, orientation: tf.Tensor, seed: t
         # INTEGER_FAST: a cheaper inverse DCT whose error is far below what augmentation
         # does to the image anyway (the eval path keeps the accurate one).
         crop = decode_jpeg_window(data, window, max(out_h, out_w), dct_method="INTEGER_FAST")
-        return tf.cast(apply_orientation(crop, orientation), tf.float32)
+        if oriented:
+            crop = apply_orientation(crop, orientation)
+        return tf.cast(crop, tf.float32)
 
     def decoded():
-        image = decode_image(data, kind)
+        image = decode_image(data, kind, kinds)
         window = random_crop_window(tf.shape(image), seed, scale, ratio)
         crop = tf.image.crop_to_bounding_box(image, window[0], window[1], window[2], window[3])
         return tf.cast(crop, tf.float32)
 
-    crop = tf.cond(tf.equal(kind, KIND_JPEG), fused_jpeg, decoded)
+    crop = _jpeg_or_decoded(kind, fused_jpeg, decoded, kinds)
     return _resize(crop, (out_h, out_w), interpolation, antialias)
 
 
 def eval_crop(data: tf.Tensor, kind: tf.Tensor, orientation: tf.Tensor,
               image_size: Sequence[int], *, crop_fraction: float = 0.875,
-              interpolation: str = "bilinear") -> tf.Tensor:
+              interpolation: str = "bilinear", kinds: Sequence[int] = ALL_KINDS,
+              oriented: bool = True) -> tf.Tensor:
     """Resize-shorter-side-then-centre-crop of encoded bytes, as one window decode and resize.
 
     The result is rounded to whole pixel values, as Pillow-based pipelines produce, so that
@@ -347,6 +383,8 @@ def eval_crop(data: tf.Tensor, kind: tf.Tensor, orientation: tf.Tensor,
         image_size: Output ``(height, width)``.
         crop_fraction: See :func:`center_crop_window`.
         interpolation: ``tf.image.resize`` method (antialiased, as Pillow resizes).
+        kinds: The kinds that can occur; the graph holds only their decoders.
+        oriented: Whether any JPEG has an EXIF orientation other than 1.
 
     Returns:
         float32 ``[height, width, 3]`` with integral values in [0, 255].
@@ -357,6 +395,9 @@ def eval_crop(data: tf.Tensor, kind: tf.Tensor, orientation: tf.Tensor,
 
     def fused_jpeg():
         shape = tf.io.extract_jpeg_shape(data)
+        if not oriented:
+            window = center_crop_window(shape[0], shape[1], (out_h, out_w), crop_fraction)
+            return decode_jpeg_window(data, window, max(out_h, out_w))
         upright_h = tf.where(transposes(orientation), shape[1], shape[0])
         upright_w = tf.where(transposes(orientation), shape[0], shape[1])
         window = center_crop_window(upright_h, upright_w, (out_h, out_w), crop_fraction)
@@ -365,12 +406,12 @@ def eval_crop(data: tf.Tensor, kind: tf.Tensor, orientation: tf.Tensor,
         return apply_orientation(crop, orientation)
 
     def decoded():
-        image = decode_image(data, kind)
+        image = decode_image(data, kind, kinds)
         shape = tf.shape(image)
         window = center_crop_window(shape[0], shape[1], (out_h, out_w), crop_fraction)
         return tf.image.crop_to_bounding_box(image, window[0], window[1], window[2], window[3])
 
-    crop = tf.cond(tf.equal(kind, KIND_JPEG), fused_jpeg, decoded)
+    crop = _jpeg_or_decoded(kind, fused_jpeg, decoded, kinds)
     image = _resize(tf.cast(crop, tf.float32), (out_h, out_w), interpolation, True)
     return tf.round(image)
 
@@ -407,7 +448,7 @@ def make_eval_transform(image_size: Sequence[int], crop_fraction: float = 0.875,
         orientation = tf.cond(is_jpeg, lambda: jpeg_orientation(image_bytes),
                               lambda: tf.constant(1, tf.int32))
         image = eval_crop(image_bytes, kind, orientation, size, crop_fraction=crop_fraction,
-                          interpolation=interpolation)
+                          interpolation=interpolation, kinds=(KIND_JPEG, KIND_GRAPH))
         image = to_channels(image, channels)
         image.set_shape([size[0], size[1], channels])
         return image

@@ -1,0 +1,149 @@
+"""Broken files in a real folder: each is written for real, found before training, listed
+with its reason, reported once and left untouched; training then runs a whole epoch."""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+
+import pytest
+from PIL import Image
+from pipeline_helpers import jpeg_bytes, make_folder, photo, png_bytes, tree_fingerprint
+
+import pipelines
+
+
+def _corrupt_png() -> bytes:
+    # A PNG whose header and end are fine but whose compressed pixels are garbage: only a
+    # full decode finds it.
+    data = bytearray(png_bytes(photo("rocket")))
+    start = data.index(b"IDAT") + 4
+    data[start + 40:start + 400] = bytes(range(256)) + bytes(range(104))
+    return bytes(data)
+
+
+@pytest.fixture(scope="module")
+def messy_folder(tmp_path_factory):
+    root = make_folder(tmp_path_factory.mktemp("messy"), {"cats": 6, "dogs": 6})
+    good_jpeg = jpeg_bytes(photo("coffee"))
+    tiff = io.BytesIO()
+    Image.fromarray(photo("coffee")).save(tiff, "TIFF")
+    bad = {
+        "cats/empty.jpg": b"",
+        "cats/truncated.jpg": good_jpeg[: len(good_jpeg) // 2],
+        "cats/page.jpg": b"<!DOCTYPE html><html><body>404 Not Found</body></html>\n",
+        "dogs/notes.png": b"remember to label these\n",
+        "dogs/scan.jpg": tiff.getvalue(),
+        "dogs/scan.tif": tiff.getvalue(),
+        "dogs/noise.jpg": bytes(range(7, 250)) * 20,
+        "cats/.DS_Store": b"\x00\x00\x00\x01Bud1" + b"\x00" * 64,
+        "cats/._000.jpg": b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        ",
+        "only_broken/zero.jpg": b"",
+        "cats/corrupt.png": _corrupt_png(),
+        # A valid JPEG followed by other data (phone "motion photos" append a video).
+        "dogs/motion.jpg": good_jpeg + b"\x00\x00\x00\x18ftypmp42" + os.urandom(2000),
+    }
+    for rel, data in bad.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(data)
+    (root / "empty_class").mkdir()
+    os.symlink(root / "nowhere.jpg", root / "dogs" / "broken_link.jpg")
+    return root
+
+
+EXPECTED_REASONS = {
+    "cats/empty.jpg": "empty file (0 bytes)",
+    "cats/truncated.jpg": "truncated or corrupt",
+    "cats/page.jpg": "HTML",
+    "dogs/notes.png": "text",
+    "dogs/scan.jpg": "unsupported format TIFF",
+    "dogs/scan.tif": "not an image file name (.tif)",
+    "dogs/noise.jpg": "unknown file format",
+    "dogs/broken_link.jpg": "unreadable",
+    "cats/.DS_Store": "hidden file",
+    "cats/._000.jpg": "hidden file",
+    "only_broken/zero.jpg": "empty file",
+    "only_broken": "without usable images",
+    "empty_class": "without usable images",
+}
+
+
+def test_bad_files_are_skipped_with_reasons_and_training_runs(messy_folder, tmp_path):
+    before = tree_fingerprint(messy_folder)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        data = pipelines.from_folder(messy_folder, image_size=32, batch_size=4,
+                                     validation_split=0.25, out_dir=tmp_path)
+    reports = [w for w in caught if "Skipped" in str(w.message)]
+    assert len(reports) == 1  # reported once
+    assert "left untouched" in str(reports[0].message)
+    reasons = {os.path.relpath(p, messy_folder): r for p, r in data.skipped}
+    for rel, expected in EXPECTED_REASONS.items():
+        assert expected in reasons.get(rel, ""), (rel, reasons.get(rel))
+    assert "dogs/motion.jpg" not in reasons
+    assert "cats/corrupt.png" not in reasons  # only the full check decodes it
+    assert data.class_names == ["cats", "dogs"]  # empty folders are not classes
+    # A whole epoch of each split runs; the undetected corrupt PNG is dropped, not fatal.
+    train_seen = sum(int(y.shape[0]) for _, y in data.train)
+    val_seen = sum(int(y.shape[0]) for _, y in data.val)
+    assert train_seen + val_seen == 6 + 6 + 1  # the good photos and motion.jpg
+    assert tree_fingerprint(messy_folder) == before  # nothing moved, changed or deleted
+    assert len(data.manifest["skipped"]) == len(data.skipped)
+
+
+def test_full_check_finds_corrupt_data_behind_a_good_header(messy_folder):
+    with pytest.warns(UserWarning, match="Skipped"):
+        data = pipelines.from_folder(messy_folder, image_size=32, check="full")
+    reasons = {os.path.relpath(p, messy_folder): r for p, r in data.skipped}
+    assert "corrupt" in reasons["cats/corrupt.png"]
+    assert "dogs/motion.jpg" not in reasons
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
+def test_unreadable_file(tmp_path):
+    root = make_folder(tmp_path, {"a": 2, "b": 2})
+    locked = root / "a" / "locked.jpg"
+    locked.write_bytes(jpeg_bytes(photo("coffee")))
+    locked.chmod(0)
+    try:
+        with pytest.warns(UserWarning, match="Skipped"):
+            data = pipelines.from_folder(root, image_size=32)
+        assert any(p == str(locked) and "unreadable" in r for p, r in data.skipped)
+    finally:
+        locked.chmod(0o644)
+
+
+def test_no_images_is_a_clear_error(tmp_path):
+    (tmp_path / "cats").mkdir()
+    (tmp_path / "cats" / "readme.txt").write_text("no photos yet")
+    (tmp_path / "loose.jpg").write_bytes(jpeg_bytes(photo("coffee")))
+    with pytest.raises(ValueError, match=r"No usable images.*root/<class>/\*\.jpg"), \
+            pytest.warns(UserWarning):
+        pipelines.from_folder(tmp_path)
+
+
+def test_single_class_is_a_clear_error(tmp_path):
+    make_folder(tmp_path, {"cats": 3})
+    (tmp_path / "dogs").mkdir()
+    with pytest.raises(ValueError, match="Only one class .'cats'.*at least two class folders"), \
+            pytest.warns(UserWarning):
+        pipelines.from_folder(tmp_path)
+
+
+def test_missing_root_and_file_root(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        pipelines.from_folder(tmp_path / "nope")
+    (tmp_path / "x.jpg").write_bytes(b"")
+    with pytest.raises(ValueError, match="is a file"):
+        pipelines.from_folder(tmp_path / "x.jpg")
+
+
+def test_from_files_leaves_out_bad_files_and_keeps_order(messy_folder):
+    paths = [messy_folder / "cats" / "001.jpg", messy_folder / "cats" / "empty.jpg",
+             messy_folder / "dogs" / "000.jpg"]
+    with pytest.warns(UserWarning, match="empty.jpg: empty file"):
+        result = pipelines.from_files(paths, [0, 0, 1], image_size=32, batch_size=8)
+    assert result.paths == [str(paths[0]), str(paths[2])]
+    labels = [y.numpy().tolist() for _, y in result.dataset]
+    assert labels == [[0, 1]]

@@ -235,3 +235,16 @@ def patch_keras_for_multiworker() -> bool:
     tf_trainer.TensorFlowTrainer._maybe_symbolic_build = maybe_symbolic_build
     _patched = True
     return True
+
+
+def strategy_name(strategy: tf.distribute.Strategy) -> str:
+    """The public name of a strategy (``MultiWorkerMirroredStrategy``, not its alias)."""
+    # The exported classes' __name__ is sometimes an internal alias
+    # (MultiWorkerMirroredStrategy is CollectiveAllReduceStrategy).
+    for cls, name in ((tf.distribute.MultiWorkerMirroredStrategy, "MultiWorkerMirroredStrategy"),
+                      (tf.distribute.MirroredStrategy, "MirroredStrategy"),
+                      (tf.distribute.TPUStrategy, "TPUStrategy"),
+                      (tf.distribute.OneDeviceStrategy, "OneDeviceStrategy")):
+        if isinstance(strategy, cls):
+            return name
+    return type(strategy).__name__ if tf.distribute.has_strategy() else "default (one device)"

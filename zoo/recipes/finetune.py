@@ -264,6 +264,7 @@ def finetune(
     strategy: str | None = None,
     precision: str | None = None,
     verbose: int | str = "auto",
+    callbacks: list | None = None,
     **recipe_options,
 ) -> FinetuneResult:
     """Fine-tunes (or trains from scratch) a zoo model on a folder or a pipelines dataset.
@@ -283,6 +284,7 @@ def finetune(
         strategy: Overrides the recipe's distribution strategy.
         precision: Overrides the recipe's precision policy.
         verbose: Keras progress-bar verbosity.
+        callbacks: Extra Keras callbacks, added to every stage.
         **recipe_options: Any field of :class:`Recipe`.
 
     Returns:
@@ -323,8 +325,8 @@ def finetune(
     previous_policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(policy)
     log.info("Training %s on %d classes: %s, %d replica(s), global batch %d, %s.",
-             model_name, num_classes, type(strategy_obj).__name__, replicas, global_batch,
-             policy)
+             model_name, num_classes, distribute.strategy_name(strategy_obj), replicas,
+             global_batch, policy)
     try:
         with strategy_obj.scope():
             model = build(model_name, weights=weights, num_classes=num_classes,
@@ -350,7 +352,7 @@ def finetune(
                                   label_smoothing=recipe.label_smoothing),
                               metrics=metrics)
             guard = NanGuard()
-            callbacks = [
+            stage_callbacks = [
                 keras.callbacks.BackupAndRestore(str(write_dir / "backup" / stage)),
                 keras.callbacks.ModelCheckpoint(
                     str(write_dir / BEST_MODEL), monitor="val_accuracy", mode="max",
@@ -363,11 +365,12 @@ def finetune(
                 keras.callbacks.CSVLogger(str(write_dir / "history.csv"), append=True),
                 keras.callbacks.TensorBoard(str(write_dir / "logs")),
                 guard,
+                *(callbacks or []),
             ]
             model._initial_epoch = None
             fit = model.fit(train, validation_data=val, initial_epoch=epochs_before,
-                            epochs=epochs_before + epochs_here, callbacks=callbacks,
-                            verbose=verbose)
+                            shuffle=False, epochs=epochs_before + epochs_here,
+                            callbacks=stage_callbacks, verbose=verbose)
             if guard.where is not None:
                 epoch, batch, loss = guard.where
                 raise FloatingPointError(
@@ -408,7 +411,7 @@ def finetune(
                           recipe.finetune_lr, multipliers)
 
         if (write_dir / BEST_MODEL).exists():
-            model = keras.saving.load_model(write_dir / BEST_MODEL)
+            model = keras.saving.load_model(write_dir / BEST_MODEL, compile=False)
         else:
             model.save(write_dir / BEST_MODEL)
         history = _read_history(write_dir / "history.csv") or history
@@ -429,7 +432,7 @@ def finetune(
         "recipe": dataclasses.asdict(recipe),
         "replicas": replicas,
         "precision": policy,
-        "strategy": type(strategy_obj).__name__,
+        "strategy": distribute.strategy_name(strategy_obj),
         "data": {"root": str(data_root) if data_root else None,
                  "fingerprint": _data_fingerprint(data_root),
                  "counts": _jsonable(getattr(data, "counts", {})),
@@ -532,3 +535,42 @@ def load_run(run_dir: str | os.PathLike) -> tuple[keras.Model, dict]:
     info = json.loads(info_path.read_text()) if info_path.exists() else {}
     return keras.saving.load_model(model_path), info
 
+
+
+def find_learning_rate(model_name: str, data, *, weights: str | None = "imagenet",
+                       out_dir: str | os.PathLike | None = None, steps: int = 100,
+                       **recipe_options):
+    """Runs the learning-rate range test for the stage that would be trained first.
+
+    With weights, the backbone is frozen as in stage 1 (the rate found is ``head_lr``);
+    without, everything trains (``scratch_lr``).
+
+    Args:
+        model_name: A registered model name.
+        data: A folder of images or a pipelines dataset object.
+        weights: Pretrained weights, or None.
+        out_dir: Where the plot ``lr_find.png`` goes; defaults to ``runs/lr-find-<model>``.
+        steps: Batches to run.
+        **recipe_options: Any field of :class:`Recipe`.
+
+    Returns:
+        A :class:`zoo.recipes.lr_find.LRFindResult`.
+    """
+    from zoo.recipes.lr_find import lr_find
+
+    recipe = make_recipe(model_name, weights, **recipe_options)
+    keras.utils.set_random_seed(recipe.seed)
+    out = Path(out_dir or Path("runs") / f"lr-find-{model_name}")
+    data_root = Path(data) if isinstance(data, (str, os.PathLike)) else None
+    _prepare_run_dir(out, data_root, overwrite=False)
+    data, _ = _load_data(data, model_name, recipe, recipe.batch_size, out)
+    num_classes = len(data.class_names)
+    model = build(model_name, weights=weights, num_classes=num_classes,
+                  input_shape=tuple(data.train.element_spec[0].shape[1:]),
+                  dropout=recipe.dropout)
+    _set_trainable(model, layer_stages(model, model_name),
+                   min_stage=0 if weights is None else None, freeze_bn=weights is not None)
+    return lr_find(model, _one_hot(data.train, num_classes), steps=steps,
+                   loss=keras.losses.CategoricalCrossentropy(
+                       label_smoothing=recipe.label_smoothing),
+                   plot_path=out / "lr_find.png")

@@ -1,0 +1,281 @@
+"""The fine-tuning recipe on real data (scikit-learn's digits), in memory and small."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import types
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import zoo
+from zoo.recipes import finetune as ft
+from zoo.recipes.lr_find import lr_find, suggest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def digits_arrays(size=32):
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    x = tf.image.resize((digits.images / 16.0 * 255).astype("float32")[..., None],
+                        (size, size)).numpy()
+    x = np.repeat(x, 3, axis=-1)
+    return train_test_split(x, digits.target.astype("int32"), test_size=0.2,
+                            stratify=digits.target, random_state=0)
+
+
+def digits_data(n_train=None, batch=64, nan=False):
+    xtr, xva, ytr, yva = digits_arrays()
+    if n_train:
+        xtr, ytr = xtr[:n_train], ytr[:n_train]
+    if nan:
+        xtr = xtr.copy()
+        xtr[:] = np.nan
+    return types.SimpleNamespace(
+        train=tf.data.Dataset.from_tensor_slices((xtr, ytr)).shuffle(2000, seed=0).batch(batch),
+        val=tf.data.Dataset.from_tensor_slices((xva, yva)).batch(batch),
+        class_names=[str(i) for i in range(10)], counts={"train": len(ytr)}, skipped=[])
+
+
+def test_scratch_run_leaves_everything_a_run_should(tmp_path):
+    result = ft.finetune("lenet5", digits_data(), weights=None, epochs=4,
+                         out_dir=tmp_path / "run", verbose=0)
+    run = tmp_path / "run"
+    for name in ("best.keras", "metrics.json", "history.csv", "README.md", "run.json",
+                 "class_names.txt", "training_curves.png", "confusion_matrix.png",
+                 "misclassified.png", "gradcam.png"):
+        assert (run / name).is_file(), name
+    assert any((run / "logs").rglob("*tfevents*"))
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["val_accuracy"] == result.metrics["val_accuracy"] > 0.8
+    assert set(metrics["per_class"]) == {str(i) for i in range(10)}
+    assert {"precision", "recall", "f1"} <= set(metrics["per_class"]["3"])
+    assert "top5_accuracy" in metrics
+    assert len(result.history["val_accuracy"]) == 4
+    info = json.loads((run / "run.json").read_text())
+    assert info["status"] == "finished" and info["class_names"][0] == "0"
+    card = (run / "README.md").read_text()
+    assert "Preprocessing contract" in card and "load_model" in card
+    loaded = keras.saving.load_model(run / "best.keras")
+    assert loaded.output.shape == (None, 10)
+
+
+def test_finished_run_is_not_overwritten_without_the_flag(tmp_path):
+    data = digits_data(n_train=256)
+    ft.finetune("lenet5", data, weights=None, epochs=1, out_dir=tmp_path / "run", verbose=0)
+    before = (tmp_path / "run" / "metrics.json").read_text()
+    with pytest.raises(FileExistsError, match="already holds a finished run"):
+        ft.finetune("lenet5", data, weights=None, epochs=1, out_dir=tmp_path / "run",
+                    verbose=0)
+    assert (tmp_path / "run" / "metrics.json").read_text() == before
+    ft.finetune("lenet5", data, weights=None, epochs=1, out_dir=tmp_path / "run",
+                overwrite=True, verbose=0)
+    kept = [p for p in tmp_path.iterdir() if p.name.startswith("run.old-")]
+    assert len(kept) == 1 and (kept[0] / "metrics.json").read_text() == before
+
+
+class Interrupt(keras.callbacks.Callback):
+    """Simulates Ctrl-C during an epoch."""
+
+    def __init__(self, at_epoch):
+        super().__init__()
+        self.at_epoch = at_epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.at_epoch:
+            raise KeyboardInterrupt
+
+
+class FirstEpoch(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.epochs = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epochs.append(epoch)
+
+
+def test_interrupted_training_resumes_losing_at_most_one_epoch(tmp_path):
+    data = digits_data(n_train=512)
+    with pytest.raises(KeyboardInterrupt):
+        ft.finetune("lenet5", data, weights=None, epochs=5, out_dir=tmp_path / "run",
+                    verbose=0, callbacks=[Interrupt(3)])
+    assert not (tmp_path / "run" / "run.json").exists()
+    seen = FirstEpoch()
+    result = ft.finetune("lenet5", data, weights=None, epochs=5, out_dir=tmp_path / "run",
+                         verbose=0, callbacks=[seen])
+    assert seen.epochs == [3, 4]  # epochs 0-2 were kept
+    assert len(result.history["accuracy"]) == 5
+
+
+def test_nan_loss_stops_with_a_clear_message(tmp_path):
+    with pytest.raises(FloatingPointError, match=r"loss became nan at epoch 1.*learning rate"):
+        ft.finetune("lenet5", digits_data(n_train=256, nan=True), weights=None, epochs=2,
+                    out_dir=tmp_path / "run", verbose=0)
+
+
+def test_two_stages_freeze_then_unfreeze_with_bn_in_inference(tmp_path):
+    model = zoo.build("resnet18", input_shape=(32, 32, 3), num_classes=4)
+    stages = ft.layer_stages(model, "resnet18")
+    assert stages["predictions"] == -1
+    assert stages["conv1_conv"] == 0 and stages["conv5_block2_2_conv"] == 3
+    ft._set_trainable(model, stages, min_stage=None, freeze_bn=True)
+    trainable = {w.path.split("/")[0] for w in model.trainable_weights}
+    assert trainable == {"predictions"}
+    ft._set_trainable(model, stages, min_stage=2, freeze_bn=True)
+    names = {w.path.split("/")[0] for w in model.trainable_weights}
+    assert "conv4_block1_1_conv" in names and "conv3_block1_1_conv" not in names
+    assert not any(isinstance(model.get_layer(n), keras.layers.BatchNormalization)
+                   for n in names)
+    # A frozen BN layer runs on its moving statistics even when called in training mode.
+    bn = model.get_layer("conv4_block1_1_bn")
+    x = np.random.default_rng(0).normal(3, 2, (8, 4, 4, bn.moving_mean.shape[0]))
+    np.testing.assert_allclose(bn(x, training=True), bn(x, training=False), atol=1e-5)
+
+
+def test_finetune_from_a_weights_file_runs_both_stages(tmp_path):
+    # Pretrained weights are a saved model of the same architecture (no download here).
+    source = zoo.build("resnet18", input_shape=(32, 32, 3), num_classes=10)
+    weights = tmp_path / "pretrained.weights.h5"
+    source.save_weights(weights)
+    data = digits_data(n_train=256, batch=32)
+    result = ft.finetune("resnet18", data, weights=str(weights), epochs=4,
+                         out_dir=tmp_path / "run", verbose=0, patience=10)
+    assert len(result.history["accuracy"]) == 4
+    log = (tmp_path / "run" / "history.csv").read_text().splitlines()
+    assert len(log) == 5  # header + 1 head epoch + 3 fine-tuning epochs
+
+
+def test_layerwise_optimizer_scales_updates_per_variable():
+    a = keras.Variable(np.ones(3, "float32"), name="a")
+    b = keras.Variable(np.ones(3, "float32"), name="b")
+    opt = ft.LayerwiseAdamW(lr_multipliers=[(a, 0.1)], learning_rate=0.01, weight_decay=0.0)
+    opt.apply_gradients([(tf.ones(3), a), (tf.ones(3), b)])
+    step_a, step_b = 1 - a.numpy()[0], 1 - b.numpy()[0]
+    assert step_a == pytest.approx(step_b * 0.1, rel=1e-3)
+
+
+def test_lr_find_suggests_a_rate_in_the_descending_part(tmp_path):
+    data = digits_data(n_train=512)
+    model = zoo.build("lenet5", input_shape=(32, 32, 3), num_classes=10)
+    result = lr_find(model, ft._one_hot(data.train, 10), steps=60, start=1e-5, end=10,
+                     plot_path=tmp_path / "lr.png")
+    assert (tmp_path / "lr.png").stat().st_size > 1000
+    assert 1e-5 < result.suggestion < 10
+    assert min(result.losses) < result.losses[0]
+    rates = list(np.logspace(-5, 0, 50))
+    losses = [2.3 - 2 * np.tanh(5 * (np.log10(r) + 3)) if r < 0.1 else 10 for r in rates]
+    assert 1e-4 < suggest(rates, losses) < 1e-2
+
+
+def test_mixed_bfloat16_keeps_float32_outputs(tmp_path):
+    result = ft.finetune("lenet5", digits_data(n_train=256), weights=None, epochs=1,
+                         out_dir=tmp_path / "run", verbose=0, precision="mixed_bfloat16")
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert info["precision"] == "mixed_bfloat16"
+    assert result.model.get_layer("c1").compute_dtype == "bfloat16"
+    assert result.model.output.dtype == "float32"
+
+
+def test_auto_policy_follows_the_cpu(monkeypatch):
+    from zoo import distribute
+
+    monkeypatch.setattr(distribute, "_cpu_flags", lambda: frozenset({"avx512_bf16"}))
+    assert distribute.auto_policy() == "mixed_bfloat16"
+    monkeypatch.setattr(distribute, "_cpu_flags", lambda: frozenset({"avx2"}))
+    assert distribute.auto_policy() == "float32"
+
+
+_WORKER = textwrap.dedent("""
+    import json, os, sys
+    import tensorflow as tf
+    if os.environ.get("ZOO_TEST_LOGICAL_CPUS"):
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    from zoo.distribute import select_strategy
+    strategy = select_strategy(sys.argv[2])
+    sys.path.insert(0, {tests!r})
+    from test_finetune import digits_data
+    from zoo.recipes.finetune import finetune
+    result = finetune("lenet5", digits_data(), weights=None, epochs=6, out_dir=sys.argv[1],
+                      verbose=0, strategy=sys.argv[2], precision="float32", batch_size=32)
+    print("RESULT " + json.dumps({{"val_accuracy": result.metrics["val_accuracy"],
+          "replicas": strategy.num_replicas_in_sync,
+          "strategy": __import__("zoo.distribute").distribute.strategy_name(strategy)}}))
+""").format(tests=str(REPO / "tests"))
+
+
+def _run_workers(tmp_path, envs, strategy, timeout=600):
+    script = tmp_path / "worker.py"
+    script.write_text(_WORKER)
+    procs = [subprocess.Popen([sys.executable, str(script), str(tmp_path / f"run{i}"), strategy],
+                              env={**os.environ, **env}, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+             for i, env in enumerate(envs)]
+    outputs = []
+    try:
+        for proc in procs:
+            out, _ = proc.communicate(timeout=timeout)
+            outputs.append(out)
+    finally:
+        for proc in procs:
+            proc.kill()
+    results = []
+    for out in outputs:
+        lines = [line for line in out.splitlines() if line.startswith("RESULT ")]
+        assert lines, out[-3000:]
+        results.append(json.loads(lines[-1][7:]))
+    return results
+
+
+@pytest.fixture(scope="module")
+def one_device_accuracy(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("one")
+    (result,) = _run_workers(tmp, [{}], "one")
+    return result["val_accuracy"]
+
+
+def test_mirrored_strategy_on_two_logical_cpus(tmp_path, one_device_accuracy):
+    (result,) = _run_workers(tmp_path, [{"ZOO_TEST_LOGICAL_CPUS": "1"}], "auto")
+    assert result["strategy"] == "MirroredStrategy" and result["replicas"] == 2
+    assert result["val_accuracy"] == pytest.approx(one_device_accuracy, abs=0.03)
+
+
+def _free_ports(n):
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def test_two_worker_multiworker_mirrored_strategy(tmp_path, one_device_accuracy):
+    ports = _free_ports(2)
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    envs = [{"TF_CONFIG": json.dumps({"cluster": cluster,
+                                      "task": {"type": "worker", "index": i}})}
+            for i in range(2)]
+    results = _run_workers(tmp_path, envs, "auto")
+    assert [r["strategy"] for r in results] == ["MultiWorkerMirroredStrategy"] * 2
+    assert results[0]["replicas"] == 2
+    # Synchronous training: both workers hold the same model.
+    assert results[0]["val_accuracy"] == results[1]["val_accuracy"]
+    assert results[0]["val_accuracy"] == pytest.approx(one_device_accuracy, abs=0.03)
+    # Only the chief writes the run directory.
+    assert (tmp_path / "run0" / "run.json").exists()
+    assert not (tmp_path / "run1").exists()

@@ -1,0 +1,584 @@
+"""Readers for weight files, all returning NumPy arrays and none needing torch.
+
+* PyTorch ``.pth``/``.pt`` state dicts, in the zip format (torch >= 1.6) and the legacy
+  pickle stream older torchvision files use (AlexNet's, VGG's). Both are pickles; they are
+  read by :class:`RestrictedUnpickler`, which resolves only an allow-list of names to
+  harmless stand-ins of our own, so a file can never run code while it is read.
+* safetensors files, by a small parser of the format (an 8-byte header length, a JSON
+  header, raw little-endian data), which also handles bfloat16.
+* Keras HDF5 weights: the legacy Keras 1/2 layout keras.applications publishes (root
+  attribute ``layer_names``, one group per layer with ``weight_names``), the same inside a
+  whole-model ``.h5`` (``model_weights`` group), Keras 3 ``.weights.h5`` files
+  (``layers/<key>/vars/<i>``), and ``.keras`` archives (a zip holding ``model.weights.h5``
+  and ``config.json``).
+"""
+
+from __future__ import annotations
+
+import collections
+import io
+import json
+import os
+import pickle
+import struct
+import tarfile
+import zipfile
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+class UnsafePickleError(pickle.UnpicklingError):
+    """A pickle asked for something a state dict never needs, and was refused."""
+
+
+class WeightsFileError(ValueError):
+    """A weight file is damaged, of an unknown kind, or not the kind its name says."""
+
+
+# --------------------------------------------------------------------------------------
+# Format detection
+# --------------------------------------------------------------------------------------
+
+_ZIP_MAGIC = b"PK\x03\x04"
+_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+# torch's legacy format starts with a pickled magic number (protocol 2: b"\x80\x02\x8a\x0a").
+_LEGACY_TORCH_MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
+
+
+def detect_format(path: str | os.PathLike) -> str:
+    """Tells the kind of a weight file from its first bytes (the extension only breaks ties).
+
+    Args:
+        path: A local file.
+
+    Returns:
+        One of ``"torch"`` (zip or legacy state dict), ``"safetensors"``, ``"keras_h5"``
+        (legacy or Keras 3 HDF5 weights) or ``"keras"`` (a ``.keras`` archive).
+
+    Raises:
+        FileNotFoundError: If the file does not exist.
+        WeightsFileError: If it is none of these.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Weight file {path!r} does not exist.")
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if head.startswith(_HDF5_MAGIC):
+        return "keras_h5"
+    if head.startswith(_ZIP_MAGIC):
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+        if "model.weights.h5" in names:
+            return "keras"
+        if any(n.endswith("data.pkl") for n in names):
+            return "torch"
+        raise WeightsFileError(
+            f"{path!r} is a zip archive but neither a .keras file (no model.weights.h5) nor "
+            f"a torch state dict (no data.pkl); it holds {names[:5]}.")
+    if head[:2] == b"\x80\x02" or head[:1] == b"\x80":
+        return "torch"
+    if len(head) >= 8:
+        (header_size,) = struct.unpack("<Q", head[:8])
+        if 2 <= header_size < 100_000_000 and head[8:9] == b"{":
+            return "safetensors"
+    raise WeightsFileError(
+        f"Cannot tell what kind of weight file {path!r} is (first bytes {head[:8]!r}). "
+        "zoo reads keras.applications .h5, Keras .weights.h5 and .keras, torch .pth/.pt "
+        "state dicts and .safetensors files.")
+
+
+# --------------------------------------------------------------------------------------
+# PyTorch state dicts without torch
+# --------------------------------------------------------------------------------------
+
+# Storage classes a state dict may name, and the NumPy type of their elements.
+_STORAGE_DTYPES = {
+    "FloatStorage": np.dtype("float32"),
+    "DoubleStorage": np.dtype("float64"),
+    "HalfStorage": np.dtype("float16"),
+    "BFloat16Storage": np.dtype("uint16"),  # widened to float32 after reading
+    "LongStorage": np.dtype("int64"),
+    "IntStorage": np.dtype("int32"),
+    "ShortStorage": np.dtype("int16"),
+    "CharStorage": np.dtype("int8"),
+    "ByteStorage": np.dtype("uint8"),
+    "BoolStorage": np.dtype("bool"),
+}
+
+
+@dataclass(frozen=True)
+class _StorageType:
+    """Stand-in for ``torch.FloatStorage`` and friends: only a name and a dtype."""
+
+    name: str
+
+    @property
+    def dtype(self) -> np.dtype:
+        return _STORAGE_DTYPES[self.name]
+
+
+@dataclass
+class _Storage:
+    """A flat buffer of elements, filled when its bytes have been read."""
+
+    key: str
+    storage_type: _StorageType
+    numel: int | None = None
+    data: np.ndarray | None = None
+    # For legacy views into another storage: (root storage, element offset).
+    view_of: tuple[_Storage, int] | None = None
+
+    def array(self) -> np.ndarray:
+        if self.view_of is not None:
+            root, offset = self.view_of
+            return root.array()[offset:offset + (self.numel or 0)]
+        if self.data is None:
+            raise WeightsFileError(f"Storage {self.key!r} is referenced but has no data.")
+        return self.data
+
+
+@dataclass
+class _LazyTensor:
+    """A tensor whose storage may not have been read yet (legacy files store data last)."""
+
+    storage: _Storage
+    offset: int
+    size: tuple
+    stride: tuple
+
+    def materialise(self) -> np.ndarray:
+        flat = self.storage.array()
+        size = tuple(int(s) for s in self.size)
+        stride = tuple(int(s) for s in self.stride)
+        if len(size) != len(stride) or any(s < 0 for s in size) or any(s < 0 for s in stride):
+            raise WeightsFileError(
+                f"Malformed tensor in storage {self.storage.key!r}: size {size}, stride {stride}.")
+        count = int(np.prod(size)) if size else 1
+        if count == 0:
+            return np.zeros(size, dtype=_native(flat.dtype))
+        # Bounds check before as_strided, which would otherwise read past the buffer.
+        last = self.offset + sum((n - 1) * s for n, s in zip(size, stride))
+        if self.offset < 0 or last >= flat.shape[0]:
+            raise WeightsFileError(
+                f"Tensor of size {size} at offset {self.offset} does not fit its storage "
+                f"{self.storage.key!r} of {flat.shape[0]} elements: the file is damaged.")
+        if stride == _contiguous_strides(size):
+            # The common case: a read-only view of the file's buffer, no copy (copying
+            # VGG's 500 MB costs seconds of page faults).
+            array = flat[self.offset:self.offset + count].reshape(size)
+            array = array.astype(_native(flat.dtype), copy=False)
+        else:
+            array = np.array(np.lib.stride_tricks.as_strided(
+                flat[self.offset:], shape=size, strides=[s * flat.itemsize for s in stride],
+                writeable=False), dtype=_native(flat.dtype))
+        if self.storage.storage_type.name == "BFloat16Storage":
+            array = (array.astype(np.uint32) << 16).view(np.float32)
+        return array
+
+
+def _contiguous_strides(size: tuple) -> tuple:
+    strides, step = [], 1
+    for n in reversed(size):
+        strides.append(step)
+        step *= max(n, 1)
+    return tuple(reversed(strides))
+
+
+def _native(dtype: np.dtype) -> np.dtype:
+    return dtype.newbyteorder("=")
+
+
+def _rebuild_tensor(storage, storage_offset, size, stride):
+    return _LazyTensor(storage, int(storage_offset), tuple(size), tuple(stride))
+
+
+def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False,
+                       backward_hooks=None, metadata=None):
+    return _LazyTensor(storage, int(storage_offset), tuple(size), tuple(stride))
+
+
+def _rebuild_parameter(data, requires_grad=False, backward_hooks=None):
+    return data
+
+
+def _rebuild_parameter_with_state(data, requires_grad=False, backward_hooks=None, state=None):
+    return data
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """An unpickler that knows only what a PyTorch state dict is made of.
+
+    ``find_class`` is the only way a pickle can reach a Python callable, so it resolves an
+    allow-list of names (``collections.OrderedDict``, torch's tensor-rebuild functions and
+    storage classes) to stand-ins defined in this module, and refuses everything else:
+    no torch import happens and nothing from the file is ever executed.
+
+    Args:
+        file: A binary file object positioned at the start of a pickle.
+        persistent_load: Resolves torch's ``('storage', ...)`` persistent ids.
+        source: The file's name, for error messages.
+    """
+
+    _ALLOWED = {
+        ("collections", "OrderedDict"): collections.OrderedDict,
+        ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
+        ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
+        ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+        ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter_with_state,
+        # torch.Size is a tuple subclass; a plain tuple is what it stands for.
+        ("torch", "Size"): tuple,
+        **{("torch", name): _StorageType(name) for name in _STORAGE_DTYPES},
+    }
+
+    def __init__(self, file, *, persistent_load, source: str):
+        super().__init__(file)
+        self._persistent_load = persistent_load
+        self._source = source
+
+    def find_class(self, module: str, name: str):
+        allowed = self._ALLOWED.get((module, name))
+        if allowed is not None:
+            return allowed
+        if module.split(".")[0] in ("torch", "torchvision") and name[:1].isupper():
+            hint = ("It looks like a whole pickled model (torch.save(model)); zoo reads "
+                    "state dicts only: re-save it with torch.save(model.state_dict(), path).")
+        else:
+            hint = ("A weights file never needs it: the file may be malicious, or it is not a "
+                    "plain state dict.")
+        raise UnsafePickleError(
+            f"Refused to load {self._source!r}: its pickle asks for {module}.{name}. {hint} "
+            "Nothing from the file was run.")
+
+    def persistent_load(self, pid):
+        return self._persistent_load(pid)
+
+
+def _storage_from_pid(pid, storages: dict, source: str) -> _Storage:
+    if not isinstance(pid, tuple) or not pid or pid[0] != "storage":
+        kind = pid[0] if isinstance(pid, tuple) and pid else pid
+        if kind == "module":
+            raise UnsafePickleError(
+                f"Refused to load {source!r}: it is a whole pickled model with its source "
+                "code; zoo reads state dicts only (torch.save(model.state_dict(), path)).")
+        raise WeightsFileError(f"{source!r}: unknown persistent id {kind!r} in the pickle.")
+    storage_type, key, _location, numel = pid[1], str(pid[2]), pid[3], pid[4]
+    if not isinstance(storage_type, _StorageType):
+        raise WeightsFileError(f"{source!r}: storage {key!r} has unknown type {storage_type!r}.")
+    view = pid[5] if len(pid) > 5 else None
+    if key not in storages:
+        storages[key] = _Storage(key, storage_type, numel=int(numel))
+    root = storages[key]
+    if view is not None:
+        view_key, offset, view_size = view
+        if view_key not in storages:
+            storages[view_key] = _Storage(str(view_key), storage_type, numel=int(view_size),
+                                          view_of=(root, int(offset)))
+        return storages[view_key]
+    return root
+
+
+def _materialise(obj):
+    if isinstance(obj, _LazyTensor):
+        return obj.materialise()
+    if isinstance(obj, dict):
+        out = type(obj)() if isinstance(obj, collections.OrderedDict) else {}
+        for key, value in obj.items():
+            out[key] = _materialise(value)
+        return out
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_materialise(v) for v in obj)
+    return obj
+
+
+def read_torch(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Reads a PyTorch state dict (zip or legacy format) into NumPy arrays, without torch.
+
+    Checkpoints that wrap the state dict (``{"state_dict": ...}``, ``{"model": ...}``) are
+    unwrapped, and DataParallel's ``module.`` prefix is removed.
+
+    Args:
+        path: A ``.pth``/``.pt`` file written by ``torch.save(state_dict, path)``.
+
+    Returns:
+        ``{key: array}`` in the file's order.
+
+    Raises:
+        UnsafePickleError: If the pickle asks for anything but tensors, storages and
+            containers (a malicious file, or a whole pickled model).
+        WeightsFileError: If the file is damaged or holds no tensors.
+    """
+    path = os.fspath(path)
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head.startswith(_ZIP_MAGIC):
+        state = _read_torch_zip(path)
+    elif tarfile.is_tarfile(path):
+        raise WeightsFileError(
+            f"{path!r} is in torch's tar format (torch < 0.4), which zoo does not read; load "
+            "it with torch and re-save it with torch.save(state_dict, path).")
+    else:
+        state = _read_torch_legacy(path)
+    return _flatten_state_dict(state, path)
+
+
+def _read_torch_zip(path: str):
+    storages: dict[str, _Storage] = {}
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+        pickles = [n for n in names if n.endswith("data.pkl")]
+        if not pickles:
+            raise WeightsFileError(f"{path!r} is a zip file without data.pkl: not a torch file.")
+        prefix = pickles[0][: -len("data.pkl")]
+        byteorder = "little"
+        if f"{prefix}byteorder" in names:
+            byteorder = archive.read(f"{prefix}byteorder").decode().strip()
+        with archive.open(pickles[0]) as f:
+            unpickler = RestrictedUnpickler(
+                f, source=path,
+                persistent_load=lambda pid: _storage_from_pid(pid, storages, path))
+            state = unpickler.load()
+        for key, storage in storages.items():
+            if storage.view_of is not None:
+                continue
+            member = f"{prefix}data/{key}"
+            if member not in names:
+                raise WeightsFileError(f"{path!r} lacks the data of storage {key!r}.")
+            dtype = storage.storage_type.dtype.newbyteorder("<" if byteorder == "little"
+                                                            else ">")
+            raw = archive.read(member)
+            if len(raw) % dtype.itemsize:
+                raise WeightsFileError(f"{path!r}: storage {key!r} has a partial element.")
+            storage.data = np.frombuffer(raw, dtype=dtype)
+    return _materialise(state)
+
+
+def _read_torch_legacy(path: str):
+    storages: dict[str, _Storage] = {}
+
+    def load(f):
+        return RestrictedUnpickler(
+            f, source=path,
+            persistent_load=lambda pid: _storage_from_pid(pid, storages, path)).load()
+
+    with open(path, "rb") as f:
+        try:
+            magic = load(f)
+        except (pickle.UnpicklingError, EOFError, ValueError) as error:
+            if isinstance(error, UnsafePickleError):
+                raise
+            raise WeightsFileError(
+                f"{path!r} is not a torch state dict (zip or legacy format): {error}") from None
+        if magic != _LEGACY_TORCH_MAGIC_NUMBER:
+            raise WeightsFileError(
+                f"{path!r} is a pickle but not a torch file (no torch magic number).")
+        protocol = load(f)
+        if protocol != 1001:
+            raise WeightsFileError(f"{path!r}: unsupported legacy torch protocol {protocol!r}.")
+        sys_info = load(f)
+        little = bool(sys_info.get("little_endian", True)) if isinstance(sys_info, dict) \
+            else True
+        state = load(f)
+        keys = load(f)
+        for key in keys:
+            storage = storages.get(str(key))
+            if storage is None:
+                raise WeightsFileError(f"{path!r}: data for unknown storage {key!r}.")
+            (numel,) = struct.unpack("<q" if little else ">q", f.read(8))
+            dtype = storage.storage_type.dtype.newbyteorder("<" if little else ">")
+            raw = f.read(numel * dtype.itemsize)
+            if len(raw) != numel * dtype.itemsize:
+                raise WeightsFileError(
+                    f"{path!r} ends inside storage {key!r}: the file is truncated.")
+            storage.data = np.frombuffer(raw, dtype=dtype)
+    return _materialise(state)
+
+
+def _flatten_state_dict(state, path: str) -> dict[str, np.ndarray]:
+    # Common checkpoint wrappers around the state dict.
+    for wrapper in ("state_dict", "model_state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
+            state = state[wrapper]
+            break
+    if not isinstance(state, dict):
+        raise WeightsFileError(
+            f"{path!r} holds a {type(state).__name__}, not a state dict of tensors.")
+    tensors = {str(k): v for k, v in state.items() if isinstance(v, np.ndarray)}
+    if not tensors:
+        raise WeightsFileError(f"{path!r} holds no tensors.")
+    if all(k.startswith("module.") for k in tensors):
+        tensors = {k[len("module."):]: v for k, v in tensors.items()}
+    return tensors
+
+
+# --------------------------------------------------------------------------------------
+# safetensors
+# --------------------------------------------------------------------------------------
+
+_SAFETENSORS_DTYPES = {
+    "F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2", "I64": "<i8", "I32": "<i4",
+    "I16": "<i2", "I8": "i1", "U8": "u1", "BOOL": "?",
+}
+
+
+def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict]:
+    """Reads a ``.safetensors`` file.
+
+    Args:
+        path: The file.
+
+    Returns:
+        ``({name: array}, metadata)``; bfloat16 tensors are widened to float32.
+
+    Raises:
+        WeightsFileError: If the header or the data offsets are malformed.
+    """
+    path = os.fspath(path)
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        (header_size,) = struct.unpack("<Q", f.read(8))
+        if header_size > size - 8:
+            raise WeightsFileError(f"{path!r}: safetensors header larger than the file.")
+        try:
+            header = json.loads(f.read(header_size))
+        except json.JSONDecodeError as error:
+            raise WeightsFileError(f"{path!r}: unreadable safetensors header: {error}") from None
+        data = f.read()
+    metadata = header.pop("__metadata__", None) or {}
+    tensors = {}
+    for name, info in header.items():
+        dtype = info.get("dtype")
+        if dtype not in _SAFETENSORS_DTYPES:
+            raise WeightsFileError(f"{path!r}: tensor {name!r} has unsupported dtype {dtype!r}.")
+        begin, end = info["data_offsets"]
+        shape = tuple(info["shape"])
+        itemsize = np.dtype(_SAFETENSORS_DTYPES[dtype]).itemsize
+        if not 0 <= begin <= end <= len(data) or end - begin != int(np.prod(shape)) * itemsize:
+            raise WeightsFileError(f"{path!r}: tensor {name!r} has bad data offsets.")
+        array = np.frombuffer(data, dtype=_SAFETENSORS_DTYPES[dtype], count=(end - begin)
+                              // itemsize, offset=begin).reshape(shape)
+        if dtype == "BF16":
+            array = (array.astype(np.uint32) << 16).view(np.float32)
+        tensors[name] = np.array(array, dtype=_native(array.dtype))
+    return tensors, metadata
+
+
+# --------------------------------------------------------------------------------------
+# Keras HDF5 and .keras
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class LayerWeights:
+    """The weights one Keras layer had when a file was written.
+
+    Attributes:
+        name: The layer's name in the file.
+        arrays: Its variables in the layer's order (kernel, bias; gamma, beta, moving
+            mean, moving variance).
+        variable_names: The file's names of those variables (``"block1_conv1/kernel:0"``).
+        key: Keras 3 only: the file's group key (``"conv2d_3"``), which encodes the layer's
+            class and its rank among the model's layers of that class.
+    """
+
+    name: str
+    arrays: list[np.ndarray]
+    variable_names: list[str] = field(default_factory=list)
+    key: str | None = None
+
+
+@dataclass
+class KerasWeights:
+    """What a Keras weights file holds: its layers with weights, in the file's order.
+
+    Attributes:
+        layers: Layers with at least one variable.
+        layout: ``"legacy"`` (Keras 1/2 HDF5, ordered like the model's layers) or
+            ``"keras3"`` (``.weights.h5``: groups sorted by key, not by model order).
+        keras_version: As recorded in the file, if at all.
+        config: The model config of a ``.keras`` archive (None otherwise).
+    """
+
+    layers: list[LayerWeights]
+    layout: str
+    keras_version: str | None = None
+    config: dict | None = None
+
+
+def _text(value) -> str:
+    return value.decode("utf8") if isinstance(value, bytes) else str(value)
+
+
+def read_keras_h5(path: str | os.PathLike | io.BytesIO, *, source: str | None = None
+                  ) -> KerasWeights:
+    """Reads a Keras HDF5 weights file in the legacy layout or the Keras 3 layout.
+
+    Args:
+        path: A file name or an open binary file object.
+        source: Name of the file for error messages.
+
+    Returns:
+        The layers with weights.
+
+    Raises:
+        WeightsFileError: If the file is HDF5 but not Keras weights.
+    """
+    import h5py
+
+    if source is None:
+        source = "<in-memory file>" if isinstance(path, io.BytesIO) else os.fspath(path)
+    with h5py.File(path, "r") as f:
+        group = f.get("model_weights", f)
+        if "layer_names" in group.attrs:
+            layers = []
+            for name in group.attrs["layer_names"]:
+                name = _text(name)
+                layer_group = group[name]
+                weight_names = [_text(w) for w in layer_group.attrs.get("weight_names", [])]
+                if weight_names:
+                    arrays = [np.asarray(layer_group[w]) for w in weight_names]
+                    layers.append(LayerWeights(name, arrays, weight_names))
+            version = group.attrs.get("keras_version", f.attrs.get("keras_version"))
+            return KerasWeights(layers, "legacy", _text(version) if version is not None
+                                else None)
+        if "layers" in group:
+            layers = []
+            _collect_keras3(group["layers"], layers)
+            return KerasWeights(layers, "keras3")
+    raise WeightsFileError(
+        f"{source!r} is an HDF5 file but holds no Keras weights (no 'layer_names' attribute "
+        "and no 'layers' group).")
+
+
+def _collect_keras3(layers_group, out: list[LayerWeights]) -> None:
+    for key in layers_group:
+        entry = layers_group[key]
+        variables = entry.get("vars")
+        if variables is not None and len(variables):
+            arrays = [np.asarray(variables[str(i)]) for i in range(len(variables))]
+            name = _text(variables.attrs.get("name", key))
+            out.append(LayerWeights(name, arrays, [str(i) for i in range(len(arrays))], key))
+        if "layers" in entry:
+            # A nested model: its layers are the model's layers too.
+            _collect_keras3(entry["layers"], out)
+
+
+def read_keras_archive(path: str | os.PathLike) -> KerasWeights:
+    """Reads the weights and the config of a ``.keras`` archive.
+
+    Args:
+        path: The ``.keras`` file.
+
+    Returns:
+        The layers with weights, with ``config`` set to the archive's model config.
+    """
+    path = os.fspath(path)
+    with zipfile.ZipFile(path) as archive:
+        if "model.weights.h5" not in archive.namelist():
+            raise WeightsFileError(f"{path!r} is not a .keras archive (no model.weights.h5).")
+        config = json.loads(archive.read("config.json")) if "config.json" in \
+            archive.namelist() else None
+        weights = read_keras_h5(io.BytesIO(archive.read("model.weights.h5")), source=path)
+    weights.config = config
+    return weights

@@ -91,6 +91,34 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pull(args: argparse.Namespace) -> int:
+    """Downloads pretrained weights ahead of time, writes a manifest, or fills the cache."""
+    from zoo import weights
+
+    if args.name is None and not (args.manifest or args.from_dir):
+        print("zoo pull: name a model or a pattern ('resnet*'), or use --manifest or --from.",
+              file=sys.stderr)
+        return 2
+    tag = args.tag or ("imagenet" if args.name else "all")
+    entries = weights.entries(args.name or "*", None if tag == "all" else tag)
+    if args.manifest:
+        data = weights.download.write_manifest(entries, args.manifest)
+        present = sum(f["present"] for f in data["files"])
+        print(f"Wrote {args.manifest}: {len(data['files'])} files ({present} already in "
+              f"{weights.weights_dir()}).")
+        return 0
+    if args.from_dir:
+        installed, missing = weights.download.fill_from(args.from_dir, entries)
+        print(f"{len(installed)} files verified and in {weights.weights_dir()}.")
+        for name in missing:
+            print(f"missing or wrong hash in {args.from_dir}: {name}", file=sys.stderr)
+        return 1 if missing else 0
+    for entry in entries:
+        path = weights.fetch(entry)
+        print(f"{entry.model}:{entry.tag}  {path}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Runs the main job: digits as an image folder, LeNet-5, export, one prediction."""
     from zoo.recipes.demo import run_demo
@@ -182,6 +210,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="describe one model: params, GMACs, paper, twins, weights")
     p.add_argument("name")
     p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser(
+        "pull", help="download pretrained weights ahead of time (for offline use)",
+        description="Downloads and verifies weight files into the cache (ZOO_HOME). With "
+                    "--manifest, writes a JSON list of files, URLs and hashes instead; with "
+                    "--from DIR, copies verified files from a copy made on another machine.")
+    p.add_argument("name", nargs="?", help="model name or fnmatch pattern, e.g. 'resnet*'")
+    p.add_argument("tag", nargs="?",
+                   help="weights tag (default imagenet; 'all' for every tag; see `zoo info`)")
+    p.add_argument("--manifest", metavar="PATH", help="write a manifest with hashes, no download")
+    p.add_argument("--from", dest="from_dir", metavar="DIR",
+                   help="fill the cache from files copied from another machine")
+    p.set_defaults(func=cmd_pull)
 
     p = sub.add_parser("demo", help="run the main job on the embedded default data "
                        "(digits, LeNet-5, export, predict)")

@@ -21,6 +21,7 @@ _EXPORTS = {
     "count_macs": "zoo.registry",
     "count_params": "zoo.registry",
     "describe": "zoo.registry",
+    "export": "zoo.export",
     "list_models": "zoo.registry",
     "register": "zoo.registry",
 }

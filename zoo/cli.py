@@ -180,6 +180,74 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_labels(path: str | None) -> list[str] | None:
+    if path is None:
+        return None
+    with open(path, encoding="utf-8") as handle:
+        return [line.rstrip("\r\n") for line in handle if line.strip()]
+
+
+def _size(path: str) -> str:
+    if os.path.isdir(path):
+        total = sum(os.path.getsize(os.path.join(root, f))
+                    for root, _, files in os.walk(path) for f in files)
+    else:
+        total = os.path.getsize(path)
+    return f"{total / 1e6:.2f} MB"
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Exports a run directory or .keras file: SavedModel, TFLite, ONNX, then checks them."""
+    from zoo.export import ExportCheckError, export
+
+    try:
+        paths = export(args.model, args.out, formats=args.format, version=args.version,
+                       overwrite=args.overwrite, top_k=args.top_k,
+                       class_names=_read_labels(args.labels), model_name=args.model_name,
+                       model_card=args.card, sample_images=args.samples,
+                       representative_images=args.representative)
+    except (ExportCheckError, ImportError) as error:
+        print(f"zoo export: {error}", file=sys.stderr)
+        return 1
+    rows = []
+    for fmt, check in paths.checks.items():
+        agreement = f"{check['top1_agreement']:.0%}"
+        limit = f" (<= {check['tolerance']:g})" if "tolerance" in check else ""
+        rows.append([fmt, paths[fmt], _size(paths[fmt]),
+                     f"{check['max_abs_diff']:.2e}{limit}", agreement])
+    print(_format_table(rows, ["format", "path", "size", "max |dp| vs Keras",
+                               "top-1 agreement"]))
+    print(f"\nversion {paths.version_dir.name} written to {paths.version_dir} "
+          f"(report: {paths['report']})")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    """Prints the top-k labels of images from a .keras file, a run directory or a SavedModel."""
+    import json
+
+    from zoo.predict import predict
+
+    results = predict(args.model, args.images, top_k=args.top_k,
+                      class_names=_read_labels(args.labels), model_name=args.model_name)
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        for result in results:
+            print(result["image"])
+            if "error" in result:
+                print(f"  error: {result['error']}")
+                continue
+            width = max(len(p["label"]) for p in result["predictions"])
+            for p in result["predictions"]:
+                print(f"  {p['label'].ljust(width)}  {p['score']:.4f}")
+    failed = [r["image"] for r in results if "error" in r]
+    if failed:
+        print(f"zoo predict: {len(failed)} of {len(results)} image(s) could not be read: "
+              f"{', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
 def _add_recipe_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="image folder (root/<class>/* or "
                    "root/train|val/<class>/*)")
@@ -252,6 +320,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="report directory")
     p.add_argument("--batch-size", type=int, dest="batch_size")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("export", help="SavedModel (bytes, base64 and pixels signatures), "
+                       "TFLite, ONNX; each checked against the Keras model")
+    p.add_argument("model", help="run directory or .keras file")
+    p.add_argument("--out", required=True, help="export directory; the version goes in "
+                   "OUT/<version>/ (TF Serving's layout)")
+    p.add_argument("--format", default="savedmodel",
+                   help="comma-separated: savedmodel, tflite, tflite-fp16, tflite-dynamic, "
+                   "tflite-int8, onnx (default: savedmodel)")
+    p.add_argument("--version", type=int, default=None,
+                   help="version number (default: one more than the highest present)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing version")
+    p.add_argument("--top-k", type=int, default=5, dest="top_k",
+                   help="labels and scores the signatures return (default 5)")
+    p.add_argument("--labels", help="class names, one a line (for a bare .keras file)")
+    p.add_argument("--model-name", dest="model_name",
+                   help="zoo model name, when the .keras model's own name is not registered")
+    p.add_argument("--card", help="model card file (default: the run's README.md)")
+    p.add_argument("--samples", help="folder of images for the self-check (default: the "
+                   "run's samples/, else synthetic images)")
+    p.add_argument("--representative", help="folder of task images to calibrate "
+                   "tflite-int8 (a few hundred)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("predict", help="top-k labels of images from a .keras file, a run "
+                       "directory or a SavedModel")
+    p.add_argument("model", help=".keras file, run directory, SavedModel or export directory")
+    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("--top-k", type=int, default=5, dest="top_k")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--labels", help="class names, one a line (for a bare .keras file)")
+    p.add_argument("--model-name", dest="model_name",
+                   help="zoo model name, when the .keras model's own name is not registered")
+    p.set_defaults(func=cmd_predict)
     return parser
 
 

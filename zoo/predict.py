@@ -1,0 +1,198 @@
+"""Top-k predictions from a ``.keras`` file, a run directory or an exported SavedModel.
+
+The three inputs run the same evaluation path: a Keras model goes through
+:func:`zoo.export.eval_transform` eagerly; a SavedModel's ``serving_default`` signature runs
+the same function in its graph. Used by ``zoo predict``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+# Not `from zoo import export`: that name is the export function once zoo.export() was used.
+from zoo.export import (
+    CLASS_NAMES_FILE,
+    RUN_JSON,
+    _probability_model,
+    _resolve_source,
+    existing_versions,
+    load_keras_model,
+    read_run_dir,
+    reference_pixels,
+)
+
+
+class Predictor:
+    """A loaded model that answers with top-k labels for image files.
+
+    Args:
+        path: A ``.keras`` file, a run directory (with ``run.json``), a SavedModel directory
+            (with ``saved_model.pb``) or an export directory of numbered versions (the
+            newest is used).
+        class_names: Names for a bare ``.keras`` file; ignored for run directories and
+            SavedModels, which carry their own.
+        model_name: The zoo name, when a ``.keras`` model's own name is not registered.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, class_names: Sequence[str] | None = None,
+                 model_name: str | None = None):
+        self.path = Path(path)
+        self.kind, self._model, self.class_names = self._load(class_names, model_name)
+
+    def _load(self, class_names, model_name):
+        import tensorflow as tf
+
+        path = self.path
+        if path.is_file() and path.suffix == ".keras":
+            model = load_keras_model(path)
+            # A .keras file inside a run directory takes that run's names and model.
+            if class_names is None and (path.parent / RUN_JSON).is_file():
+                run = read_run_dir(path.parent)
+                class_names, model_name = run.class_names, model_name or run.model_name
+            return ("keras", *self._keras_runner(model, class_names, model_name))
+        if path.is_dir() and (path / RUN_JSON).is_file():
+            run = read_run_dir(path)
+            model = load_keras_model(run.model_path)
+            return ("run", *self._keras_runner(model, run.class_names, run.model_name))
+        savedmodel = _savedmodel_dir(path)
+        if savedmodel is not None:
+            loaded = tf.saved_model.load(str(savedmodel))
+            if "serving_default" not in loaded.signatures:
+                raise ValueError(f"The SavedModel at {savedmodel} has no serving_default "
+                                 f"signature; export it with zoo export.")
+            names_file = savedmodel / "assets" / CLASS_NAMES_FILE
+            names = (names_file.read_text(encoding="utf-8").splitlines()
+                     if names_file.is_file() else None)
+            self.path = savedmodel
+            return "savedmodel", loaded.signatures["serving_default"], names
+        if not path.exists():
+            raise FileNotFoundError(f"No model at {path}.")
+        raise ValueError(f"{path} is not a .keras file, a run directory (with "
+                         f"{RUN_JSON}) or a SavedModel (with saved_model.pb, "
+                         f"or numbered version directories holding one).")
+
+    @staticmethod
+    def _keras_runner(model, class_names, model_name):
+        import warnings
+
+        with warnings.catch_warnings():
+            # Without names the labels are class indices; printing them says as much.
+            warnings.simplefilter("ignore")
+            source = _resolve_source(model, class_names, model_name, None)
+        probability_model = _probability_model(source.model)
+
+        def run(images: list[bytes]):
+            import numpy as np
+
+            pixels = reference_pixels(images, source)
+            return np.asarray(probability_model(pixels, training=False))
+
+        return run, source.class_names
+
+    def probabilities(self, images: Sequence[bytes]):
+        """Class probabilities of encoded images, [N, C] float32.
+
+        Raises:
+            tf.errors.InvalidArgumentError: When an image cannot be decoded.
+        """
+        import numpy as np
+        import tensorflow as tf
+
+        if self.kind == "savedmodel":
+            result = self._model(image_bytes=tf.constant(list(images)))
+            return result["probabilities"].numpy()
+        return np.asarray(self._model(list(images)))
+
+    def predict(self, paths: Sequence[str | os.PathLike], top_k: int = 5) -> list[dict]:
+        """Predicts each image file's top-k classes.
+
+        All images go in one batch; when that fails, each is retried alone so that one bad
+        file costs only its own answer.
+
+        Args:
+            paths: Image files.
+            top_k: Classes per image.
+
+        Returns:
+            One dict per path: ``{"image", "predictions": [{"label", "score",
+            "class_id"}, ...]}``, or ``{"image", "error"}`` for a file that could not be
+            read or decoded.
+        """
+        import tensorflow as tf
+
+        if top_k < 1:
+            raise ValueError(f"top_k must be at least 1; got {top_k!r}.")
+        results: list[dict | None] = [None] * len(paths)
+        readable, images = [], []
+        for i, p in enumerate(paths):
+            try:
+                images.append(Path(p).read_bytes())
+                readable.append(i)
+            except OSError as error:
+                results[i] = {"image": str(p), "error": f"cannot read: {error.strerror}"}
+        try:
+            probabilities = list(self.probabilities(images)) if images else []
+        except tf.errors.InvalidArgumentError:
+            probabilities = []
+            for image in images:
+                try:
+                    probabilities.append(self.probabilities([image])[0])
+                except tf.errors.InvalidArgumentError as error:
+                    probabilities.append(_short_message(error))
+        for i, probs in zip(readable, probabilities):
+            if isinstance(probs, str):
+                results[i] = {"image": str(paths[i]), "error": f"not a decodable image: {probs}"}
+            else:
+                results[i] = {"image": str(paths[i]), "predictions": self._top(probs, top_k)}
+        return results
+
+    def _top(self, probs, top_k: int) -> list[dict]:
+        import numpy as np
+
+        order = np.argsort(-probs, kind="stable")[:top_k]
+        names = self.class_names
+        return [{"label": names[i] if names else str(i), "score": float(probs[i]),
+                 "class_id": int(i)} for i in order]
+
+
+def _savedmodel_dir(path: Path) -> Path | None:
+    if (path / "saved_model.pb").is_file():
+        return path
+    versions = [v for v in existing_versions(path)
+                if (path / str(v) / "saved_model.pb").is_file()]
+    return path / str(versions[-1]) if versions else None
+
+
+def _short_message(error) -> str:
+    # TF wraps the decoder's message in graph-execution boilerplate; keep the line that
+    # says what is wrong.
+    import re
+
+    text = re.sub(r"\{\{[^}]*\}\}", "", str(error.message))  # eager errors' node prefix
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    useful = [line for line in lines if not line.startswith(("Graph execution error",
+                                                              "Detected at node", "<stack",
+                                                              "[[", "{{"))]
+    text = useful[0] if useful else lines[-1] if lines else "unknown error"
+    return text.split(" [Op:")[0].split("\t")[0].strip()
+
+
+def predict(model: str | os.PathLike, images: Sequence[str | os.PathLike], *, top_k: int = 5,
+            class_names: Sequence[str] | None = None,
+            model_name: str | None = None) -> list[dict]:
+    """Loads a model and predicts the top-k classes of image files.
+
+    Args:
+        model: A ``.keras`` file, a run directory or a SavedModel (see :class:`Predictor`).
+        images: Image files.
+        top_k: Classes per image.
+        class_names: Names for a bare ``.keras`` file.
+        model_name: The zoo name, when a ``.keras`` model's own name is not registered.
+
+    Returns:
+        One dict per image, see :meth:`Predictor.predict`.
+    """
+    predictor = Predictor(model, class_names=class_names, model_name=model_name)
+    return predictor.predict(images, top_k=top_k)

@@ -29,7 +29,8 @@ def write_digits(root: str | Path) -> Path:
 
     root = Path(root)
     digits = load_digits()
-    marker = root / ".complete"
+    # The marker lives beside the folder: anything inside it would be taken for an image.
+    marker = root.with_name(root.name + ".complete")
     if marker.exists():
         return root
     for index, (image, label) in enumerate(zip(digits.images, digits.target)):

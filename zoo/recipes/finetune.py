@@ -249,7 +249,7 @@ def _load_data(data, model_name: str, recipe: Recipe, global_batch: int, run_dir
         root = Path(data)
         return pipelines.from_folder(root, model=model_name, batch_size=global_batch,
                                      seed=recipe.seed, augment=recipe.augment,
-                                     manifest_dir=run_dir), root
+                                     out_dir=run_dir), root
     return data, (Path(data.root) if getattr(data, "root", None) else None)
 
 
@@ -412,7 +412,9 @@ def finetune(
 
         if (write_dir / BEST_MODEL).exists():
             model = keras.saving.load_model(write_dir / BEST_MODEL, compile=False)
-        else:
+        keras.mixed_precision.set_global_policy("float32")
+        model = _float32_copy(model, model_name, num_classes, image_shape, recipe)
+        if chief:
             model.save(write_dir / BEST_MODEL)
         history = _read_history(write_dir / "history.csv") or history
         metrics = reports.write_report(write_dir, model, data.val, class_names, history)
@@ -449,6 +451,23 @@ def finetune(
         shutil.rmtree(write_dir, ignore_errors=True)
     return FinetuneResult(model=model, history=history, metrics=metrics, run_dir=run_dir,
                           recipe=recipe)
+
+
+def _float32_copy(model: keras.Model, model_name: str, num_classes: int, image_shape,
+                  recipe: Recipe) -> keras.Model:
+    """The same network and weights with a float32 policy, for evaluation and export.
+
+    Mixed precision is a training speed-up; the model a run leaves must give the same
+    answers on any hardware, and its variables are float32 already.
+    """
+    if all(layer.dtype_policy.name == "float32" for layer in model.layers):
+        return model
+    norm = model.get_layer("normalize").get_config()
+    copy = build(model_name, num_classes=num_classes, input_shape=image_shape,
+                 dropout=recipe.dropout,
+                 preprocessing={k: norm[k] for k in ("mean", "std", "channel_order")})
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 def _jsonable(value):

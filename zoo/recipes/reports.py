@@ -256,8 +256,13 @@ def write_report(run_dir: Path, model, dataset, class_names: list[str],
     run_dir = Path(run_dir)
     y_true, probs, images = collect_predictions(model, dataset)
     metrics = compute_metrics(y_true, probs, class_names)
-    plots = {"confusion_matrix": plot_confusion(metrics["confusion_matrix"], class_names,
-                                                run_dir / "confusion_matrix.png")}
+    plots = {}
+    if len(class_names) <= 50:
+        plots["confusion_matrix"] = plot_confusion(metrics["confusion_matrix"], class_names,
+                                                   run_dir / "confusion_matrix.png")
+    if len(class_names) > 100:
+        # A 1000x1000 matrix is megabytes of JSON nobody reads; the per-class figures stay.
+        metrics.pop("confusion_matrix")
     if history:
         plots["training_curves"] = plot_history(history, run_dir / "training_curves.png")
     n = len(images)

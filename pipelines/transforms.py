@@ -5,9 +5,9 @@ last, inside a ``tf.data`` graph. Three decoders exist, chosen per file by ``kin
 
 * ``KIND_JPEG``: an ordinary (RGB or grayscale) JPEG. The crop window is chosen from the
   header alone and only that window is decoded (``tf.io.decode_and_crop_jpeg``, as in
-  TensorFlow's reference ResNet input pipeline); when the window is at least twice the output
-  size, libjpeg also downscales in the DCT domain (``ratio`` 2, 4 or 8), which makes large
-  phone photos cheap. EXIF orientation is applied after decoding, from a value read when
+  TensorFlow's reference ResNet input pipeline); on the train path, when the window is at
+  least twice the output size, libjpeg also downscales in the DCT domain (``ratio`` 2, 4 or
+  8), which makes large phone photos cheap. EXIF orientation is applied after decoding, from a value read when
   the folder was scanned.
 * ``KIND_PIL``: everything else a folder may hold (PNG, BMP, GIF, WebP, CMYK JPEG, 16-bit,
   palette, alpha), decoded by Pillow inside ``tf.numpy_function``. Pillow knows these
@@ -224,41 +224,59 @@ def _stored_window(window: tf.Tensor, orientation: tf.Tensor, height: tf.Tensor,
 # Decoding a window
 # --------------------------------------------------------------------------------------
 
+_RATIOS = (1, 2, 4, 8)
+
+
 def _jpeg_ratio(window: tf.Tensor, out_side: int) -> tf.Tensor:
-    # The largest DCT downscale (1, 2, 4, 8) that keeps both sides of the window at least as
-    # large as the output's larger side, so that quality is unchanged and the decoder does
-    # far less work. Comparing with the larger side keeps this independent of orientation.
+    """The largest DCT downscale (1, 2, 4, 8) that keeps the window at least output-sized.
+
+    Both sides of the window are compared with the output's larger side, which keeps this
+    independent of orientation; quality is unchanged and libjpeg does far less work.
+    """
     fit = tf.minimum(window[2], window[3]) // max(out_side, 1)
-    return tf.cast(tf.where(fit >= 8, 3, tf.where(fit >= 4, 2, tf.where(fit >= 2, 1, 0))),
-                   tf.int32)
+    return tf.constant(_RATIOS)[tf.cast(tf.where(fit >= 8, 3, tf.where(
+        fit >= 4, 2, tf.where(fit >= 2, 1, 0))), tf.int32)]
 
 
-def decode_jpeg_window(data: tf.Tensor, window: tf.Tensor, out_side: int,
+def snap_window(window: tf.Tensor, ratio: tf.Tensor) -> tf.Tensor:
+    """Moves a window's edges inwards onto multiples of ``ratio`` (at most ratio - 1 pixels).
+
+    A window decoded at 1/ratio scale then covers exactly the same pixels as at full scale;
+    without this the downscaled crop is shifted by up to ratio - 1 pixels.
+    """
+    top = (window[0] + ratio - 1) // ratio * ratio
+    left = (window[1] + ratio - 1) // ratio * ratio
+    bottom = (window[0] + window[2]) // ratio * ratio
+    right = (window[1] + window[3]) // ratio * ratio
+    return tf.stack([top, left, tf.maximum(bottom - top, ratio),
+                     tf.maximum(right - left, ratio)])
+
+
+def decode_jpeg_window(data: tf.Tensor, window: tf.Tensor, ratio: tf.Tensor | int = 1,
                        dct_method: str = "") -> tf.Tensor:
-    """Decodes only ``window`` of a JPEG, downscaled in the DCT domain when it is large.
+    """Decodes only ``window`` of a JPEG, at 1/``ratio`` scale.
 
     Args:
         data: JPEG bytes.
-        window: ``[offset_y, offset_x, height, width]`` in stored pixels.
-        out_side: The larger side of the size the window will be resized to; decides how
-            much libjpeg may downscale.
+        window: ``[offset_y, offset_x, height, width]`` in stored pixels; with ``ratio`` > 1
+            on multiples of it (:func:`snap_window`).
+        ratio: 1, 2, 4 or 8: libjpeg downscales in the DCT domain, which costs a fraction
+            of a full decode (a box filter over ratio x ratio pixels).
         dct_method: libjpeg's inverse DCT: ``""`` (accurate) or ``"INTEGER_FAST"``.
 
     Returns:
-        ``uint8`` ``[h, w, 3]``, the window at full or 1/2, 1/4, 1/8 resolution.
+        ``uint8`` ``[h, w, 3]``.
     """
-    index = _jpeg_ratio(window, out_side)
+    if isinstance(ratio, int) and ratio == 1:
+        return tf.io.decode_and_crop_jpeg(data, window, channels=3, dct_method=dct_method)
 
-    def branch(ratio):
-        def decode():
-            # With ratio > 1 libjpeg takes the crop window in downscaled pixels.
-            scaled = window // ratio
-            return tf.io.decode_and_crop_jpeg(
-                data, tf.maximum(scaled, tf.constant([0, 0, 1, 1])), channels=3,
-                ratio=ratio, dct_method=dct_method)
-        return decode
+    def branch(r):
+        # With ratio > 1 libjpeg takes the crop window in downscaled pixels.
+        return lambda: tf.io.decode_and_crop_jpeg(data, window // r, channels=3, ratio=r,
+                                                  dct_method=dct_method)
 
-    image = tf.switch_case(index, [branch(1), branch(2), branch(4), branch(8)])
+    index = tf.cast(tf.math.log(tf.cast(ratio, tf.float32)) / tf.math.log(2.0) + 0.5, tf.int32)
+    image = tf.switch_case(index, [branch(r) for r in _RATIOS])
     image.set_shape([None, None, 3])
     return image
 
@@ -279,7 +297,10 @@ def _select(kind: tf.Tensor, branches: dict, kinds: Sequence[int]) -> tf.Tensor:
     kinds = sorted(set(kinds))
     if len(kinds) == 1:
         return branches[kinds[0]]()
-    return tf.switch_case(tf.cast(kind, tf.int32), {k: branches[k] for k in kinds})
+    # switch_case wants branch indices 0..n-1: the position of `kind` among `kinds`.
+    position = tf.argmax(tf.cast(tf.equal(tf.cast(kind, tf.int32), kinds), tf.int32),
+                         output_type=tf.int32)
+    return tf.switch_case(position, [branches[k] for k in kinds])
 
 
 def decode_image(data: tf.Tensor, kind: tf.Tensor, kinds: Sequence[int] = ALL_KINDS) -> tf.Tensor:
@@ -347,19 +368,24 @@ def train_crop(data: tf.Tensor, kind: tf.Tensor, orientation: tf.Tensor, seed: t
     kind = tf.cast(kind, tf.int32)
     orientation = tf.cast(orientation, tf.int32)
 
-    def fused_jpeg():
-        shape = tf.io.extract_jpeg_shape(data)
+    def window_for(shape):
         window = random_crop_window(shape, seed, scale, ratio)
+        factor = _jpeg_ratio(window, max(out_h, out_w))
+        # Snapped for every kind, so that a file's crops do not depend on its format.
+        return snap_window(window, factor), factor
+
+    def fused_jpeg():
+        window, factor = window_for(tf.io.extract_jpeg_shape(data))
         # INTEGER_FAST: a cheaper inverse DCT whose error is far below what augmentation
         # does to the image anyway (the eval path keeps the accurate one).
-        crop = decode_jpeg_window(data, window, max(out_h, out_w), dct_method="INTEGER_FAST")
+        crop = decode_jpeg_window(data, window, factor, dct_method="INTEGER_FAST")
         if oriented:
             crop = apply_orientation(crop, orientation)
         return tf.cast(crop, tf.float32)
 
     def decoded():
         image = decode_image(data, kind, kinds)
-        window = random_crop_window(tf.shape(image), seed, scale, ratio)
+        window, _ = window_for(tf.shape(image))
         crop = tf.image.crop_to_bounding_box(image, window[0], window[1], window[2], window[3])
         return tf.cast(crop, tf.float32)
 
@@ -397,12 +423,14 @@ def eval_crop(data: tf.Tensor, kind: tf.Tensor, orientation: tf.Tensor,
         shape = tf.io.extract_jpeg_shape(data)
         if not oriented:
             window = center_crop_window(shape[0], shape[1], (out_h, out_w), crop_fraction)
-            return decode_jpeg_window(data, window, max(out_h, out_w))
+            return decode_jpeg_window(data, window)
         upright_h = tf.where(transposes(orientation), shape[1], shape[0])
         upright_w = tf.where(transposes(orientation), shape[0], shape[1])
         window = center_crop_window(upright_h, upright_w, (out_h, out_w), crop_fraction)
         window = _stored_window(window, orientation, shape[0], shape[1])
-        crop = decode_jpeg_window(data, window, max(out_h, out_w))
+        # Full scale: the eval path must equal resize-then-crop, and a snapped window
+        # would shift the centre by up to half an output pixel.
+        crop = decode_jpeg_window(data, window)
         return apply_orientation(crop, orientation)
 
     def decoded():

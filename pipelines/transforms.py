@@ -7,8 +7,8 @@ last, inside a ``tf.data`` graph. Three decoders exist, chosen per file by ``kin
   header alone and only that window is decoded (``tf.io.decode_and_crop_jpeg``, as in
   TensorFlow's reference ResNet input pipeline); on the train path, when the window is at
   least twice the output size, libjpeg also downscales in the DCT domain (``ratio`` 2, 4 or
-  8), which makes large phone photos cheap. EXIF orientation is applied after decoding, from a value read when
-  the folder was scanned.
+  8), which makes large phone photos cheap. EXIF orientation is applied after decoding,
+  from a value read when the folder was scanned.
 * ``KIND_PIL``: everything else a folder may hold (PNG, BMP, GIF, WebP, CMYK JPEG, 16-bit,
   palette, alpha), decoded by Pillow inside ``tf.numpy_function``. Pillow knows these
   formats better than TensorFlow's decoders (16-bit grayscale, CMYK with Adobe inversion,

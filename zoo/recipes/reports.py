@@ -17,13 +17,17 @@ def collect_predictions(model, dataset, max_images: int = 64):
     Args:
         model: A Keras classifier whose (first) output is probabilities or logits.
         dataset: Batches of ``(pixels, labels)``; labels as class indices or one-hot/soft.
-        max_images: How many input images to keep.
+        max_images: How many images to keep, spread over the classes, plus up to
+            ``MAX_GRID`` misclassified ones.
 
     Returns:
-        ``(y_true, probabilities, images)`` as numpy arrays.
+        ``(y_true, probabilities, samples, wrong)``; ``samples`` and ``wrong`` are
+        ``(images, indices)`` pairs of kept images and their positions in ``y_true``.
     """
-    y_true, probs, images = [], [], []
-    kept = 0
+    y_true, probs = [], []
+    samples, sample_idx, wrong, wrong_idx = [], [], [], []
+    per_class: dict[int, int] = {}
+    seen = 0
     for x, y in dataset:
         out = model(x, training=False)
         if isinstance(out, (list, tuple)):
@@ -32,14 +36,27 @@ def collect_predictions(model, dataset, max_images: int = 64):
         if out.min() < 0 or not np.allclose(out.sum(axis=1), 1.0, atol=1e-3):
             out = _softmax(out)
         y = np.asarray(y)
-        y_true.append(y.argmax(axis=1) if y.ndim == 2 else y)
+        labels = y.argmax(axis=1) if y.ndim == 2 else y
+        cap = max(1, max_images // out.shape[1])
+        x = np.asarray(x)
+        for i, label in enumerate(labels):
+            label = int(label)
+            if len(samples) < max_images and per_class.get(label, 0) < cap:
+                per_class[label] = per_class.get(label, 0) + 1
+                samples.append(x[i])
+                sample_idx.append(seen + i)
+            if len(wrong) < MAX_GRID and out[i].argmax() != label:
+                wrong.append(x[i])
+                wrong_idx.append(seen + i)
+        seen += len(labels)
+        y_true.append(labels)
         probs.append(out)
-        if kept < max_images:
-            take = np.asarray(x[: max_images - kept])
-            images.append(take)
-            kept += len(take)
+
+    def stack(images):
+        return np.stack(images) if images else np.zeros((0, 1, 1, 3), "float32")
+
     return (np.concatenate(y_true).astype("int64"), np.concatenate(probs),
-            np.concatenate(images) if images else np.zeros((0, 1, 1, 3), "float32"))
+            (stack(samples), sample_idx), (stack(wrong), wrong_idx))
 
 
 def _softmax(logits):
@@ -147,22 +164,32 @@ def _show(ax, image):
 
 
 def plot_misclassified(images, y_true, probs, class_names: list[str], path: Path) -> Path:
-    """A grid of validation images the model got wrong, with true and predicted labels."""
+    """A grid of images the model got wrong, with true and predicted labels.
+
+    Args:
+        images: The misclassified images.
+        y_true: Their true labels.
+        probs: Their predicted probabilities.
+        class_names: Class names.
+        path: Where to write the PNG.
+
+    Returns:
+        ``path``.
+    """
     plt = _pyplot()
-    n = len(images)
-    wrong = [i for i in range(n) if probs[i].argmax() != y_true[i]][:MAX_GRID]
+    n = min(len(images), MAX_GRID)
     cols = 4
-    rows = max(1, math.ceil(len(wrong) / cols))
+    rows = max(1, math.ceil(n / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(cols * 2.6, rows * 2.8), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for ax, i in zip(axes.flat, wrong):
+    for ax, i in zip(axes.flat, range(n)):
         _show(ax, images[i])
         pred = int(probs[i].argmax())
         ax.set_title(f"true {class_names[y_true[i]]}\npred {class_names[pred]} "
                      f"{probs[i][pred]:.2f}", fontsize=8)
-    if not wrong:
-        axes.flat[0].set_title("no misclassified images among those shown")
+    if not n:
+        axes.flat[0].set_title("no misclassified images")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -226,17 +253,24 @@ def plot_gradcam(model, images, class_names: list[str], layer_name: str, path: P
     return path
 
 
-def last_conv_layer(model) -> str | None:
-    """Name of the deepest layer with a 4-D output that feeds the classifier."""
-    name = None
+def last_conv_layer(model, min_side: int = 4) -> str | None:
+    """Name of the deepest layer with a feature map of at least ``min_side`` pixels a side.
+
+    Grad-CAM on a 1x1 map (LeNet's C5) can only say "everywhere"; a deeper map that still
+    has some resolution shows where the network looked.
+    """
+    best, fallback = None, None
     for layer in model.layers:
         try:
             shape = layer.output.shape
         except (AttributeError, ValueError):
             continue
-        if len(shape) == 4 and layer.name != "pixels" and layer.name != "normalize":
-            name = layer.name
-    return name
+        if len(shape) != 4 or layer.name in ("pixels", "normalize"):
+            continue
+        fallback = layer.name
+        if min(shape[1] or 0, shape[2] or 0) >= min_side:
+            best = layer.name
+    return best or fallback
 
 
 def write_report(run_dir: Path, model, dataset, class_names: list[str],
@@ -254,7 +288,8 @@ def write_report(run_dir: Path, model, dataset, class_names: list[str],
         The metrics dict, with the paths of the plots under ``plots``.
     """
     run_dir = Path(run_dir)
-    y_true, probs, images = collect_predictions(model, dataset)
+    y_true, probs, (samples, sample_idx), (wrong, wrong_idx) = collect_predictions(
+        model, dataset)
     metrics = compute_metrics(y_true, probs, class_names)
     plots = {}
     if len(class_names) <= 50:
@@ -265,12 +300,16 @@ def write_report(run_dir: Path, model, dataset, class_names: list[str],
         metrics.pop("confusion_matrix")
     if history:
         plots["training_curves"] = plot_history(history, run_dir / "training_curves.png")
-    n = len(images)
-    plots["misclassified"] = plot_misclassified(images, y_true[:n], probs[:n], class_names,
-                                                run_dir / "misclassified.png")
+    plots["misclassified"] = plot_misclassified(wrong, y_true[wrong_idx], probs[wrong_idx],
+                                                class_names, run_dir / "misclassified.png")
     layer = last_conv_layer(model)
-    if layer and n:
-        plots["gradcam"] = plot_gradcam(model, images, class_names, layer,
+    if layer and len(samples):
+        # One image per class first, so the grid is not eight pictures of class 0.
+        order = np.argsort([y_true[i] for i in sample_idx], kind="stable")
+        firsts = [i for k, i in enumerate(order)
+                  if k == 0 or y_true[sample_idx[i]] != y_true[sample_idx[order[k - 1]]]]
+        picked = (firsts + [i for i in range(len(samples)) if i not in firsts])[:8]
+        plots["gradcam"] = plot_gradcam(model, samples[picked], class_names, layer,
                                         run_dir / "gradcam.png")
     metrics["plots"] = {k: str(Path(v).name) for k, v in plots.items()}
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))

@@ -956,6 +956,9 @@ def from_folder(
         manifest_path.write_text(json.dumps(manifest_dict, indent=1))
 
     warn_if_imbalanced(counts["train"], class_names, imbalance_warning)
+    if plan.albumentations is not None:
+        sample = transforms.pil_decode(Path(train_files[0].path).read_bytes())
+        augment_module.check_albumentations(plan.albumentations, sample, geometry.image_size)
 
     common = dict(geometry=geometry, plan=plan, batch_size=batch_size,
                   num_classes=len(class_names), label_mode=label_mode, seed=seed,

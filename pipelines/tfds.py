@@ -168,6 +168,10 @@ def from_tfds(
         except (KeyError, ValueError, TypeError):
             return None
 
+    if plan.albumentations is not None:
+        first = next(iter(records(splits["train"], False).take(1)))[0]
+        sample = tf.io.decode_image(first, channels=3, expand_animations=False).numpy()
+        augment_module.check_albumentations(plan.albumentations, sample, geometry.image_size)
     common = dict(geometry=geometry, plan=plan, batch_size=batch_size,
                   num_classes=len(class_names), label_mode=label_mode, seed=seed,
                   read_files=False, cache=cache, drop_remainder=drop_remainder,

@@ -179,6 +179,15 @@ def test_export_layout_report_and_assets(exported, run_dir):
     assert b"PyFunc" not in graph
 
 
+def test_savedmodel_stores_each_weight_once(exported, trained):
+    # keras-team/keras#23553: ExportArchive.track(model) stores every weight twice.
+    reader = tf.train.load_checkpoint(str(Path(exported["savedmodel"]) / "variables" /
+                                          "variables"))
+    stored = sum(int(np.prod(shape)) for name, shape in reader.get_variable_to_shape_map().items()
+                 if name.endswith("VARIABLE_VALUE"))
+    assert stored == trained.count_params()
+
+
 def test_savedmodel_loads_without_zoo_and_matches_keras(exported, trained, digits):
     """In a fresh process with TensorFlow alone: every signature, every image format."""
     _, paths, _, pixels = digits

@@ -102,8 +102,10 @@ class Normalize(layers.Layer):
         x = ops.cast(inputs, self.compute_dtype)
         if self._flip:
             x = ops.flip(x, axis=-1)
-        scale = ops.cast(ops.convert_to_tensor(self._scale), x.dtype)
-        offset = ops.cast(ops.convert_to_tensor(self._offset), x.dtype)
+        # Converted straight to the compute dtype: a float32 detour would cost float64
+        # models (used in parity tests) their last digits.
+        scale = ops.convert_to_tensor(self._scale, dtype=x.dtype)
+        offset = ops.convert_to_tensor(self._offset, dtype=x.dtype)
         return x * scale + offset
 
     def compute_output_shape(self, input_shape):
@@ -289,7 +291,7 @@ class AdaptiveAveragePooling2D(layers.Layer):
     def _matrix(size_in: int, size_out: int):
         import numpy as np
 
-        matrix = np.zeros((size_out, size_in), dtype="float32")
+        matrix = np.zeros((size_out, size_in), dtype="float64")
         for i in range(size_out):
             start, end = (i * size_in) // size_out, -(-((i + 1) * size_in) // size_out)
             matrix[i, start:end] = 1.0 / (end - start)
@@ -303,8 +305,8 @@ class AdaptiveAveragePooling2D(layers.Layer):
         self._cols = self._matrix(input_shape[2], self.output_size[1])
 
     def call(self, inputs):
-        rows = ops.cast(self._rows, inputs.dtype)
-        cols = ops.cast(self._cols, inputs.dtype)
+        rows = ops.convert_to_tensor(self._rows, dtype=inputs.dtype)
+        cols = ops.convert_to_tensor(self._cols, dtype=inputs.dtype)
         return ops.einsum("oh,bhwc,pw->bopc", rows, inputs, cols)
 
     def compute_output_shape(self, input_shape):

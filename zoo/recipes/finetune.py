@@ -431,7 +431,7 @@ def finetune(
         "crop_fraction": spec.crop_fraction,
         "interpolation": spec.interpolation,
         "preprocessing": model.get_layer("normalize").get_config(),
-        "recipe": dataclasses.asdict(recipe),
+        "recipe": _jsonable(dataclasses.asdict(recipe)),
         "replicas": replicas,
         "precision": policy,
         "strategy": distribute.strategy_name(strategy_obj),

@@ -121,7 +121,7 @@ def main(argv=None) -> int:
     import tensorflow as tf
 
     import zoo
-    from zoo.export import bytes_to_pixels, run_onnx
+    from zoo.export import bytes_to_pixels, run_onnx, savedmodel_bytes
     from zoo.registry import get_spec
 
     work = Path(args.out or tempfile.mkdtemp(prefix="zoo-serve-bench-"))
@@ -196,12 +196,9 @@ def main(argv=None) -> int:
         results["onnx"] = run_onnx(exported["onnx"], test_x)
 
     def file_size(fmt: str) -> int:
-        if fmt != "savedmodel":
-            return Path(exported[fmt]).stat().st_size
-        version = Path(exported["savedmodel"])  # the SavedModel's own files, not the others
-        parts = [version / "saved_model.pb", *(version / "variables").iterdir(),
-                 *(version / "assets").iterdir()]
-        return sum(p.stat().st_size for p in parts)
+        if fmt == "savedmodel":
+            return savedmodel_bytes(exported["savedmodel"])
+        return Path(exported[fmt]).stat().st_size
 
     keras_file = work / "model.keras"
     model.save(keras_file)

@@ -187,15 +187,6 @@ def _read_labels(path: str | None) -> list[str] | None:
         return [line.rstrip("\r\n") for line in handle if line.strip()]
 
 
-def _size(path: str) -> str:
-    if os.path.isdir(path):
-        total = sum(os.path.getsize(os.path.join(root, f))
-                    for root, _, files in os.walk(path) for f in files)
-    else:
-        total = os.path.getsize(path)
-    return f"{total / 1e6:.2f} MB"
-
-
 def cmd_export(args: argparse.Namespace) -> int:
     """Exports a run directory or .keras file: SavedModel, TFLite, ONNX, then checks them."""
     from zoo.export import ExportCheckError, export
@@ -213,7 +204,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     for fmt, check in paths.checks.items():
         agreement = f"{check['top1_agreement']:.0%}"
         limit = f" (<= {check['tolerance']:g})" if "tolerance" in check else ""
-        rows.append([fmt, paths[fmt], _size(paths[fmt]),
+        rows.append([fmt, paths[fmt], f"{check['bytes'] / 1e6:.2f} MB",
                      f"{check['max_abs_diff']:.2e}{limit}", agreement])
     print(_format_table(rows, ["format", "path", "size", "max |dp| vs Keras",
                                "top-1 agreement"]))

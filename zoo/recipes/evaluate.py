@@ -61,14 +61,21 @@ def _load_subject(model_or_run: str, weights: str | None) -> _Subject:
                          "(--weights imagenet, another tag, or a file): a random network "
                          "has nothing to measure.")
     weight_set = weights_module.resolve(spec, weights)
-    model = zoo.build(model_or_run, weights=weights)
-    names = weight_set.class_names() or [str(i) for i in range(model.output_shape[-1])]
-    wnids = None
-    if weight_set.labels == "imagenet-1k":
-        from zoo.data import imagenet_wnids
+    # Catalog weights say at which size they were evaluated; a local file does not.
+    model = zoo.build(model_or_run, weights=weights,
+                      input_shape=weight_set.input_size if weight_set.url else None)
+    names, wnids = weight_set.class_names(), None
+    imagenet = weight_set.labels == "imagenet-1k" or (
+        names is None and model.output_shape[-1] == 1000)
+    if imagenet:
+        from zoo.data import imagenet_class_names, imagenet_wnids
 
-        wnids = imagenet_wnids()
-    height, width, channels = weight_set.input_size
+        if names is None:
+            log.info("The weights name no label set; their 1000 outputs are taken to be "
+                     "ImageNet-1k's classes.")
+        names, wnids = imagenet_class_names(), imagenet_wnids()
+    names = names or [str(i) for i in range(model.output_shape[-1])]
+    height, width, channels = model.input_shape[1:]
     reference = {k: getattr(weight_set, k) for k in ("top1", "top5", "metrics_source")}
     return _Subject(model, names, wnids, (height, width), channels, weight_set.crop_fraction,
                     weight_set.interpolation, f"{model_or_run} ({weight_set.tag})", reference)

@@ -194,6 +194,59 @@ def _one_hot(dataset: tf.data.Dataset, num_classes: int) -> tf.data.Dataset:
                        num_parallel_calls=tf.data.AUTOTUNE)
 
 
+def prepare_stage(model: keras.Model, stages: dict[str, int], stage: str, recipe: Recipe, *,
+                  steps_per_epoch: int | None, epochs: int, replicas: int = 1,
+                  num_classes: int | None = None) -> float:
+    """Sets what trains in ``stage`` and compiles ``model`` for it (call inside the scope).
+
+    Args:
+        model: The model.
+        stages: :func:`layer_stages` of the model.
+        stage: ``"scratch"`` (everything, BN training), ``"head"`` (backbone frozen) or
+            ``"finetune"`` (backbone unfrozen per ``recipe.unfreeze``, BN frozen,
+            layer-wise rates).
+        recipe: The recipe.
+        steps_per_epoch: Batches per epoch (None: unknown, 100 is assumed for the schedule).
+        epochs: Epochs of this stage.
+        replicas: Replicas in sync; the rate scales linearly with them.
+        num_classes: Classes, for the top-5 metric; defaults to the output size.
+
+    Returns:
+        The peak learning rate.
+    """
+    num_stages = max(stages.values()) + 1
+    multipliers = []
+    if stage == "scratch":
+        _set_trainable(model, stages, min_stage=0, freeze_bn=False)
+        base_lr = recipe.scratch_lr
+    elif stage == "head":
+        _set_trainable(model, stages, min_stage=None, freeze_bn=True)
+        base_lr = recipe.head_lr
+    elif stage == "finetune":
+        first = 0 if recipe.unfreeze == "all" else max(0, num_stages - recipe.unfreeze)
+        _set_trainable(model, stages, min_stage=first, freeze_bn=True)
+        base_lr = recipe.finetune_lr
+        multipliers = [(v, recipe.layer_decay ** (num_stages - 1 - stages[layer.name]))
+                       for layer in model.layers if stages.get(layer.name, -1) >= 0
+                       for v in layer.trainable_weights]
+    else:
+        raise ValueError(f"Unknown stage {stage!r}.")
+    peak_lr = base_lr * replicas
+    steps = steps_per_epoch or 100
+    schedule = warmup_cosine(peak_lr, max(1, steps * epochs), int(steps * recipe.warmup_epochs))
+    optimizer = LayerwiseAdamW(lr_multipliers=multipliers, learning_rate=schedule,
+                               weight_decay=recipe.weight_decay)
+    num_classes = num_classes or model.output_shape[-1]
+    metrics = [keras.metrics.CategoricalAccuracy(name="accuracy")]
+    if num_classes > 5:
+        metrics.append(keras.metrics.TopKCategoricalAccuracy(5, name="top5"))
+    model.compile(optimizer=optimizer,
+                  loss=keras.losses.CategoricalCrossentropy(
+                      label_smoothing=recipe.label_smoothing),
+                  metrics=metrics)
+    return peak_lr
+
+
 class NanGuard(keras.callbacks.Callback):
     """Stops training at the first NaN or infinite loss and remembers where."""
 
@@ -337,20 +390,11 @@ def finetune(
         history: dict[str, list] = {}
         best = {"val_accuracy": -1.0}
 
-        def run_stage(stage: str, epochs_before: int, epochs_here: int, peak_lr: float,
-                      multipliers) -> None:
-            lr = warmup_cosine(peak_lr * replicas, max(1, (steps or 100) * epochs_here),
-                               int((steps or 100) * recipe.warmup_epochs))
+        def run_stage(stage: str, epochs_before: int, epochs_here: int) -> None:
             with strategy_obj.scope():
-                optimizer = LayerwiseAdamW(lr_multipliers=multipliers, learning_rate=lr,
-                                           weight_decay=recipe.weight_decay)
-                metrics = [keras.metrics.CategoricalAccuracy(name="accuracy")]
-                if num_classes > 5:
-                    metrics.append(keras.metrics.TopKCategoricalAccuracy(5, name="top5"))
-                model.compile(optimizer=optimizer,
-                              loss=keras.losses.CategoricalCrossentropy(
-                                  label_smoothing=recipe.label_smoothing),
-                              metrics=metrics)
+                peak_lr = prepare_stage(model, stages, stage, recipe, steps_per_epoch=steps,
+                                        epochs=epochs_here, replicas=replicas,
+                                        num_classes=num_classes)
             guard = NanGuard()
             stage_callbacks = [
                 keras.callbacks.BackupAndRestore(str(write_dir / "backup" / stage)),
@@ -375,7 +419,7 @@ def finetune(
                 epoch, batch, loss = guard.where
                 raise FloatingPointError(
                     f"The loss became {loss} at epoch {epoch}, batch {batch} of stage "
-                    f"{stage!r} (peak learning rate {peak_lr * replicas:g}). Training "
+                    f"{stage!r} (peak learning rate {peak_lr:g}). Training "
                     "stopped; the best model so far is kept in the run directory. Lower "
                     "the learning rate, or check the data for broken labels, and run again "
                     "with overwrite=True.")
@@ -385,8 +429,7 @@ def finetune(
                 best["val_accuracy"] = max(best["val_accuracy"], *fit.history["val_accuracy"])
 
         if weights is None:
-            _set_trainable(model, stages, min_stage=0, freeze_bn=False)
-            run_stage("scratch", 0, recipe.scratch_epochs, recipe.scratch_lr, [])
+            run_stage("scratch", 0, recipe.scratch_epochs)
         else:
             stage1_weights = write_dir / "stage1.weights.h5"
             if state.get("stage1") == "done" and stage1_weights.exists():
@@ -394,21 +437,12 @@ def finetune(
                 best["val_accuracy"] = state.get("best_val_accuracy", -1.0)
                 log.info("Stage 1 finished in an earlier run; resuming at stage 2.")
             else:
-                _set_trainable(model, stages, min_stage=None, freeze_bn=True)
-                run_stage("head", 0, recipe.head_epochs, recipe.head_lr, [])
+                run_stage("head", 0, recipe.head_epochs)
                 model.save_weights(stage1_weights)
                 state.update(stage1="done", best_val_accuracy=best["val_accuracy"])
                 state_file.write_text(json.dumps(state))
             if recipe.finetune_epochs > 0:
-                num_stages = max(stages.values()) + 1
-                first = 0 if recipe.unfreeze == "all" else max(0, num_stages - recipe.unfreeze)
-                _set_trainable(model, stages, min_stage=first, freeze_bn=True)
-                multipliers = [
-                    (v, recipe.layer_decay ** (num_stages - 1 - stages[layer.name]))
-                    for layer in model.layers if stages.get(layer.name, -1) >= 0
-                    for v in layer.trainable_weights]
-                run_stage("finetune", recipe.head_epochs, recipe.finetune_epochs,
-                          recipe.finetune_lr, multipliers)
+                run_stage("finetune", recipe.head_epochs, recipe.finetune_epochs)
 
         if (write_dir / BEST_MODEL).exists():
             model = keras.saving.load_model(write_dir / BEST_MODEL, compile=False)

@@ -697,7 +697,8 @@ def build_dataset(ds: tf.data.Dataset, *, training: bool, size: int | None,
             if plan.crop == "random":
                 image = transforms.train_crop(
                     data, kind, orientation, crop_seed, size_hw, scale=plan.scale,
-                    ratio=plan.ratio, interpolation=geometry.interpolation, **decoders)
+                    ratio=plan.ratio, interpolation=geometry.interpolation,
+                    flip_seed=flip_seed if plan.flip else None, **decoders)
             elif plan.crop == "full":
                 pixels = transforms.decode_upright(data, kind, orientation, **decoders)
                 image = augment_module.albumentations_op(pixels, plan.albumentations, size_hw)
@@ -705,7 +706,7 @@ def build_dataset(ds: tf.data.Dataset, *, training: bool, size: int | None,
                 image = transforms.eval_crop(data, kind, orientation, size_hw,
                                              crop_fraction=geometry.crop_fraction,
                                              interpolation=geometry.interpolation, **decoders)
-            if plan.flip:
+            if plan.flip and plan.crop != "random":  # (the random crop flips its crop)
                 image = tf.image.stateless_random_flip_left_right(image, flip_seed)
             image = augment_module.apply_image_layers(image, plan)
             image = transforms.to_channels(image, geometry.channels)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "motorcycle_left")
+PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field")
 
 
 def photo(name: str, size: tuple[int, int] = (64, 48)) -> np.ndarray:

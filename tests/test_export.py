@@ -26,6 +26,7 @@ from zoo.export import (
     FORMATS,
     ExportCheckError,
     bytes_to_pixels,
+    decode_image,
     eval_transform,
     existing_versions,
     read_run_dir,
@@ -155,6 +156,24 @@ def test_eval_transform_is_the_pipelines_eval_path_for_png():
         theirs = transforms.make_eval_transform(size, crop, "bilinear", channels)(data)
         ours = bytes_to_pixels(data, size, channels, crop, "bilinear")
         np.testing.assert_allclose(ours.numpy(), theirs.numpy(), atol=1e-4)
+
+
+@pytest.mark.parametrize("orientation", [1, 3, 6, 8])
+def test_jpegs_are_turned_upright_by_their_exif_orientation(orientation):
+    from PIL import ImageOps
+
+    h, w = 60, 90
+    yy, xx = np.mgrid[0:h, 0:w]
+    image = np.stack([255 * yy / h, 255 * xx / w, 0 * xx], -1).astype("uint8")
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, "JPEG", exif=exif, quality=95)
+    upright = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(buffer.getvalue()))),
+                         "float32")
+    got = decode_image(tf.constant(buffer.getvalue())).numpy()
+    assert got.shape == upright.shape
+    assert np.mean(np.abs(got - upright)) < 2.0  # two JPEG decoders, same geometry
 
 
 # --------------------------------------------------------------------- the SavedModel

@@ -26,7 +26,11 @@ top ``k`` classes, best first, ``k`` set at export):
   the normalisation all happen inside, exactly as :func:`eval_transform` does at evaluation.
   Through TF Serving's REST API, send the bytes base64-encoded in ``{"b64": ...}`` objects:
   the server decodes them into this string tensor (the ``_bytes`` suffix is the name other
-  servers, such as Vertex AI, look for).
+  servers, such as Vertex AI, look for). For PNG, BMP and GIF this is pixel for pixel the
+  pipelines' eval path (``pipelines.transforms.eval_crop``), and JPEGs are turned upright
+  by their EXIF orientation as there; but the pipelines decode only a JPEG's crop window,
+  at 1/2, 1/4 or 1/8 scale in the DCT domain when it is large, where the signature decodes
+  the whole JPEG (a mean difference of about one grey level where the DCT downscales).
 - ``serving_b64``: ``image_b64``, the same images as base64 *text* (standard or URL-safe
   alphabet, padding and line breaks optional, a ``data:image/...;base64,`` prefix allowed),
   for clients that cannot use the ``{"b64": ...}`` wrapper.
@@ -128,10 +132,12 @@ class ExportCheckError(RuntimeError):
 
 
 def decode_image(encoded):
-    """Decodes one encoded image (JPEG, PNG, GIF, BMP, WebP) to uint8 RGB [H, W, 3].
+    """Decodes one encoded image (JPEG, PNG, GIF, BMP, WebP) to upright uint8 RGB [H, W, 3].
 
     Grayscale images are repeated over three channels and alpha is dropped; an animated GIF
-    gives its first frame. Pure TensorFlow, so it runs inside a served graph.
+    gives its first frame; a JPEG is turned upright by its EXIF orientation, as the
+    pipelines do (phone photos are stored sideways). Pure TensorFlow, so it runs inside a
+    served graph.
 
     Args:
         encoded: A scalar string tensor.
@@ -145,9 +151,15 @@ def decode_image(encoded):
     """
     import tensorflow as tf
 
+    # The pipelines' EXIF reader: one implementation of orientation for training and serving.
+    from pipelines.transforms import apply_orientation, jpeg_orientation
+
     image = tf.io.decode_image(encoded, channels=3, dtype=tf.uint8, expand_animations=False)
     image.set_shape([None, None, 3])
-    return image
+    is_jpeg = tf.io.is_jpeg(encoded)
+    orientation = tf.cond(is_jpeg, lambda: jpeg_orientation(encoded),
+                          lambda: tf.constant(1, tf.int32))
+    return apply_orientation(image, orientation)
 
 
 def to_channels(image, channels: int):
@@ -391,9 +403,14 @@ def _resolve_source(model_or_run_dir, class_names, model_name, model_card) -> _S
 
     # A run records the eval transform it measured with; the spec's is the default.
     meta = run.meta if run is not None else {}
-    if model_card is not None:
+    if isinstance(model_card, str) and "\n" in model_card:
+        card = model_card  # the card's text itself
+    elif model_card is not None:
         card_path = Path(model_card)
-        card = card_path.read_text(encoding="utf-8") if card_path.is_file() else str(model_card)
+        if not card_path.is_file():
+            raise FileNotFoundError(f"No model card file at {card_path}; pass a Markdown file "
+                                    f"or the card's text (with its line breaks).")
+        card = card_path.read_text(encoding="utf-8")
     elif run is not None and run.card_path is not None:
         card = run.card_path.read_text(encoding="utf-8")
     else:
@@ -905,8 +922,8 @@ def export(
         top_k: How many labels and scores the signatures return.
         model_name: The zoo name whose spec gives the eval transform, when the model's own
             name is not registered.
-        model_card: A model card (a file or its text); defaults to the run's README.md or a
-            generated one.
+        model_card: A model card: a Markdown file, or its text (anything with a line
+            break); defaults to the run's README.md, else a generated one.
         sample_images: Images for the self-check (a folder or files); default: the run's
             ``samples/`` folder, else synthetic images in every format.
         representative_images: A folder of task images for int8 calibration (default: the

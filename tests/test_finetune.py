@@ -179,14 +179,26 @@ def test_lr_find_suggests_a_rate_in_the_descending_part(tmp_path):
     assert 1e-4 < suggest(rates, losses) < 1e-2
 
 
-def test_mixed_bfloat16_keeps_float32_outputs(tmp_path):
+class DtypeProbe(keras.callbacks.Callback):
+    def on_train_begin(self, logs=None):
+        self.compute = self.model.get_layer("c1").compute_dtype
+        self.output = self.model.output.dtype
+
+
+def test_mixed_bfloat16_trains_in_bf16_and_leaves_a_float32_model(tmp_path):
+    probe = DtypeProbe()
     result = ft.finetune("lenet5", digits_data(n_train=256), weights=None, epochs=1,
-                         out_dir=tmp_path / "run", verbose=0, precision="mixed_bfloat16")
+                         out_dir=tmp_path / "run", verbose=0, precision="mixed_bfloat16",
+                         callbacks=[probe])
+    assert probe.compute == "bfloat16" and probe.output == "float32"
     assert keras.mixed_precision.global_policy().name == "float32"  # restored
     info = json.loads((tmp_path / "run" / "run.json").read_text())
     assert info["precision"] == "mixed_bfloat16"
-    assert result.model.get_layer("c1").compute_dtype == "bfloat16"
-    assert result.model.output.dtype == "float32"
+    saved = keras.saving.load_model(tmp_path / "run" / "best.keras")
+    assert {layer.compute_dtype for layer in saved.layers} == {"float32"}
+    x = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(saved.predict(x, verbose=0), result.model.predict(x, verbose=0),
+                               atol=1e-6)
 
 
 def test_auto_policy_follows_the_cpu(monkeypatch):

@@ -21,9 +21,15 @@ _EXPORTS = {
     "count_macs": "zoo.registry",
     "count_params": "zoo.registry",
     "describe": "zoo.registry",
+    "evaluate": "zoo.recipes.evaluate",
     "export": "zoo.export",
+    "find_learning_rate": "zoo.recipes.finetune",
+    "finetune": "zoo.recipes.finetune",
+    "Recipe": "zoo.recipes.finetune",
     "list_models": "zoo.registry",
     "register": "zoo.registry",
+    "select_strategy": "zoo.distribute",
+    "without_aux": "zoo.architectures.inception",
 }
 
 __all__ = sorted(_EXPORTS)

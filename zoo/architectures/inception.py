@@ -572,6 +572,10 @@ register(Spec(
     min_input_size=(75, 75),
     twins={"keras": "InceptionV3"},
     twin_params={"keras": 23_851_784},
+    # Keras publishes no MAC count; the layers (convolutions, dense) are those of
+    # torchvision's inception_v3, whose table gives 5.71.
+    published_gmacs=5.71,
+    gmacs_source="torchvision model table (inception_v3: the same convolutions)",
     crop_fraction=0.875,
     preprocessing="tf",
     variant="Keras': batch norm without scale, no auxiliary classifier",

@@ -477,6 +477,7 @@ def finetune(
         "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     if chief:
+        _copy_samples(data, write_dir / "samples")
         (write_dir / "class_names.txt").write_text("\n".join(class_names) + "\n")
         (write_dir / RUN_FILE).write_text(json.dumps(run_info, indent=2))
         write_model_card(write_dir, run_info, metrics)
@@ -502,6 +503,23 @@ def _float32_copy(model: keras.Model, model_name: str, num_classes: int, image_s
                  preprocessing={k: norm[k] for k in ("mean", "std", "channel_order")})
     copy.set_weights(model.get_weights())
     return copy
+
+
+def _copy_samples(data, folder: Path, count: int = 8) -> None:
+    """Copies a few validation images (one per class first) for the export's self-check."""
+    files = list(getattr(data, "val_files", None) or [])
+    if not files:
+        return
+    firsts, seen = [], set()
+    for path, label in files:
+        if label not in seen:
+            seen.add(label)
+            firsts.append(path)
+    chosen = (firsts + [p for p, _ in files if p not in firsts])[:count]
+    folder.mkdir(parents=True, exist_ok=True)
+    for index, path in enumerate(chosen):
+        source = Path(path)
+        shutil.copyfile(source, folder / f"{index:02d}_{source.name}")
 
 
 def _jsonable(value):

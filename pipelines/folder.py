@@ -629,7 +629,8 @@ def build_dataset(ds: tf.data.Dataset, *, training: bool, size: int | None,
                   shuffle_buffer: int | None = None, deterministic: bool | None = None,
                   drop_remainder: bool = False,
                   kinds: Sequence[int] = transforms.ALL_KINDS,
-                  oriented: bool = True, skip_errors: bool = True) -> tf.data.Dataset:
+                  oriented: bool = True, skip_errors: bool = True,
+                  cache_name: str = "train") -> tf.data.Dataset:
     """Turns ``(source, label, kind, orientation)`` elements into batches of pixels and labels.
 
     Args:
@@ -643,9 +644,10 @@ def build_dataset(ds: tf.data.Dataset, *, training: bool, size: int | None,
         label_mode: ``"int"`` or ``"categorical"``.
         seed: Seed of shuffling and of the per-image random crops and flips.
         read_files: Whether sources are paths to read.
-        cache: True caches in memory, a string caches in files with that prefix, False
-            not at all. The train path caches encoded bytes (the random crops differ every
-            epoch); the eval path caches its finished uint8 images.
+        cache: True caches in memory, a string is a directory for file caches
+            (``<cache>/<cache_name>.cache*``), False does not cache. The train path caches
+            encoded bytes (the random crops differ every epoch); the eval path caches its
+            finished uint8 images.
         cache_bytes: Estimated memory the cache would take; over ``DEFAULT_CACHE_LIMIT`` an
             in-memory cache is not made.
         shuffle: Shuffle the train path every epoch (seeded).
@@ -656,6 +658,7 @@ def build_dataset(ds: tf.data.Dataset, *, training: bool, size: int | None,
         drop_remainder: Drop the last partial batch (static batch shapes for TPUs).
         kinds: The decoder kinds that occur (only their decoders enter the graph).
         oriented: Whether any JPEG needs an EXIF rotation.
+        cache_name: Name of this split's file cache.
         skip_errors: Drop (with a logged warning) an image whose decoding fails although
             it passed the check, rather than stop training mid-epoch: the fast check does
             not decode every file. Off where outputs must line up with a file list.
@@ -675,7 +678,12 @@ def build_dataset(ds: tf.data.Dataset, *, training: bool, size: int | None,
         cache = False
 
     def _cache(d):
-        return d.cache() if cache is True else d.cache(str(cache)) if cache else d
+        if cache is True:
+            return d.cache()
+        if cache:
+            Path(cache).mkdir(parents=True, exist_ok=True)
+            return d.cache(str(Path(cache) / f"{cache_name}.cache"))
+        return d
 
     if training:
         if cache and read_files:
@@ -689,7 +697,7 @@ def build_dataset(ds: tf.data.Dataset, *, training: bool, size: int | None,
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
         ds = tf.data.Dataset.zip((ds, seeds))
 
-        def train_one(element, element_seed):
+        def decode_one(element, element_seed):
             source, label, kind, orientation = element
             data = tf.io.read_file(source) if read_files else source
             crop_seed, flip_seed = tf.unstack(
@@ -700,22 +708,28 @@ def build_dataset(ds: tf.data.Dataset, *, training: bool, size: int | None,
                     ratio=plan.ratio, interpolation=geometry.interpolation,
                     flip_seed=flip_seed if plan.flip else None, **decoders)
             elif plan.crop == "full":
-                pixels = transforms.decode_upright(data, kind, orientation, **decoders)
-                image = augment_module.albumentations_op(pixels, plan.albumentations, size_hw)
+                image = transforms.decode_upright(data, kind, orientation, **decoders)
             else:
                 image = transforms.eval_crop(data, kind, orientation, size_hw,
                                              crop_fraction=geometry.crop_fraction,
                                              interpolation=geometry.interpolation, **decoders)
-            if plan.flip and plan.crop != "random":  # (the random crop flips its crop)
-                image = tf.image.stateless_random_flip_left_right(image, flip_seed)
+                if plan.flip:
+                    image = tf.image.stateless_random_flip_left_right(image, flip_seed)
+            return image, tf.cast(label, tf.int32)
+
+        def augment_one(image, label):
+            if plan.crop == "full":
+                image = augment_module.albumentations_op(image, plan.albumentations, size_hw)
             image = augment_module.apply_image_layers(image, plan)
             image = transforms.to_channels(image, geometry.channels)
             image.set_shape([size_hw[0], size_hw[1], geometry.channels])
-            return image, tf.cast(label, tf.int32)
+            return image, label
 
-        ds = ds.map(train_one, num_parallel_calls=autotune, deterministic=deterministic)
+        ds = ds.map(decode_one, num_parallel_calls=autotune, deterministic=deterministic)
         if skip_errors:
+            # Only decoding is guarded: an error in an augmentation must still surface.
             ds = ds.ignore_errors(log_warning=True)
+        ds = ds.map(augment_one, num_parallel_calls=autotune, deterministic=deterministic)
         ds = ds.batch(batch_size, drop_remainder=drop_remainder,
                       num_parallel_calls=autotune, deterministic=deterministic)
         ds = augment_module.finish_batches(ds, plan, num_classes=num_classes,
@@ -828,7 +842,8 @@ def from_folder(
         label_mode: ``"int"`` (default) or ``"categorical"`` (one-hot float32), for train
             and val alike; mixup and cutmix need and default to ``"categorical"``.
         cache: Cache the train bytes and finished val images in memory (True), in files
-            (a path prefix, e.g. under the run dir), or not (False).
+            under a directory (a path, e.g. inside the run dir; not inside ``root``), or
+            not (False).
         shuffle: Shuffle the training images every epoch.
         deterministic: Fix the order of the train path under parallel maps (slower); the
             val path is always in order.
@@ -862,6 +877,9 @@ def from_folder(
     if out_dir is not None and _inside(Path(out_dir), root):
         raise ValueError(f"out_dir {str(out_dir)!r} is inside the image folder {str(root)!r}; "
                          "nothing is written next to the images. Use a run directory outside it.")
+    if isinstance(cache, (str, os.PathLike)) and _inside(Path(cache), root):
+        raise ValueError(f"cache {str(cache)!r} is inside the image folder {str(root)!r}; "
+                         "nothing is written next to the images. Put it in the run directory.")
 
     scan = _scan_tree(root)
     skipped = list(scan.skipped)
@@ -974,7 +992,7 @@ def from_folder(
         fs = files.get(split) or []
         if not fs:
             return None
-        return build_dataset(_records(fs), training=False, size=len(fs),
+        return build_dataset(_records(fs), training=False, size=len(fs), cache_name=split,
                              cache_bytes=len(fs) * per_image, **_decoders(fs), **common)
 
     return ImageData(

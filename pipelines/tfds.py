@@ -181,7 +181,7 @@ def from_tfds(
                           shuffle_buffer=min(shuffle_buffer, train_size or shuffle_buffer),
                           deterministic=deterministic, **common)
     evals = {key: build_dataset(records(splits[key], False), training=False,
-                                size=num_examples(splits[key]), **common)
+                                size=num_examples(splits[key]), cache_name=key, **common)
              for key in ("val", "test") if key in splits}
 
     def count() -> dict[str, dict[str, int]]:

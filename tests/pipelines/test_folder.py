@@ -194,3 +194,19 @@ def test_epochs_differ(small_folder):
 def test_bad_arguments_are_clear(small_folder, bad, match):
     with pytest.raises((ValueError, TypeError), match=match):
         pipelines.from_folder(small_folder, **bad)
+
+
+def test_file_cache_goes_where_asked(small_folder, tmp_path):
+    before = tree_fingerprint(small_folder)
+    data = pipelines.from_folder(small_folder, image_size=32, cache=tmp_path / "cache")
+    for _ in range(2):
+        first = [y.numpy().tolist() for _, y in data.val]
+    assert first == [[label for _, label in data.val_files]]
+    for _ in data.train:
+        pass
+    names = sorted(p.name for p in (tmp_path / "cache").iterdir())
+    assert any(n.startswith("train.cache") for n in names)
+    assert any(n.startswith("val.cache") for n in names)
+    assert tree_fingerprint(small_folder) == before
+    with pytest.raises(ValueError, match="cache .* is inside the image folder"):
+        pipelines.from_folder(small_folder, cache=small_folder / "cache")

@@ -336,8 +336,8 @@ def test_crash_mid_export_never_leaves_a_version(tmp_path, trained):
     out = tmp_path / "out"
     script = textwrap.dedent(f"""
         import os
-        import zoo.export as export_module
         import sys
+        import zoo.export
         module = sys.modules["zoo.export"]
         def crash(fmt, staging):
             assert (staging / "saved_model.pb").is_file()

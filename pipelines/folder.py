@@ -729,7 +729,10 @@ def build_dataset(ds: tf.data.Dataset, *, training: bool, size: int | None,
         if skip_errors:
             # Only decoding is guarded: an error in an augmentation must still surface.
             ds = ds.ignore_errors(log_warning=True)
-        ds = ds.map(augment_one, num_parallel_calls=autotune, deterministic=deterministic)
+        # With nothing left to do per image (crops already have their static size), one
+        # tf.data stage fewer.
+        if plan.crop == "full" or plan.image_layers or geometry.channels != 3:
+            ds = ds.map(augment_one, num_parallel_calls=autotune, deterministic=deterministic)
         ds = ds.batch(batch_size, drop_remainder=drop_remainder,
                       num_parallel_calls=autotune, deterministic=deterministic)
         ds = augment_module.finish_batches(ds, plan, num_classes=num_classes,

@@ -53,8 +53,12 @@ def zoo_home() -> str:
 
 
 def _keras_home() -> str:
-    # keras.config.keras_home() honours $KERAS_HOME; read it without importing Keras.
-    return os.path.expanduser(os.environ.get("KERAS_HOME", os.path.join("~", ".keras")))
+    # Keras' own rule (keras/src/backend/config.py), read at call time rather than once at
+    # import: $KERAS_HOME, else ~/.keras, else /tmp/.keras when the home is read-only.
+    if "KERAS_HOME" in os.environ:
+        return os.path.expanduser(os.environ["KERAS_HOME"])
+    base = os.path.expanduser("~")
+    return os.path.join(base if os.access(base, os.W_OK) else "/tmp", ".keras")
 
 
 def weights_dir() -> str:

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import _compat_pickle
 import collections
 import io
 import json
@@ -28,7 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 
-class UnsafePickleError(pickle.UnpicklingError):
+class UnsafePickleError(pickle.UnpicklingError, ValueError):
     """A pickle asked for something a state dict never needs, and was refused."""
 
 
@@ -77,12 +78,13 @@ def detect_format(path: str | os.PathLike) -> str:
         raise WeightsFileError(
             f"{path!r} is a zip archive but neither a .keras file (no model.weights.h5) nor "
             f"a torch state dict (no data.pkl); it holds {names[:5]}.")
-    if head[:2] == b"\x80\x02" or head[:1] == b"\x80":
-        return "torch"
-    if len(head) >= 8:
+    if len(head) >= 9:
+        # Before the pickle test: a header length can start with the byte 0x80 too.
         (header_size,) = struct.unpack("<Q", head[:8])
-        if 2 <= header_size < 100_000_000 and head[8:9] == b"{":
+        if 2 <= header_size <= os.path.getsize(path) - 8 and head[8:9] == b"{":
             return "safetensors"
+    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
+        return "torch"  # a pickle (PROTO opcode): torch's legacy format
     raise WeightsFileError(
         f"Cannot tell what kind of weight file {path!r} is (first bytes {head[:8]!r}). "
         "zoo reads keras.applications .h5, Keras .weights.h5 and .keras, torch .pth/.pt "
@@ -238,6 +240,9 @@ class RestrictedUnpickler(pickle.Unpickler):
         self._source = source
 
     def find_class(self, module: str, name: str):
+        # Protocol 2 pickles name Python 2 modules (__builtin__); report Python 3's names.
+        module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
+        module = _compat_pickle.IMPORT_MAPPING.get(module, module)
         allowed = self._ALLOWED.get((module, name))
         if allowed is not None:
             return allowed
@@ -331,6 +336,10 @@ def _read_torch_zip(path: str):
         if not pickles:
             raise WeightsFileError(f"{path!r} is a zip file without data.pkl: not a torch file.")
         prefix = pickles[0][: -len("data.pkl")]
+        if any(n.startswith(prefix + "code/") for n in names):
+            raise WeightsFileError(
+                f"{path!r} is a TorchScript archive (torch.jit.save), not a state dict; save "
+                "the weights with torch.save(model.state_dict(), path) and load that.")
         byteorder = "little"
         if f"{prefix}byteorder" in names:
             byteorder = archive.read(f"{prefix}byteorder").decode().strip()

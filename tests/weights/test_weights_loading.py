@@ -172,24 +172,43 @@ def test_unknown_tags_and_missing_files(tmp_path):
         zoo.build("resnet18", weights=str(tmp_path / "nothing.pth"))
 
 
-def test_googlenet_auxiliary_heads_load_and_match_torchvision(tmp_path):
+@pytest.mark.parametrize(("name", "twin", "size", "taps"), [
+    ("googlenet", "googlenet", 64, {"aux1": "inception4a", "aux2": "inception4d"}),
+    # Inception v3's auxiliary head needs a 17x17 Mixed_6e: the full 299x299 input.
+    ("inception_v3_tv", "inception_v3", 299, {"AuxLogits": "Mixed_6e"}),
+])
+def test_auxiliary_heads_load_and_match_torchvision(tmp_path, name, twin, size, taps):
     import torch
 
-    reference = torchvision_model("googlenet")
-    path = save_state_dict(reference, tmp_path / "googlenet.pth", "zip")
-    shape = (64, 64, 3)
-    model = zoo.build("googlenet", weights=path, input_shape=shape, aux_logits=True,
+    reference = torchvision_model(twin)
+    path = save_state_dict(reference, tmp_path / f"{name}.pth", "zip")
+    shape = (size, size, 3)
+    model = zoo.build(name, weights=path, input_shape=shape, aux_logits=True,
                       classifier_activation=None)
     captured = {}
-    hooks = [getattr(reference, n).register_forward_hook(
-        lambda m, i, o, n=n: captured.__setitem__(n, o)) for n in ("inception4a", "inception4d")]
-    x = pixels(shape)
-    main = torchvision_logits(reference, x)
+    hooks = [getattr(reference, tap).register_forward_hook(
+        lambda m, i, o, tap=tap: captured.__setitem__(tap, o)) for tap in taps.values()]
+    x = pixels(shape, batch=1)
+    expected = [torchvision_logits(reference, x)]
     for hook in hooks:
         hook.remove()
     with torch.no_grad():
-        aux1 = reference.aux1(captured["inception4a"]).numpy()
-        aux2 = reference.aux2(captured["inception4d"]).numpy()
+        expected += [getattr(reference, head)(captured[tap]).numpy()
+                     for head, tap in taps.items()]
     outputs = [np.asarray(o) for o in model(x, training=False)]
-    for got, want in zip(outputs, [main, aux1, aux2]):
+    assert len(outputs) == len(expected)
+    for got, want in zip(outputs, expected):
         np.testing.assert_allclose(got, want, atol=1e-4 * np.abs(want).max())
+
+
+def test_a_file_without_a_usable_classifier_leaves_the_head_random(resnet18_file, caplog):
+    # What the catalog does for VGG-16's torchvision_features file, whose classifier holds
+    # no usable values: the head is never read, and the log says it starts random.
+    from zoo.weights import read_torch
+    from zoo.weights.convert import plan_torchvision
+
+    model = zoo.build("resnet18", input_shape=SHAPE)
+    plan = plan_torchvision(model, get_spec("resnet18"), read_torch(resnet18_file[1]),
+                            include_top=True, file_label="features-only", drop_head=True)
+    assert plan.ignored == ["fc"] and plan.random == ["predictions"]
+    assert len(plan.assignments) == len([la for la in model.layers if la.weights]) - 1

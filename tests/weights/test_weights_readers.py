@@ -223,3 +223,25 @@ def test_torchscript_archive_is_named_as_such(torch, tmp_path):
     torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(path))
     with pytest.raises(WeightsFileError, match="TorchScript"):
         read_torch(path)
+
+
+def test_reading_needs_no_torch(torch, tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "state.pth"
+    torch.save(_state_dict(torch), path, _use_new_zipfile_serialization=False)
+    # torch is made unimportable in a fresh interpreter: zoo must not reach for it.
+    code = ("import sys\n"
+            "class Block:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name.split('.')[0] in ('torch', 'torchvision'):\n"
+            "            raise ModuleNotFoundError(name)\n"
+            "sys.meta_path.insert(0, Block())\n"
+            "from zoo.weights import read_torch\n"
+            f"print(sorted(read_torch({str(path)!r}))[0])\n"
+            "assert 'torch' not in sys.modules")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "0.bias"

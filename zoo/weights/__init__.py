@@ -230,7 +230,7 @@ def load_into(model, spec, weight_set: Weights, *, include_top: bool, num_classe
         plan = plan_keras(model, weights.layers, include_top=include_top, file_label=label,
                           layout_kind=weights.layout)
     plan.apply()
-    report(plan, model.name, label, num_classes=num_classes)
+    report(plan, model.name, label)
 
 
 def _layered(tensors: dict, model) -> list[LayerWeights]:

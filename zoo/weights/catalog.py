@@ -101,6 +101,10 @@ class Weights:
     path: str | None = None
     notes: str = ""
 
+    def __hash__(self) -> int:
+        # The generated hash would fail on the family_options dict.
+        return hash((self.model, self.tag, self.file_name, self.path))
+
     def as_dict(self) -> dict:
         """The entry as plain data, for ``zoo.describe`` and manifests."""
         data = asdict(self)

@@ -566,13 +566,14 @@ def adapt_first_conv(kernel: np.ndarray, in_channels: int) -> np.ndarray:
     return np.tile(kernel, (1, 1, repeats, 1))[:, :, :in_channels, :] * (3.0 / in_channels)
 
 
-def report(plan: Plan, model_name: str, file_label: str, *, num_classes: int) -> None:
+def report(plan: Plan, model_name: str, file_label: str) -> None:
     """Logs what a plan loaded, skipped, ignored and adapted."""
     logger.info("Loaded %d layers of %r from %s.", len(plan.assignments), model_name,
                 file_label)
     if plan.skipped:
-        logger.info("Classifier not loaded, the class counts differ; it starts random: %s. "
-                    "(num_classes=%d)", "; ".join(plan.skipped), num_classes)
+        # A warning, as transformers gives one: a random head must be trained before use.
+        logger.warning("Classifier not loaded from %s, the class counts differ; it starts "
+                       "random and needs training: %s.", file_label, "; ".join(plan.skipped))
     if plan.ignored:
         logger.info("Parts of %s the model does not have, not used: %s.", file_label,
                     ", ".join(plan.ignored))

@@ -9,7 +9,7 @@ import pathlib
 import re
 
 import pytest
-from conftest import import_torchvision
+from twin_files import import_torchvision
 
 import zoo
 from zoo import cli, data

@@ -13,7 +13,7 @@ import h5py
 import keras
 import numpy as np
 import pytest
-from conftest import import_torchvision
+from twin_files import import_torchvision
 
 from zoo.weights import UnsafePickleError, WeightsFileError, detect_format, read_torch
 from zoo.weights.readers import read_keras_archive, read_keras_h5, read_safetensors

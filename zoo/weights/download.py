@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import http.client
 import json
 import logging
 import os
@@ -191,7 +192,7 @@ def fetch(entry: Weights, *, progress: bool = True, timeout: float = 60.0) -> st
     try:
         download(entry.url, target, expected_hash=entry.hash, algorithm=entry.hash_algorithm,
                  progress=progress, timeout=timeout)
-    except (urllib.error.URLError, OSError) as error:
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as error:
         if isinstance(error, (HashMismatchError, WeightsUnavailableError)):
             raise
         reason = getattr(error, "reason", None) or error

@@ -54,6 +54,7 @@ class ImageFile:
         kind: ``transforms.KIND_JPEG`` (fused decode) or ``transforms.KIND_PIL``.
         orientation: EXIF orientation (1 to 8) of a ``KIND_JPEG`` file.
         nbytes: File size.
+        short_side: The image's shorter side in pixels.
     """
 
     path: str
@@ -61,6 +62,7 @@ class ImageFile:
     kind: int
     orientation: int = 1
     nbytes: int = 0
+    short_side: int = 0
 
 
 @dataclass
@@ -193,7 +195,7 @@ def probe(path: str, full: bool = False) -> tuple[int, int, int]:
         full: Decode every file fully.
 
     Returns:
-        ``(kind, orientation, nbytes)``.
+        ``(kind, orientation, nbytes, short_side)``.
 
     Raises:
         BadImage: With the reason the file cannot be used.
@@ -247,7 +249,7 @@ def probe(path: str, full: bool = False) -> tuple[int, int, int]:
     kind = KIND_JPEG if pil_format in ("JPEG", "MPO") and mode in ("RGB", "L") else KIND_PIL
     if full or not _complete(tail, pil_format, size, head):
         _full_decode(data, kind)
-    return kind, orientation, size
+    return kind, orientation, size, min(width, height)
 
 
 # --------------------------------------------------------------------------------------
@@ -629,7 +631,8 @@ def build_dataset(ds: tf.data.Dataset, *, training: bool, size: int | None,
                   shuffle_buffer: int | None = None, deterministic: bool | None = None,
                   drop_remainder: bool = False,
                   kinds: Sequence[int] = transforms.ALL_KINDS,
-                  oriented: bool = True, skip_errors: bool = True,
+                  oriented: bool = True, largest_side: int | None = None,
+                  skip_errors: bool = True,
                   cache_name: str = "train") -> tf.data.Dataset:
     """Turns ``(source, label, kind, orientation)`` elements into batches of pixels and labels.
 
@@ -658,6 +661,8 @@ def build_dataset(ds: tf.data.Dataset, *, training: bool, size: int | None,
         drop_remainder: Drop the last partial batch (static batch shapes for TPUs).
         kinds: The decoder kinds that occur (only their decoders enter the graph).
         oriented: Whether any JPEG needs an EXIF rotation.
+        largest_side: The largest shorter side among the images, when known; below twice
+            the output size no crop can be DCT-downscaled and that machinery is left out.
         cache_name: Name of this split's file cache.
         skip_errors: Drop (with a logged warning) an image whose decoding fails although
             it passed the check, rather than stop training mid-epoch: the fast check does
@@ -706,7 +711,9 @@ def build_dataset(ds: tf.data.Dataset, *, training: bool, size: int | None,
                 image = transforms.train_crop(
                     data, kind, orientation, crop_seed, size_hw, scale=plan.scale,
                     ratio=plan.ratio, interpolation=geometry.interpolation,
-                    flip_seed=flip_seed if plan.flip else None, **decoders)
+                    flip_seed=flip_seed if plan.flip else None,
+                    dct_scaling=largest_side is None or largest_side >= 2 * max(size_hw),
+                    **decoders)
             elif plan.crop == "full":
                 image = transforms.decode_upright(data, kind, orientation, **decoders)
             else:
@@ -765,8 +772,11 @@ def build_dataset(ds: tf.data.Dataset, *, training: bool, size: int | None,
 
 
 def _decoders(files: Sequence[ImageFile]) -> dict:
+    # What the scan knows lets the graph leave out decoders, rotations and DCT downscaling
+    # that no file needs: fewer ops per image.
     return dict(kinds=tuple(sorted({f.kind for f in files})) or (KIND_JPEG,),
-                oriented=any(f.orientation != 1 for f in files))
+                oriented=any(f.orientation != 1 for f in files),
+                largest_side=max((f.short_side for f in files), default=0))
 
 
 def _records(files: Sequence[ImageFile]) -> tf.data.Dataset:
@@ -936,8 +946,7 @@ def from_folder(
         out = []
         for rel, label in entries:
             path = str(root / rel)
-            kind, orientation, nbytes = results[path]
-            out.append(ImageFile(path, label, kind, orientation, nbytes))
+            out.append(ImageFile(path, label, *results[path]))
         return out
 
     files = {split: to_files(entries) for split, entries in split_files.items()}
@@ -1095,9 +1104,8 @@ def from_files(
         if isinstance(results[path], str):
             skipped.append((path, results[path]))
         else:
-            kind, orientation, nbytes = results[path]
-            kept.append(ImageFile(path, int(labels[i]) if labels is not None else -1, kind,
-                                  orientation, nbytes))
+            kept.append(ImageFile(path, int(labels[i]) if labels is not None else -1,
+                                  *results[path]))
     _report_skipped(skipped, None)
     ds = build_dataset(_records(kept), training=False, size=len(kept), geometry=geometry,
                        plan=None, batch_size=batch_size, num_classes=1, label_mode="int",

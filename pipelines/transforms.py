@@ -346,7 +346,8 @@ def train_crop(data: tf.Tensor, kind: tf.Tensor, orientation: tf.Tensor, seed: t
                image_size: Sequence[int], *, scale: Sequence[float] = DEFAULT_SCALE,
                ratio: Sequence[float] = DEFAULT_RATIO, interpolation: str = "bilinear",
                antialias: bool = False, kinds: Sequence[int] = ALL_KINDS,
-               oriented: bool = True, flip_seed: tf.Tensor | None = None) -> tf.Tensor:
+               oriented: bool = True, flip_seed: tf.Tensor | None = None,
+               dct_scaling: bool = True) -> tf.Tensor:
     """Random-resized-crop (and flip) of encoded bytes, fused with decoding for ordinary JPEGs.
 
     Args:
@@ -365,6 +366,8 @@ def train_crop(data: tf.Tensor, kind: tf.Tensor, orientation: tf.Tensor, seed: t
         oriented: Whether any JPEG has an EXIF orientation other than 1.
         flip_seed: Shape ``[2]`` seed of a random horizontal flip (None: no flip). The
             flip is done on the small uint8 crop, before resizing, where it is cheapest.
+        dct_scaling: Let libjpeg downscale large windows; False leaves that machinery out
+            of the graph (when no image is large enough for it to apply).
 
     Returns:
         float32 ``[height, width, 3]`` in [0, 255].
@@ -375,6 +378,8 @@ def train_crop(data: tf.Tensor, kind: tf.Tensor, orientation: tf.Tensor, seed: t
 
     def window_for(shape):
         window = random_crop_window(shape, seed, scale, ratio)
+        if not dct_scaling:
+            return window, 1
         factor = _jpeg_ratio(window, max(out_h, out_w))
         # Snapped for every kind, so that a file's crops do not depend on its format.
         return snap_window(window, factor), factor

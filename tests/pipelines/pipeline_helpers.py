@@ -1,14 +1,28 @@
-"""Helpers that write tiny real-photo image folders (skimage's sample photographs)."""
+"""Helpers that write tiny real-photo image folders (skimage's sample photographs).
+
+Imported by every pipeline test module before ``pipelines``. There is deliberately no
+conftest.py in this folder: pytest would import it as the module ``conftest`` and hide
+tests/conftest.py from the modules that import helpers from it.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import io
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+# pytest puts tests/ on sys.path (tests/ has no __init__.py), where this folder would pass
+# for the `pipelines` package as a namespace package; the project root must come first.
+_ROOT = str(Path(__file__).resolve().parents[2])
+if sys.path[:1] != [_ROOT]:
+    sys.path.insert(0, _ROOT)
+if "pipelines" in sys.modules and getattr(sys.modules["pipelines"], "__file__", None) is None:
+    del sys.modules["pipelines"]
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field")
 
@@ -64,3 +78,8 @@ def tree_fingerprint(root: Path) -> dict[str, tuple]:
             else:
                 out[str(path)] = ("dir",)
     return out
+
+
+def small_folder_at(root: Path) -> Path:
+    """Three classes of 10, 10 and 8 real-photo JPEGs."""
+    return make_folder(root, {"astronaut": 10, "coffee": 10, "chelsea": 8})

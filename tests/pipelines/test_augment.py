@@ -6,8 +6,14 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from pipeline_helpers import small_folder_at
 
 import pipelines
+
+
+@pytest.fixture(scope="module")
+def small_folder(tmp_path_factory):
+    return small_folder_at(tmp_path_factory.mktemp("folder"))
 
 
 def _batches(data, split="train"):

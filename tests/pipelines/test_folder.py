@@ -8,9 +8,14 @@ import shutil
 import numpy as np
 import pytest
 import tensorflow as tf
-from pipeline_helpers import jpeg_bytes, make_folder, photo, tree_fingerprint
+from pipeline_helpers import jpeg_bytes, make_folder, photo, small_folder_at, tree_fingerprint
 
 import pipelines
+
+
+@pytest.fixture(scope="module")
+def small_folder(tmp_path_factory):
+    return small_folder_at(tmp_path_factory.mktemp("folder"))
 
 
 def test_train_and_val_batches_follow_the_contract(small_folder, tmp_path):

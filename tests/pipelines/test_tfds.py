@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pipeline_helpers  # noqa: F401  (puts the project root first on sys.path)
 import pytest
 
 import pipelines

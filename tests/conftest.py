@@ -3,29 +3,11 @@
 from __future__ import annotations
 
 import os
-import sys
-import types
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest  # noqa: E402
-
-
-def import_torchvision():
-    """Imports torch and torchvision's pure-Python model definitions, or skips the test.
-
-    torchvision from the registry registers compiled ops that do not match the CPU torch
-    build; an empty ``torchvision._meta_registrations`` module lets ``torchvision.models``
-    import regardless, which is all the tests need.
-
-    Returns:
-        ``(torch, torchvision)``.
-    """
-    torch = pytest.importorskip("torch")
-    sys.modules.setdefault("torchvision._meta_registrations",
-                           types.ModuleType("torchvision._meta_registrations"))
-    torchvision = pytest.importorskip("torchvision")
-    return torch, torchvision
+from torch_reference import import_torchvision  # noqa: E402
 
 
 @pytest.fixture(scope="session")

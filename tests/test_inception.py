@@ -8,7 +8,7 @@ from collections import defaultdict
 import keras
 import numpy as np
 import pytest
-from conftest import import_torchvision
+from torch_reference import import_torchvision
 
 import zoo
 from zoo.architectures.inception import ScaledResidual, without_aux

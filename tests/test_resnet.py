@@ -10,7 +10,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
-from conftest import import_torchvision
+from torch_reference import import_torchvision
 
 import zoo
 from zoo.layers import PREPROCESSING

@@ -6,32 +6,16 @@ torch and torchvision are test-only dependencies.
 
 from __future__ import annotations
 
-import sys
-import types
-
 import h5py
 import keras
 import numpy as np
-import pytest
+from torch_reference import import_torchvision  # noqa: F401 (re-exported)
 
 import zoo
 from zoo.registry import get_spec
 
 TORCH_MEAN = np.array([0.485, 0.456, 0.406], dtype="float32") * 255
 TORCH_STD = np.array([0.229, 0.224, 0.225], dtype="float32") * 255
-
-
-def import_torchvision():
-    """``(torch, torchvision)``, or skips: the sys.modules trick of ``tests/conftest.py``.
-
-    An empty ``torchvision._meta_registrations`` lets torchvision's pure-Python models import
-    beside the CPU torch build. (Not imported from ``conftest``: with ``tests/pipelines``
-    holding a conftest.py too, ``import conftest`` may give that one.)
-    """
-    torch = pytest.importorskip("torch")
-    sys.modules.setdefault("torchvision._meta_registrations",
-                           types.ModuleType("torchvision._meta_registrations"))
-    return torch, pytest.importorskip("torchvision")
 
 
 def twins(library: str) -> list[tuple[str, str]]:

@@ -79,15 +79,18 @@ def cmd_info(args: argparse.Namespace) -> int:
     if info["weights"]:
         for tag, meta in info["weights"].items():
             top1 = meta.get("top1")
+            alias = f"= {meta['tag']}, " if meta.get("tag") not in (None, tag) else ""
             rows.append([f"weights:{tag}",
-                         f"{meta.get('source', '?')}"
+                         f"{alias}{meta.get('source', '?')}"
                          + (f", top-1 {top1}" if top1 is not None else "")
                          + (f", {meta.get('preprocessing')}" if meta.get("preprocessing") else "")])
     else:
         rows.append(["weights", "none"])
     print(_format_table(rows, ["", args.name]))
     if info["notes"]:
-        print("\n" + info["notes"])
+        import textwrap
+
+        print("\n" + textwrap.fill(" ".join(info["notes"].split()), width=96))
     return 0
 
 

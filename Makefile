@@ -33,5 +33,11 @@ lint: $(STAMP)
 test: lint $(TEST_STAMP)
 	$(BIN)/python -m pytest -q
 
+# The documentation site into site/ (strict: any warning fails). The model catalogue is
+# generated from the registry; the first build describes every model (about a minute) and
+# caches the result in build/docs-cache/.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 clean:
 	rm -rf $(VENV) site build *.egg-info

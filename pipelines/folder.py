@@ -485,6 +485,7 @@ class ImageData:
         test_files: ``(path, label)`` of the test images.
         source: ``"folder"`` or ``"tfds"``.
         root: The image folder, for folder data.
+        steps_per_epoch: Batches in one pass of ``train`` (None when unknown).
     """
 
     def __init__(self, *, train, val, class_names, geometry: Geometry, batch_size: int,
@@ -514,6 +515,8 @@ class ImageData:
         self.test_files = list(test_files)
         self.source = source
         self.root = root
+        cardinality = int(train.cardinality()) if train is not None else -1
+        self.steps_per_epoch = cardinality if cardinality > 0 else None
         self._counts = counts
 
     @property
@@ -547,7 +550,7 @@ class ImageData:
                                               self.interpolation, self.channels)(image_bytes)
 
     def from_files(self, paths: Iterable[str | os.PathLike], labels: Sequence[int] | None = None,
-                   *, batch_size: int | None = None, check: str = "fast") -> EvalFiles:
+                   *, batch_size: int | None = None, check: str = "full") -> EvalFiles:
         """The eval path over any files, with this data's size, crop and interpolation."""
         return from_files(paths, labels, image_size=self.image_size,
                           crop_fraction=self.crop_fraction, interpolation=self.interpolation,
@@ -664,9 +667,10 @@ def build_dataset(ds: tf.data.Dataset, *, training: bool, size: int | None,
         largest_side: The largest shorter side among the images, when known; below twice
             the output size no crop can be DCT-downscaled and that machinery is left out.
         cache_name: Name of this split's file cache.
-        skip_errors: Drop (with a logged warning) an image whose decoding fails although
-            it passed the check, rather than stop training mid-epoch: the fast check does
-            not decode every file. Off where outputs must line up with a file list.
+        skip_errors: On the train path, drop (with a logged warning) an image whose
+            decoding fails although it passed the fast check, which does not decode every
+            file, rather than stop training mid-epoch; the epoch keeps its length. The eval
+            path never drops: its files are fully checked.
 
     Returns:
         The batched, prefetched dataset.
@@ -736,6 +740,13 @@ def build_dataset(ds: tf.data.Dataset, *, training: bool, size: int | None,
         if skip_errors:
             # Only decoding is guarded: an error in an augmentation must still surface.
             ds = ds.ignore_errors(log_warning=True)
+            if size:
+                # An image dropped at run time is replaced by one of the next (reshuffled)
+                # pass, so that every epoch has exactly `size` images and the cardinality
+                # stays known (Keras' progress, learning-rate schedules); repeat(2), not
+                # repeat(), so that files vanishing mid-run end the epoch instead of looping.
+                ds = ds.repeat(2).take(size).apply(
+                    tf.data.experimental.assert_cardinality(size))
         # With nothing left to do per image (crops already have their static size), one
         # tf.data stage fewer.
         if plan.crop == "full" or plan.image_layers or geometry.channels != 3:
@@ -756,10 +767,9 @@ def build_dataset(ds: tf.data.Dataset, *, training: bool, size: int | None,
             # the eval path rounds to whole pixel values.
             return tf.cast(image, tf.uint8), tf.cast(label, tf.int32)
 
-        ds = ds.map(eval_one, num_parallel_calls=autotune, deterministic=deterministic)
-        if skip_errors:
-            ds = ds.ignore_errors(log_warning=True)
-        ds = _cache(ds)
+        # No ignore_errors here: eval files are fully decoded when checked, so the epoch is
+        # exact, in file order, and of known length.
+        ds = _cache(ds.map(eval_one, num_parallel_calls=autotune, deterministic=deterministic))
         ds = ds.batch(batch_size, drop_remainder=drop_remainder,
                       num_parallel_calls=autotune, deterministic=deterministic)
         ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=autotune,
@@ -844,8 +854,9 @@ def from_folder(
         crop_fraction: Eval centre-crop fraction (default 0.875).
         interpolation: Resize method (default bilinear).
         channels: 3 (RGB) or 1 (grayscale).
-        check: ``"fast"`` reads headers and ends of files (and fully decodes any file that
-            looks incomplete); ``"full"`` decodes every file with the decoder training uses.
+        check: ``"fast"`` reads headers and ends of training files (and fully decodes any
+            file that looks incomplete, and every validation and test file); ``"full"``
+            decodes every file with the decoder training uses.
         out_dir: Where to write the split manifest (``split.json``), usually the run dir.
             It may not be inside ``root``: nothing is written next to the images.
         manifest_dir: Another name for ``out_dir``.
@@ -930,8 +941,11 @@ def from_folder(
         present = sorted({c for files in listed.values() for _, c in files})
         class_names = present
         _skip_empty_classes(root, scan, listed, skipped)
-    _report_skipped(skipped, root)  # before any error below, which refers to it
-    _require_classes(root, class_names, listed, skipped)
+    try:
+        _require_classes(root, class_names, listed, skipped)
+    except ValueError:
+        _report_skipped(skipped, root)
+        raise
     index = {name: i for i, name in enumerate(class_names)}
 
     if manifest is None and "all" in listed:
@@ -948,6 +962,20 @@ def from_folder(
             path = str(root / rel)
             out.append(ImageFile(path, label, *results[path]))
         return out
+
+    # Evaluation files are decoded fully even with the fast check: a validation epoch must
+    # be exact (no file silently missing) and they are the smaller part.
+    if check != "full":
+        eval_paths = [str(root / rel) for split in ("val", "test")
+                      for rel, _ in split_files.get(split, [])]
+        for path, result in _check_files(eval_paths, full=True).items():
+            if isinstance(result, str):
+                results[path] = result
+                skipped.append((path, result))
+        split_files = {split: [(rel, label) for rel, label in entries
+                               if not isinstance(results[str(root / rel)], str)]
+                       for split, entries in split_files.items()}
+    _report_skipped(skipped, root)
 
     files = {split: to_files(entries) for split, entries in split_files.items()}
     train_files = files.get("train", [])
@@ -1076,7 +1104,7 @@ def from_files(
     interpolation: str | None = None,
     channels: int | None = None,
     batch_size: int = 32,
-    check: str = "fast",
+    check: str = "full",
 ) -> EvalFiles:
     """The eval path (resize shorter side, centre crop) over a list of files, in order.
 
@@ -1089,7 +1117,8 @@ def from_files(
         interpolation: Overrides the model's.
         channels: Overrides the model's.
         batch_size: Batch size.
-        check: ``"fast"`` or ``"full"``, as in :func:`from_folder`.
+        check: ``"full"`` (default: every file is decoded once first, so that the dataset
+            lines up with ``paths`` and never fails mid-way) or ``"fast"``.
 
     Returns:
         An :class:`EvalFiles`; unusable files are left out, listed and reported once.

@@ -82,12 +82,15 @@ def test_bad_files_are_skipped_with_reasons_and_training_runs(messy_folder, tmp_
     for rel, expected in EXPECTED_REASONS.items():
         assert expected in reasons.get(rel, ""), (rel, reasons.get(rel))
     assert "dogs/motion.jpg" not in reasons
-    assert "cats/corrupt.png" not in reasons  # only the full check decodes it
     assert data.class_names == ["cats", "dogs"]  # empty folders are not classes
-    # A whole epoch of each split runs; the undetected corrupt PNG is dropped, not fatal.
-    train_seen = sum(int(y.shape[0]) for _, y in data.train)
-    val_seen = sum(int(y.shape[0]) for _, y in data.val)
-    assert train_seen + val_seen == 6 + 6 + 1  # the good photos and motion.jpg
+    # The corrupt PNG passes the fast check; validation files are decoded fully, training
+    # files are not (the next test covers one failing while training).
+    corrupt = str(messy_folder / "cats" / "corrupt.png")
+    assert (corrupt in [p for p, _ in data.train_files]) != ("cats/corrupt.png" in reasons)
+    # A whole epoch of each split runs, of exactly the listed files.
+    assert sum(int(y.shape[0]) for _, y in data.train) == len(data.train_files)
+    assert sum(int(y.shape[0]) for _, y in data.val) == len(data.val_files)
+    assert len(data.train_files) + len(data.val_files) in (13, 14)  # good + motion (+ PNG)
     assert tree_fingerprint(messy_folder) == before  # nothing moved, changed or deleted
     assert len(data.manifest["skipped"]) == len(data.skipped)
 
@@ -147,3 +150,13 @@ def test_from_files_leaves_out_bad_files_and_keeps_order(messy_folder):
     assert result.paths == [str(paths[0]), str(paths[2])]
     labels = [y.numpy().tolist() for _, y in result.dataset]
     assert labels == [[0, 1]]
+
+
+def test_a_file_failing_at_run_time_is_replaced_not_fatal(tmp_path):
+    root = make_folder(tmp_path, {"cats": 3, "dogs": 3})
+    (root / "cats" / "corrupt.png").write_bytes(_corrupt_png())
+    data = pipelines.from_folder(root, image_size=32, batch_size=4, validation_split=0)
+    assert len(data.train_files) == 7 and not data.skipped  # the fast check passes it
+    for _ in range(2):  # two epochs of exactly 7 images each, no error
+        assert sum(int(y.shape[0]) for _, y in data.train) == 7
+    assert int(data.train.cardinality()) == data.steps_per_epoch == 2

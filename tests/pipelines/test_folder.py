@@ -34,6 +34,8 @@ def test_train_and_val_batches_follow_the_contract(small_folder, tmp_path):
         assert float(tf.reduce_max(images)) > 100
         seen += int(labels.shape[0])
     assert seen == len(data.train_files) == sum(data.counts["train"].values())
+    # Known cardinality: Keras' progress and the recipe's learning-rate schedule use it.
+    assert int(data.train.cardinality()) == data.steps_per_epoch == -(-seen // 5)
     val_labels = np.concatenate([y.numpy() for _, y in data.val])
     assert val_labels.tolist() == [label for _, label in data.val_files]  # in file order
     assert tree_fingerprint(small_folder) == before  # nothing written next to the images

@@ -154,8 +154,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     result = finetune(args.model, args.data, weights=weights, epochs=args.epochs,
                       out_dir=args.out, overwrite=args.overwrite, strategy=args.strategy,
                       precision=args.precision, **_recipe_options(args))
+    from zoo.distribute import is_chief
+
     print(f"\nvalidation accuracy: {result.metrics['val_accuracy']:.4f}")
-    print(f"run directory: {result.run_dir}")
+    if is_chief():
+        print(f"run directory: {result.run_dir}")
+    else:
+        print("this worker wrote nothing; the chief writes the run directory")
     return 0
 
 

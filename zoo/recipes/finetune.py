@@ -366,7 +366,11 @@ def finetune(
     data_root = Path(data) if isinstance(data, (str, os.PathLike)) else None
     if chief:
         _prepare_run_dir(run_dir, data_root, overwrite)
+    given_data = not isinstance(data, (str, os.PathLike))
     data, data_root = _load_data(data, model_name, recipe, global_batch, write_dir)
+    if given_data:
+        # The caller built the pipeline; record what it does, not the recipe's default.
+        recipe.augment = getattr(data, "augment", "given by the caller")
     class_names = list(data.class_names)
     num_classes = len(class_names)
     image_shape = tuple(data.train.element_spec[0].shape[1:])

@@ -882,7 +882,8 @@ def from_folder(
         FileNotFoundError: If ``root`` does not exist.
         ValueError: If no usable images or only one class are found, or for bad arguments.
     """
-    root = Path(root).expanduser()
+    # Absolute (symlinks kept): the datasets read these paths later, whatever the cwd.
+    root = Path(root).expanduser().absolute()
     if not root.exists():
         raise FileNotFoundError(f"Image folder {str(root)!r} does not exist.")
     if not root.is_dir():

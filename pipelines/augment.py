@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from pipelines.transforms import DEFAULT_RATIO, DEFAULT_SCALE
 
-PRESETS = ("none", "light", "standard", "strong", "mixup", "cutmix")
+PRESETS = ("none", "light", "standard", "strong", "mixup", "cutmix", "shift")
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,8 @@ def resolve(augment: Any, *, seed: int = 0) -> Plan:
 
     Args:
         augment: A preset name (``"none"``, ``"light"``, ``"standard"``, ``"strong"``,
-            ``"mixup"``, ``"cutmix"``), None (same as ``"none"``), a Keras layer or a list of
+            ``"mixup"``, ``"cutmix"``, ``"shift"`` for digits and characters), None (same
+            as ``"none"``), a Keras layer or a list of
             Keras (or keras-cv) preprocessing layers, or an ``albumentations.Compose``. With
             layers, the image is first centre-cropped to size as on the eval path and the
             layers then do all the augmenting, per batch; an albumentations pipeline gets the
@@ -93,6 +94,13 @@ def resolve(augment: Any, *, seed: int = 0) -> Plan:
                                          seed=seed),
                 keras.layers.RandomErasing(factor=0.25, scale=(0.02, 1 / 3),
                                            value_range=(0, 255), seed=seed + 1),
+            ))
+        if name == "shift":
+            # Small shifts and turns, no flip and no crop: for digits, characters and
+            # documents, where a mirror image or a cut-off stroke changes the class.
+            return Plan("shift", crop="center", flip=False, batch_layers=(
+                keras.layers.RandomTranslation(0.1, 0.1, fill_mode="constant", seed=seed),
+                keras.layers.RandomRotation(0.04, fill_mode="constant", seed=seed + 1),
             ))
         if name == "mixup":
             return Plan("mixup", mix=keras.layers.MixUp(alpha=0.2, seed=seed))

@@ -126,3 +126,20 @@ def test_albumentations_in_tf_function_keeps_labels(small_folder):
     _, labels = _batches(data)
     assert labels.tolist() == [label for _, label in data.train_files]
     assert isinstance(data.train, tf.data.Dataset)
+
+
+def test_shift_preset_moves_pixels_without_flipping_or_cropping():
+    from pipelines.augment import resolve
+
+    plan = resolve("shift", seed=0)
+    assert plan.crop == "center" and not plan.flip and not plan.soft_labels
+    image = np.zeros((8, 32, 32, 1), "float32")
+    image[:, 12:20, 14:18] = 255.0
+    out = image
+    for layer in plan.batch_layers:
+        out = layer(out, training=True)
+    out = np.asarray(out)
+    assert out.shape == image.shape
+    assert not np.allclose(out, image)  # moved
+    # A small move: the stroke stays inside the frame, its mass is kept.
+    assert abs(out.sum() - image.sum()) / image.sum() < 0.2

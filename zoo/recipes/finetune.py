@@ -85,9 +85,12 @@ class Recipe:
 
 # Measured or customary departures from the defaults, per family.
 FAMILY_DEFAULTS: dict[str, dict] = {
-    # Digits-sized inputs: no crops (they cut strokes off), a larger batch, no smoothing.
-    "lenet": {"batch_size": 64, "scratch_epochs": 40, "scratch_lr": 3e-3, "augment": "none",
-              "patience": 10},
+    # Digits and characters: shifts and turns only (crops cut strokes off, flips change
+    # the class), a larger batch. On the bundled digits: 98.6% with "none", 99.4% with
+    # "shift" (validation, seeds 0 and 1).
+    # The cosine schedule's low-rate tail is where it settles, so no early stopping.
+    "lenet": {"batch_size": 64, "scratch_epochs": 40, "scratch_lr": 3e-3, "augment": "shift",
+              "patience": 40},
     # Huge dense heads overfit fast and want smaller rates.
     "vgg": {"head_lr": 5e-4, "finetune_lr": 3e-5},
     "alexnet": {"head_lr": 5e-4, "finetune_lr": 5e-5},

@@ -115,12 +115,17 @@ def test_whole_pickled_model_is_refused_with_a_hint(torch, tmp_path):
 
 
 def test_truncated_legacy_file_is_an_error(torch, tmp_path):
-    path = tmp_path / "state.pth"
-    torch.save(_state_dict(torch), path, _use_new_zipfile_serialization=False)
-    data = path.read_bytes()
-    path.write_bytes(data[: len(data) - 10])
-    with pytest.raises(WeightsFileError, match="truncated"):
-        read_torch(path)
+    # Cut anywhere: inside a storage's data or its element count, or inside the pickled
+    # records before the data. Each is a clear error, never a struct or pickle traceback.
+    source = tmp_path / "state.pth"
+    torch.save(_state_dict(torch), source, _use_new_zipfile_serialization=False)
+    data = source.read_bytes()
+    cuts = sorted({len(data) - 2, len(data) - 9, *range(1, len(data), 7)})
+    for keep in cuts:
+        path = tmp_path / "cut.pth"
+        path.write_bytes(data[:keep])
+        with pytest.raises(WeightsFileError, match="truncated|not a torch state dict"):
+            read_torch(path)
 
 
 def test_tensor_outside_its_storage_is_an_error(torch, tmp_path):

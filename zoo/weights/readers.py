@@ -363,6 +363,13 @@ def _read_torch_zip(path: str):
     return _materialise(state)
 
 
+def _read_exact(f, size: int, path: str, key) -> bytes:
+    raw = f.read(size)
+    if len(raw) != size:
+        raise WeightsFileError(f"{path!r} ends inside storage {key!r}: the file is truncated.")
+    return raw
+
+
 def _read_torch_legacy(path: str):
     storages: dict[str, _Storage] = {}
 
@@ -382,24 +389,31 @@ def _read_torch_legacy(path: str):
         if magic != _LEGACY_TORCH_MAGIC_NUMBER:
             raise WeightsFileError(
                 f"{path!r} is a pickle but not a torch file (no torch magic number).")
-        protocol = load(f)
+        def load_rest(f):
+            try:
+                return load(f)
+            except (pickle.UnpicklingError, EOFError, ValueError) as error:
+                if isinstance(error, UnsafePickleError):
+                    raise
+                raise WeightsFileError(
+                    f"{path!r} is a legacy torch file but its records cannot be read "
+                    f"({error}): the file is truncated or damaged.") from None
+
+        protocol = load_rest(f)
         if protocol != 1001:
             raise WeightsFileError(f"{path!r}: unsupported legacy torch protocol {protocol!r}.")
-        sys_info = load(f)
+        sys_info = load_rest(f)
         little = bool(sys_info.get("little_endian", True)) if isinstance(sys_info, dict) \
             else True
-        state = load(f)
-        keys = load(f)
+        state = load_rest(f)
+        keys = load_rest(f)
         for key in keys:
             storage = storages.get(str(key))
             if storage is None:
                 raise WeightsFileError(f"{path!r}: data for unknown storage {key!r}.")
-            (numel,) = struct.unpack("<q" if little else ">q", f.read(8))
+            (numel,) = struct.unpack("<q" if little else ">q", _read_exact(f, 8, path, key))
             dtype = storage.storage_type.dtype.newbyteorder("<" if little else ">")
-            raw = f.read(numel * dtype.itemsize)
-            if len(raw) != numel * dtype.itemsize:
-                raise WeightsFileError(
-                    f"{path!r} ends inside storage {key!r}: the file is truncated.")
+            raw = _read_exact(f, numel * dtype.itemsize, path, key)
             storage.data = np.frombuffer(raw, dtype=dtype)
     return _materialise(state)
 

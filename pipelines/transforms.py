@@ -281,8 +281,19 @@ def decode_jpeg_window(data: tf.Tensor, window: tf.Tensor, ratio: tf.Tensor | in
     return image
 
 
-def _resize(image: tf.Tensor, image_size: Sequence[int], interpolation: str,
-            antialias: bool) -> tf.Tensor:
+def resize_pixels(image: tf.Tensor, image_size: Sequence[int], interpolation: str,
+                  antialias: bool) -> tf.Tensor:
+    """``tf.image.resize`` to float32, kept in [0, 255] where the kernel overshoots.
+
+    Args:
+        image: [H, W, C] pixels, any numeric dtype.
+        image_size: Output ``(height, width)``.
+        interpolation: ``tf.image.resize`` method.
+        antialias: Whether to antialias when downscaling (as Pillow does).
+
+    Returns:
+        float32 [height, width, C] in [0, 255].
+    """
     image = tf.cast(tf.image.resize(image, image_size, method=interpolation,
                                     antialias=antialias), tf.float32)
     if interpolation in ("bilinear", "area", "nearest") and not antialias:
@@ -401,7 +412,7 @@ def train_crop(data: tf.Tensor, kind: tf.Tensor, orientation: tf.Tensor, seed: t
         mirror = tf.random.stateless_uniform([], flip_seed) < 0.5
         crop = tf.cond(mirror, lambda: tf.reverse(crop, [1]), lambda: crop)
     # resize takes the uint8 crop directly; a float copy first would be one more pass.
-    return _resize(crop, (out_h, out_w), interpolation, antialias)
+    return resize_pixels(crop, (out_h, out_w), interpolation, antialias)
 
 
 def eval_crop(data: tf.Tensor, kind: tf.Tensor, orientation: tf.Tensor,
@@ -451,7 +462,7 @@ def eval_crop(data: tf.Tensor, kind: tf.Tensor, orientation: tf.Tensor,
         return tf.image.crop_to_bounding_box(image, window[0], window[1], window[2], window[3])
 
     crop = _jpeg_or_decoded(kind, fused_jpeg, decoded, kinds)
-    image = _resize(tf.cast(crop, tf.float32), (out_h, out_w), interpolation, True)
+    image = resize_pixels(tf.cast(crop, tf.float32), (out_h, out_w), interpolation, True)
     return tf.round(image)
 
 

@@ -26,7 +26,6 @@ from zoo.export import (
     FORMATS,
     ExportCheckError,
     bytes_to_pixels,
-    decode_image,
     eval_transform,
     existing_versions,
     read_run_dir,
@@ -144,18 +143,24 @@ def test_eval_transform_matches_pillow_resize_then_crop(shape, size, crop):
     assert np.all(np.isin(got, np.arange(256)))  # whole values, as Pillow gives
 
 
-def test_eval_transform_is_the_pipelines_eval_path_for_png():
-    transforms = pytest.importorskip("pipelines.transforms")
-    if not hasattr(transforms, "make_eval_transform"):
-        pytest.skip("pipelines.transforms has no make_eval_transform yet")
+def test_eval_transform_on_pixels_equals_the_bytes_path_for_png():
+    # eval_transform (decoded pixels, as predict on arrays) and bytes_to_pixels (the
+    # serving signature, the pipelines' eval path) give the same pixels for lossless files.
+    from pipelines.transforms import make_eval_transform
+
     rng = np.random.default_rng(1)
     for shape, size, crop, channels in [((97, 131, 3), (56, 56), 0.875, 3),
                                         ((131, 97, 3), (64, 48), 0.875, 3),
                                         ((40, 48, 3), (32, 32), 1.0, 1)]:
-        data = tf.constant(encode(rng.integers(0, 256, shape), "PNG"))
-        theirs = transforms.make_eval_transform(size, crop, "bilinear", channels)(data)
-        ours = bytes_to_pixels(data, size, channels, crop, "bilinear")
-        np.testing.assert_allclose(ours.numpy(), theirs.numpy(), atol=1e-4)
+        pixels = rng.integers(0, 256, shape)
+        data = tf.constant(encode(pixels, "PNG"))
+        served = bytes_to_pixels(data, size, channels, crop, "bilinear").numpy()
+        evaluated = make_eval_transform(size, crop, "bilinear", channels)(data).numpy()
+        on_pixels = eval_transform(pixels.astype("uint8"), size, crop, "bilinear")
+        if channels == 1:
+            on_pixels = tf.image.rgb_to_grayscale(on_pixels)
+        np.testing.assert_array_equal(served, evaluated)
+        np.testing.assert_allclose(on_pixels.numpy(), served, atol=1e-4)
 
 
 @pytest.mark.parametrize("orientation", [1, 3, 6, 8])
@@ -171,9 +176,13 @@ def test_jpegs_are_turned_upright_by_their_exif_orientation(orientation):
     Image.fromarray(image).save(buffer, "JPEG", exif=exif, quality=95)
     upright = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(buffer.getvalue()))),
                          "float32")
-    got = decode_image(tf.constant(buffer.getvalue())).numpy()
-    assert got.shape == upright.shape
-    assert np.mean(np.abs(got - upright)) < 2.0  # two JPEG decoders, same geometry
+    # The serving path against the eval transform of Pillow's upright image: the same
+    # geometry only if the orientation was applied (a sideways image is far off).
+    size = upright.shape[:2]
+    got = bytes_to_pixels(tf.constant(buffer.getvalue()), size, 3, 0.875).numpy()
+    expected = eval_transform(upright, size, 0.875).numpy()
+    assert got.shape == expected.shape == upright.shape
+    assert np.mean(np.abs(got - expected)) < 2.0  # two JPEG decoders, same geometry
 
 
 # --------------------------------------------------------------------- the SavedModel

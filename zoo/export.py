@@ -23,14 +23,12 @@ top ``k`` classes, best first, ``k`` set at export):
 
 - ``serving_default``: ``image_bytes``, a [B] string tensor of encoded images (JPEG, PNG,
   GIF, BMP or WebP). Decoding, the grayscale conversion, the resize, the centre crop and
-  the normalisation all happen inside, exactly as :func:`eval_transform` does at evaluation.
-  Through TF Serving's REST API, send the bytes base64-encoded in ``{"b64": ...}`` objects:
-  the server decodes them into this string tensor (the ``_bytes`` suffix is the name other
-  servers, such as Vertex AI, look for). For PNG, BMP and GIF this is pixel for pixel the
-  pipelines' eval path (``pipelines.transforms.eval_crop``), and JPEGs are turned upright
-  by their EXIF orientation as there; but the pipelines decode only a JPEG's crop window,
-  at 1/2, 1/4 or 1/8 scale in the DCT domain when it is large, where the signature decodes
-  the whole JPEG (a mean difference of about one grey level where the DCT downscales).
+  the normalisation all happen inside, exactly as at evaluation: the signature runs the
+  pipelines' eval path (``pipelines.make_eval_transform``; :func:`bytes_to_pixels`), so a
+  JPEG is turned upright by its EXIF orientation and only its crop window is decoded, as in
+  ``zoo evaluate``. Through TF Serving's REST API, send the bytes base64-encoded in
+  ``{"b64": ...}`` objects: the server decodes them into this string tensor (the ``_bytes``
+  suffix is the name other servers, such as Vertex AI, look for).
 - ``serving_b64``: ``image_b64``, the same images as base64 *text* (standard or URL-safe
   alphabet, padding and line breaks optional, a ``data:image/...;base64,`` prefix allowed),
   for clients that cannot use the ``{"b64": ...}`` wrapper.
@@ -80,7 +78,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import math
 import os
 import shutil
 import sys
@@ -115,10 +112,6 @@ TOLERANCES: dict[str, float] = {"savedmodel": 1e-5, "tflite": 1e-4, "onnx": 1e-4
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 
-# tf.image.resize methods; a spec's interpolation must be one of them.
-INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "area", "lanczos3", "lanczos5", "gaussian",
-                  "mitchellcubic")
-
 # How many representative images int8 calibration reads at most; a few hundred is what the
 # TFLite documentation recommends, more only costs time.
 MAX_REPRESENTATIVE_IMAGES = 300
@@ -131,67 +124,17 @@ class ExportCheckError(RuntimeError):
 # --------------------------------------------------------------------------- eval transform
 
 
-def decode_image(encoded):
-    """Decodes one encoded image (JPEG, PNG, GIF, BMP, WebP) to upright uint8 RGB [H, W, 3].
-
-    Grayscale images are repeated over three channels and alpha is dropped; an animated GIF
-    gives its first frame; a JPEG is turned upright by its EXIF orientation, as the
-    pipelines do (phone photos are stored sideways). Pure TensorFlow, so it runs inside a
-    served graph.
-
-    Args:
-        encoded: A scalar string tensor.
-
-    Returns:
-        A uint8 tensor [H, W, 3].
-
-    Raises:
-        tf.errors.InvalidArgumentError: When the bytes are not a decodable image (at run
-            time, with the decoder's message).
-    """
-    import tensorflow as tf
-
-    # The pipelines' EXIF reader: one implementation of orientation for training and serving.
-    from pipelines.transforms import apply_orientation, jpeg_orientation
-
-    image = tf.io.decode_image(encoded, channels=3, dtype=tf.uint8, expand_animations=False)
-    image.set_shape([None, None, 3])
-    is_jpeg = tf.io.is_jpeg(encoded)
-    orientation = tf.cond(is_jpeg, lambda: jpeg_orientation(encoded),
-                          lambda: tf.constant(1, tf.int32))
-    return apply_orientation(image, orientation)
-
-
-def to_channels(image, channels: int):
-    """Keeps RGB [H, W, 3], or converts it to one luminance channel (LeNet's input).
-
-    Args:
-        image: float32 RGB [H, W, 3].
-        channels: 1 or 3, the model's input channels.
-
-    Returns:
-        float32 [H, W, channels].
-    """
-    import tensorflow as tf
-
-    if channels == 3:
-        return image
-    if channels == 1:
-        return tf.image.rgb_to_grayscale(image)
-    raise ValueError(f"Images decode to 1 (grayscale) or 3 (RGB) channels; the model takes "
-                     f"{channels}. Export the pixels formats only (tflite, onnx).")
-
-
 def eval_transform(image, image_size: int | Sequence[int], crop_fraction: float = 0.875,
                    interpolation: str = "bilinear"):
-    """The evaluation transform: resize the shorter side to size / crop_fraction, centre crop.
+    """The evaluation transform on decoded pixels: resize the shorter side, centre crop.
 
-    Done as the pipelines' eval path does it (``pipelines.transforms.eval_crop``): the
-    centre window that the resize-then-crop would keep is cut from the image first, then
-    resized to ``image_size`` with antialiasing (as Pillow resizes), clipped to [0, 255] and
-    rounded to whole pixel values. With timm's convention the resized shorter side is
-    ``floor(max(height, width) / crop_fraction)`` (224 -> 256). Works eagerly and inside a
-    ``tf.function``, on one image of any size and channel count.
+    The pipelines' eval path (``pipelines.transforms.eval_crop``) for an image that is
+    already decoded: the centre window that resize-then-crop would keep is cut first
+    (``pipelines.transforms.center_crop_window``), then resized to ``image_size`` with
+    antialiasing (as Pillow resizes), clipped to [0, 255] and rounded to whole pixel values.
+    With timm's convention the resized shorter side is ``floor(max(height, width) /
+    crop_fraction)`` (224 -> 256). Works eagerly and inside a ``tf.function``, on one image
+    of any size and channel count.
 
     Args:
         image: [H, W, C] uint8 or float pixels in [0, 255].
@@ -206,40 +149,31 @@ def eval_transform(image, image_size: int | Sequence[int], crop_fraction: float 
     """
     import tensorflow as tf
 
-    height, width = (image_size, image_size) if isinstance(image_size, int) else image_size[:2]
-    height, width = int(height), int(width)
-    if not 0.0 < crop_fraction <= 1.0:
-        raise ValueError(f"crop_fraction must be in (0, 1]; got {crop_fraction!r}.")
-    if interpolation not in INTERPOLATIONS:
-        raise ValueError(f"Unknown interpolation {interpolation!r}; expected one of "
-                         f"{', '.join(INTERPOLATIONS)}.")
+    from pipelines import transforms
+
+    height, width = _checked_geometry(image_size, crop_fraction, interpolation)
     image = tf.convert_to_tensor(image)
-    channels = image.shape[-1]
     shape = tf.shape(image)
-    in_h, in_w = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
-    scale_size = math.floor(max(height, width) / crop_fraction)
-    factor = tf.minimum(in_h, in_w) / scale_size
-    crop_h = tf.minimum(tf.maximum(tf.round(height * factor), 1.0), in_h)
-    crop_w = tf.minimum(tf.maximum(tf.round(width * factor), 1.0), in_w)
-    top = tf.cast(tf.floor((in_h - crop_h) / 2.0), tf.int32)
-    left = tf.cast(tf.floor((in_w - crop_w) / 2.0), tf.int32)
-    window = tf.slice(image, tf.stack([top, left, 0]),
-                      tf.stack([tf.cast(crop_h, tf.int32), tf.cast(crop_w, tf.int32), -1]))
-    resized = tf.image.resize(tf.cast(window, tf.float32), (height, width),
-                              method=interpolation, antialias=True)
-    # Cubic and Lanczos kernels overshoot; pixels stay in [0, 255] across every boundary.
-    pixels = tf.round(tf.clip_by_value(resized, 0.0, 255.0))
-    return tf.ensure_shape(pixels, [height, width, channels])
+    window = transforms.center_crop_window(shape[0], shape[1], (height, width), crop_fraction)
+    crop = tf.slice(image, tf.stack([window[0], window[1], 0]),
+                    tf.stack([window[2], window[3], -1]))
+    resized = transforms.resize_pixels(tf.cast(crop, tf.float32), (height, width),
+                                       interpolation, antialias=True)
+    return tf.ensure_shape(tf.round(resized), [height, width, image.shape[-1]])
 
 
 def bytes_to_pixels(encoded, image_size: Sequence[int], channels: int,
                     crop_fraction: float = 0.875, interpolation: str = "bilinear"):
-    """Encoded image to model input: decode, :func:`eval_transform`, :func:`to_channels`.
+    """Encoded image to model input: the pipelines' eval path, in pure TensorFlow.
 
-    This is the whole of what the ``serving_default`` signature does before the model.
+    This is the whole of what the ``serving_default`` signature does before the model, and
+    it is ``pipelines.make_eval_transform``: the same decode (only the crop window of a
+    JPEG, turned upright by its EXIF orientation; ``tf.io.decode_image`` for PNG, GIF, BMP
+    and WebP), crop, resize and rounding as at evaluation, so a served model sees exactly
+    the pixels ``zoo evaluate`` measured.
 
     Args:
-        encoded: A scalar string tensor.
+        encoded: A scalar string tensor (JPEG, PNG, GIF, BMP or WebP bytes).
         image_size: ``(height, width)``.
         channels: The model's input channels, 1 or 3.
         crop_fraction: Eval crop fraction.
@@ -247,9 +181,30 @@ def bytes_to_pixels(encoded, image_size: Sequence[int], channels: int,
 
     Returns:
         float32 [height, width, channels] in [0, 255].
+
+    Raises:
+        ValueError: For a model that takes other than 1 or 3 channels.
+        tf.errors.InvalidArgumentError: When the bytes are not a decodable image (at run
+            time, with the decoder's message).
     """
-    image = eval_transform(decode_image(encoded), image_size, crop_fraction, interpolation)
-    return to_channels(image, channels)
+    from pipelines import transforms
+
+    if channels not in (1, 3):
+        raise ValueError(f"Images decode to 1 (grayscale) or 3 (RGB) channels; the model "
+                         f"takes {channels}. Export the pixels formats only (tflite, onnx).")
+    height, width = _checked_geometry(image_size, crop_fraction, interpolation)
+    return transforms.make_eval_transform((height, width), crop_fraction, interpolation,
+                                          channels)(encoded)
+
+
+def _checked_geometry(image_size, crop_fraction: float, interpolation: str) -> tuple[int, int]:
+    height, width = (image_size, image_size) if isinstance(image_size, int) else image_size[:2]
+    if not 0.0 < crop_fraction <= 1.0:
+        raise ValueError(f"crop_fraction must be in (0, 1]; got {crop_fraction!r}.")
+    from pipelines.transforms import check_interpolation
+
+    check_interpolation(interpolation)
+    return int(height), int(width)
 
 
 # ----------------------------------------------------------------------------- run dir

@@ -1,8 +1,8 @@
 """Top-k predictions from a ``.keras`` file, a run directory or an exported SavedModel.
 
-The three inputs run the same evaluation path: a Keras model goes through
-:func:`zoo.export.eval_transform` eagerly; a SavedModel's ``serving_default`` signature runs
-the same function in its graph. Used by ``zoo predict``.
+The three inputs run the same evaluation path: for a Keras model the image bytes go through
+:func:`zoo.export.bytes_to_pixels` (the pipelines' eval path) eagerly; a SavedModel's
+``serving_default`` signature runs the same function in its graph. Used by ``zoo predict``.
 """
 
 from __future__ import annotations

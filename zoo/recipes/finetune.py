@@ -57,6 +57,10 @@ class Recipe:
         label_smoothing: Label smoothing of the cross-entropy.
         patience: Early stopping patience in epochs (on validation accuracy).
         dropout: Dropout before the classifier (None keeps the family's default).
+        scratch_bn_momentum: Batch-norm momentum from scratch (Keras' convention: the weight
+            of the old moving statistics). 0.9 is torchvision's training default
+            (``momentum=0.1``); Keras' 0.99 needs several hundred steps before its moving
+            statistics fit the weights, so a short run from scratch evaluates at chance.
         augment: Augmentation preset when zoo builds the pipeline from a folder.
         precision: ``"auto"``, ``"float32"``, ``"mixed_bfloat16"`` or ``"mixed_float16"``.
         strategy: ``"auto"``, ``"one"``, ``"mirrored"``, ``"multiworker"`` or ``"tpu"``.
@@ -77,6 +81,7 @@ class Recipe:
     label_smoothing: float = 0.1
     patience: int = 5
     dropout: float | None = None
+    scratch_bn_momentum: float = 0.9
     augment: Any = "standard"
     precision: str = "auto"
     strategy: str = "auto"
@@ -221,6 +226,9 @@ def prepare_stage(model: keras.Model, stages: dict[str, int], stage: str, recipe
     multipliers = []
     if stage == "scratch":
         _set_trainable(model, stages, min_stage=0, freeze_bn=False)
+        for layer in model.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.momentum = recipe.scratch_bn_momentum
         base_lr = recipe.scratch_lr
     elif stage == "head":
         _set_trainable(model, stages, min_stage=None, freeze_bn=True)

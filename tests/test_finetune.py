@@ -71,6 +71,21 @@ def test_scratch_run_leaves_everything_a_run_should(tmp_path):
     assert loaded.output.shape == (None, 10)
 
 
+def test_scratch_bn_momentum_lets_a_short_run_learn(tmp_path):
+    # ResNet-18 from scratch for 30 steps: with Keras' BN momentum 0.99 the moving
+    # statistics still mostly hold their initial values and validation is far behind
+    # training; the recipe's 0.9 (torchvision's) keeps up. Measured: about 0.90 against 0.47.
+    accuracy = {}
+    for momentum in (0.9, 0.99):
+        result = ft.finetune("resnet18", digits_data(n_train=640), weights=None, epochs=3,
+                             out_dir=tmp_path / str(momentum), verbose=0,
+                             scratch_bn_momentum=momentum)
+        accuracy[momentum] = result.metrics["val_accuracy"]
+    assert ft.Recipe().scratch_bn_momentum == 0.9
+    assert accuracy[0.9] > 0.75
+    assert accuracy[0.9] - accuracy[0.99] > 0.15, accuracy
+
+
 def test_finished_run_is_not_overwritten_without_the_flag(tmp_path):
     data = digits_data(n_train=256)
     ft.finetune("lenet5", data, weights=None, epochs=1, out_dir=tmp_path / "run", verbose=0)
@@ -117,6 +132,61 @@ def test_interrupted_training_resumes_losing_at_most_one_epoch(tmp_path):
                          verbose=0, callbacks=[seen])
     assert seen.epochs == [3, 4]  # epochs 0-2 were kept
     assert len(result.history["accuracy"]) == 5
+
+
+def test_killed_process_resumes_losing_at_most_the_epoch_in_progress(tmp_path):
+    # A real SIGKILL in the middle of epoch 3 (no exception handler, no atexit runs),
+    # then the same command again: it starts at epoch 3, with epochs 0-2 kept.
+    script = textwrap.dedent(f"""
+        import os, signal, sys
+        sys.path[:0] = [{str(REPO)!r}, {str(REPO / "tests")!r}]
+        import keras
+        from test_finetune import digits_data
+        from zoo.recipes import finetune as ft
+
+        class Kill(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                self.epoch = epoch
+                print("epoch", epoch, flush=True)
+
+            def on_train_batch_end(self, batch, logs=None):
+                if self.epoch == 3 and batch == 2 and sys.argv[1] == "kill":
+                    os.kill(os.getpid(), signal.SIGKILL)
+
+        ft.finetune("lenet5", digits_data(n_train=512), weights=None, epochs=5,
+                    out_dir={str(tmp_path / "run")!r}, verbose=0, callbacks=[Kill()])
+        print("finished", flush=True)
+        """)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    killed = subprocess.run([sys.executable, "-c", script, "kill"], capture_output=True,
+                            text=True, timeout=300, env=env)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert killed.stdout.split() == ["epoch", "0", "epoch", "1", "epoch", "2", "epoch", "3"]
+    assert not (tmp_path / "run" / "run.json").exists() or \
+        json.loads((tmp_path / "run" / "run.json").read_text())["status"] != "finished"
+    again = subprocess.run([sys.executable, "-c", script, "go"], capture_output=True,
+                           text=True, timeout=300, env=env)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert again.stdout.split() == ["epoch", "3", "epoch", "4", "finished"]
+    history = (tmp_path / "run" / "history.csv").read_text().splitlines()
+    assert len(history) == 1 + 5  # the header and all five epochs
+
+
+def test_mixup_soft_labels_train_through_the_recipe(tmp_path):
+    import pipelines
+    from zoo.recipes.demo import write_digits
+
+    root = write_digits(tmp_path / "digits")
+    data = pipelines.from_folder(root, model="lenet5", augment="mixup", batch_size=64,
+                                 out_dir=tmp_path / "split")
+    assert data.train.element_spec[1].shape.as_list() == [None, 10]  # soft labels
+    result = ft.finetune("lenet5", data, weights=None, epochs=6, out_dir=tmp_path / "run",
+                         verbose=0)
+    # Mixup learns more slowly than plain labels (measured 0.70 after 6 epochs, chance 0.1):
+    # the check is that soft labels train, not how fast.
+    assert result.metrics["val_accuracy"] > 0.5
+    assert result.history["loss"][-1] < result.history["loss"][0]
+    assert set(result.metrics["per_class"]) == {str(i) for i in range(10)}
 
 
 def test_nan_loss_stops_with_a_clear_message(tmp_path):

@@ -16,6 +16,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -180,6 +181,8 @@ def _full_decode(data: bytes, kind: int) -> None:
             transforms.pil_decode(data)
     except Exception as error:  # noqa: BLE001 - every decoder error means the same here
         message = str(error).strip().splitlines()[-1] if str(error).strip() else repr(error)
+        # TensorFlow wraps its decoder's words in "{{function_node ...}} ... [Op:DecodeJpeg]".
+        message = re.sub(r"\{\{function_node [^}]*\}\}\s*|\s*\[Op:\w+\]", "", message)
         raise BadImage(f"truncated or corrupt image data ({message[:160]})") from None
 
 

@@ -781,6 +781,12 @@ def build_dataset(ds: tf.data.Dataset, *, training: bool, size: int | None,
                                            label_mode=label_mode)
     options = tf.data.Options()
     options.deterministic = deterministic
+    # tf.data's model-based autotuning settles, iterator by iterator, in one of two states on
+    # this path; in the slow one the same work runs at two thirds of the rate (measured on 2
+    # cores: about 1,170 against 1,780 images/s, at the same CPU cost, in about half the
+    # epochs, long or short). Off, AUTOTUNE maps use every core and prefetch buffers still
+    # grow as the consumer waits. See BENCHMARKS.md, Pipelines.
+    options.autotune.enabled = False
     return ds.with_options(options).prefetch(autotune)
 
 

@@ -80,12 +80,20 @@ def ceiling_dataset(root: Path, batch: int):
     def decode_only(path):
         return tf.shape(tf.io.decode_jpeg(tf.io.read_file(path), channels=3))
 
-    # tf.data's autotuning off, as in our pipelines: the ceiling is the best setting.
+    # Autotuning off, as in our pipelines: the ceiling is the best setting.
+    return without_autotuning(
+        tf.data.Dataset.from_tensor_slices(paths).shuffle(len(paths), seed=0)
+        .map(decode_only, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+        .batch(batch).prefetch(tf.data.AUTOTUNE))
+
+
+def without_autotuning(dataset):
+    """``dataset`` with tf.data's model-based autotuning off, as ``pipelines`` runs."""
+    import tensorflow as tf
+
     options = tf.data.Options()
     options.autotune.enabled = False
-    return (tf.data.Dataset.from_tensor_slices(paths).shuffle(len(paths), seed=0)
-            .map(decode_only, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
-            .batch(batch).prefetch(tf.data.AUTOTUNE).with_options(options))
+    return dataset.with_options(options)
 
 
 def ours_dataset(root: Path, batch: int, size: int, **kwargs):
@@ -112,11 +120,9 @@ def make_pipelines(root: Path, batch: int, size: int) -> tuple[dict, dict]:
     flip = keras.layers.RandomFlip("horizontal", seed=0)
     keras_ds = keras_ds.map(lambda x, y: (flip(crop(x, training=True), training=True), y),
                             num_parallel_calls=autotune).prefetch(autotune)
-    # The same with tf.data's autotuning off, as our pipelines run: for a fair reading of
-    # how much of the difference is the transform and how much the setting.
-    no_autotune = tf.data.Options()
-    no_autotune.autotune.enabled = False
-    keras_off = keras_ds.with_options(no_autotune)
+    # The same with autotuning off, as our pipelines run: for a fair reading of how much of
+    # the difference is the transform and how much the setting.
+    keras_off = without_autotuning(keras_ds)
 
     timings = {}
     start = time.perf_counter()
@@ -200,12 +206,11 @@ def main(argv=None) -> int:
     print()
     print("| ratio | wall | CPU time | target |")
     print("|---|---:|---:|---:|")
-    for label, a, b, target in (("ours / Keras baseline", ours, keras_name, "2.5x"),
-                                ("ours / full-decode ceiling", ours, ceiling, "1.0x"),
-                                ("albumentations / ours", albu, ours, "0.5x"),
+    for label, a, b, target in (("ours / Keras baseline", ours, keras_name, ">= 2.5x"),
+                                ("ours / full-decode ceiling", ours, ceiling, ">= 1.0x"),
+                                ("albumentations / ours", albu, ours, ">= 0.5x"),
                                 ("ours / Keras baseline, autotuning off", ours, keras_off,
                                  "(fairness check)")):
-        target = target if target.startswith("(") else f">= {target}"
         print(f"| {label} | {wall[a] / wall[b]:.2f}x | {cpu[a] / cpu[b]:.2f}x | {target} |")
     print()
     for name, seconds in timings.items():

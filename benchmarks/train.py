@@ -11,7 +11,7 @@ one per source photo), measures training images per second of ResNet-50 at 224x2
 4. zoo's from-scratch stage (``prepare_stage("scratch")``: BN in training mode), with the
    chosen precision policy and in float32.
 
-The three alternate for several rounds and the medians are reported. Then, unless
+The five alternate for several rounds and the medians are reported. Then, unless
 ``--no-accuracy``, each of plain Keras and ``zoo.finetune`` trains for a few epochs on the
 folder and the validation accuracy each reaches is reported. No pretrained weights can be
 downloaded here, so both start from the same kind of random initialisation (zoo's
@@ -152,7 +152,7 @@ def main(argv=None) -> int:
 
 
 def speed(folder: Path, args) -> dict:
-    """The three paths alternate for ``args.rounds`` rounds; prints and returns the rates."""
+    """The paths alternate for ``args.rounds`` rounds; prints and returns the rates."""
     from zoo.distribute import resolve_policy
 
     x, y = batches_in_memory(folder, args.batch, 6)

@@ -105,9 +105,7 @@ def resolve_geometry(model: str | None = None, image_size: Sequence[int] | None 
             raise ValueError(f"image_size is (height, width); got {image_size!r}.")
         geometry.image_size = (int(image_size[0]), int(image_size[1]))
     if crop_fraction is not None:
-        if not 0 < crop_fraction <= 1:
-            raise ValueError(f"crop_fraction must be in (0, 1]; got {crop_fraction!r}.")
-        geometry.crop_fraction = float(crop_fraction)
+        geometry.crop_fraction = transforms.check_crop_fraction(crop_fraction)
     if interpolation is not None:
         geometry.interpolation = interpolation
     transforms.check_interpolation(geometry.interpolation)

@@ -45,6 +45,13 @@ def check_interpolation(interpolation: str) -> str:
     return interpolation
 
 
+def check_crop_fraction(crop_fraction: float) -> float:
+    """Returns ``crop_fraction`` as a float if it is in (0, 1], else raises a clear error."""
+    if not 0 < crop_fraction <= 1:
+        raise ValueError(f"crop_fraction must be in (0, 1]; got {crop_fraction!r}.")
+    return float(crop_fraction)
+
+
 # --------------------------------------------------------------------------------------
 # Pillow decoding (for everything that is not an ordinary JPEG)
 # --------------------------------------------------------------------------------------
@@ -172,6 +179,16 @@ def center_crop_window(height: tf.Tensor, width: tf.Tensor, image_size: Sequence
     offset_y = tf.floor((h - crop_h) / 2.0)
     offset_x = tf.floor((w - crop_w) / 2.0)
     return tf.cast(tf.stack([offset_y, offset_x, crop_h, crop_w]), tf.int32)
+
+
+def center_crop(image: tf.Tensor, image_size: Sequence[int], crop_fraction: float) -> tf.Tensor:
+    """Cuts :func:`center_crop_window` out of a decoded ``[H, W, C]`` image.
+
+    Resizing the result to ``image_size`` is "resize the shorter side, then centre-crop".
+    """
+    shape = tf.shape(image)
+    window = center_crop_window(shape[0], shape[1], image_size, crop_fraction)
+    return tf.image.crop_to_bounding_box(image, window[0], window[1], window[2], window[3])
 
 
 def random_crop_window(shape: tf.Tensor, seed: tf.Tensor,
@@ -456,10 +473,7 @@ def eval_crop(data: tf.Tensor, kind: tf.Tensor, orientation: tf.Tensor,
         return apply_orientation(crop, orientation)
 
     def decoded():
-        image = decode_image(data, kind, kinds)
-        shape = tf.shape(image)
-        window = center_crop_window(shape[0], shape[1], (out_h, out_w), crop_fraction)
-        return tf.image.crop_to_bounding_box(image, window[0], window[1], window[2], window[3])
+        return center_crop(decode_image(data, kind, kinds), (out_h, out_w), crop_fraction)
 
     crop = _jpeg_or_decoded(kind, fused_jpeg, decoded, kinds)
     image = resize_pixels(tf.cast(crop, tf.float32), (out_h, out_w), interpolation, True)
@@ -490,6 +504,7 @@ def make_eval_transform(image_size: Sequence[int], crop_fraction: float = 0.875,
         channels: 3 for RGB, 1 for grayscale models.
     """
     check_interpolation(interpolation)
+    check_crop_fraction(crop_fraction)
     size = (int(image_size[0]), int(image_size[1]))
 
     def transform(image_bytes: tf.Tensor) -> tf.Tensor:

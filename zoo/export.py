@@ -130,7 +130,7 @@ def eval_transform(image, image_size: int | Sequence[int], crop_fraction: float 
 
     The pipelines' eval path (``pipelines.transforms.eval_crop``) for an image that is
     already decoded: the centre window that resize-then-crop would keep is cut first
-    (``pipelines.transforms.center_crop_window``), then resized to ``image_size`` with
+    (``pipelines.transforms.center_crop``), then resized to ``image_size`` with
     antialiasing (as Pillow resizes), clipped to [0, 255] and rounded to whole pixel values.
     With timm's convention the resized shorter side is ``floor(max(height, width) /
     crop_fraction)`` (224 -> 256). Works eagerly and inside a ``tf.function``, on one image
@@ -151,12 +151,12 @@ def eval_transform(image, image_size: int | Sequence[int], crop_fraction: float 
 
     from pipelines import transforms
 
-    height, width = _checked_geometry(image_size, crop_fraction, interpolation)
+    height, width = (image_size, image_size) if isinstance(image_size, int) else image_size[:2]
+    height, width = int(height), int(width)
+    transforms.check_crop_fraction(crop_fraction)
+    transforms.check_interpolation(interpolation)
     image = tf.convert_to_tensor(image)
-    shape = tf.shape(image)
-    window = transforms.center_crop_window(shape[0], shape[1], (height, width), crop_fraction)
-    crop = tf.slice(image, tf.stack([window[0], window[1], 0]),
-                    tf.stack([window[2], window[3], -1]))
+    crop = transforms.center_crop(image, (height, width), crop_fraction)
     resized = transforms.resize_pixels(tf.cast(crop, tf.float32), (height, width),
                                        interpolation, antialias=True)
     return tf.ensure_shape(tf.round(resized), [height, width, image.shape[-1]])
@@ -192,19 +192,8 @@ def bytes_to_pixels(encoded, image_size: Sequence[int], channels: int,
     if channels not in (1, 3):
         raise ValueError(f"Images decode to 1 (grayscale) or 3 (RGB) channels; the model "
                          f"takes {channels}. Export the pixels formats only (tflite, onnx).")
-    height, width = _checked_geometry(image_size, crop_fraction, interpolation)
-    return transforms.make_eval_transform((height, width), crop_fraction, interpolation,
+    return transforms.make_eval_transform(image_size, crop_fraction, interpolation,
                                           channels)(encoded)
-
-
-def _checked_geometry(image_size, crop_fraction: float, interpolation: str) -> tuple[int, int]:
-    height, width = (image_size, image_size) if isinstance(image_size, int) else image_size[:2]
-    if not 0.0 < crop_fraction <= 1.0:
-        raise ValueError(f"crop_fraction must be in (0, 1]; got {crop_fraction!r}.")
-    from pipelines.transforms import check_interpolation
-
-    check_interpolation(interpolation)
-    return int(height), int(width)
 
 
 # ----------------------------------------------------------------------------- run dir

@@ -373,40 +373,32 @@ def _read_exact(f, size: int, path: str, key) -> bytes:
 def _read_torch_legacy(path: str):
     storages: dict[str, _Storage] = {}
 
-    def load(f):
-        return RestrictedUnpickler(
-            f, source=path,
-            persistent_load=lambda pid: _storage_from_pid(pid, storages, path)).load()
-
-    with open(path, "rb") as f:
+    def load(f, unreadable: str):
+        """The next pickled record; ``unreadable`` says what it means if it cannot be read."""
         try:
-            magic = load(f)
+            return RestrictedUnpickler(
+                f, source=path,
+                persistent_load=lambda pid: _storage_from_pid(pid, storages, path)).load()
         except (pickle.UnpicklingError, EOFError, ValueError) as error:
             if isinstance(error, UnsafePickleError):
                 raise
-            raise WeightsFileError(
-                f"{path!r} is not a torch state dict (zip or legacy format): {error}") from None
+            raise WeightsFileError(f"{path!r} {unreadable}: {error}") from None
+
+    # After the magic number, a record that cannot be read means the file was cut short.
+    damaged = "is a legacy torch file cut short or damaged (truncated): a record cannot be read"
+    with open(path, "rb") as f:
+        magic = load(f, "is not a torch state dict (zip or legacy format)")
         if magic != _LEGACY_TORCH_MAGIC_NUMBER:
             raise WeightsFileError(
                 f"{path!r} is a pickle but not a torch file (no torch magic number).")
-        def load_rest(f):
-            try:
-                return load(f)
-            except (pickle.UnpicklingError, EOFError, ValueError) as error:
-                if isinstance(error, UnsafePickleError):
-                    raise
-                raise WeightsFileError(
-                    f"{path!r} is a legacy torch file but its records cannot be read "
-                    f"({error}): the file is truncated or damaged.") from None
-
-        protocol = load_rest(f)
+        protocol = load(f, damaged)
         if protocol != 1001:
             raise WeightsFileError(f"{path!r}: unsupported legacy torch protocol {protocol!r}.")
-        sys_info = load_rest(f)
+        sys_info = load(f, damaged)
         little = bool(sys_info.get("little_endian", True)) if isinstance(sys_info, dict) \
             else True
-        state = load_rest(f)
-        keys = load_rest(f)
+        state = load(f, damaged)
+        keys = load(f, damaged)
         for key in keys:
             storage = storages.get(str(key))
             if storage is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -17,10 +18,17 @@ def torchvision_models():
     return torchvision.models
 
 
+_TESTS_BETWEEN_COLLECTIONS = 10
+_finished = itertools.count(1)
+
+
 @pytest.fixture(autouse=True)
 def _clear_keras_session():
     # Layer-name counters and graph state from one test must not leak into the next.
     yield
     import keras
 
-    keras.backend.clear_session()
+    # A full gc.collect() (what free_memory=True adds) takes 0.2 s, over a minute if done
+    # after every test. Python's own collector counts objects, not the large buffers behind
+    # dropped models, so one collection every few tests keeps the memory bounded.
+    keras.backend.clear_session(free_memory=next(_finished) % _TESTS_BETWEEN_COLLECTIONS == 0)

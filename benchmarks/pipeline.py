@@ -177,15 +177,21 @@ def medians(values: list[tuple[float, float]]) -> tuple[float, float]:
     return (statistics.median(v[0] for v in values), statistics.median(v[1] for v in values))
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def common_parser(description: str) -> argparse.ArgumentParser:
+    """The options every pipeline benchmark takes: folder size, rounds, batch, output size."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--images", type=int, default=3000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/zoo-bench-pipeline"))
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = common_parser(__doc__.splitlines()[0])
     parser.add_argument("--large", type=int, default=300,
                         help="also compare on this many 1600x1200 photos (0: skip)")
-    parser.add_argument("--workdir", type=Path, default=Path("/tmp/zoo-bench-pipeline"))
     args = parser.parse_args(argv)
 
     root = build_folder(args.workdir / f"photos-{args.images}", args.images)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 
 
 def _quiet_tensorflow() -> None:
@@ -356,6 +357,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    # zoo's warnings are written for the reader (skipped files, imbalance, caching): the
+    # default format would add the file and line of zoo's code that raised them.
+    return f"{category.__name__}: {message}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``zoo`` command.
 
@@ -367,12 +374,15 @@ def main(argv: list[str] | None = None) -> int:
     """
     _quiet_tensorflow()
     args = build_parser().parse_args(argv)
+    previous, warnings.formatwarning = warnings.formatwarning, _format_warning
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError, FileExistsError, FloatingPointError) as error:
         # Errors of the user's making get one clear line, not a traceback.
         print(f"zoo {args.command}: {error}", file=sys.stderr)
         return 2
+    finally:
+        warnings.formatwarning = previous
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from collections import defaultdict
 import keras
 import numpy as np
 import pytest
+from model_inputs import run
 from torch_reference import import_torchvision
 
 import zoo
@@ -38,14 +39,6 @@ def float64():
     finally:
         keras.config.set_floatx(floatx)
         keras.config.set_dtype_policy(policy)
-
-
-def run(model, x):
-    """Calls the model eagerly: much faster than tracing ``predict`` for one small batch."""
-    out = model(x, training=False)
-    if isinstance(out, (list, tuple)):
-        return [keras.ops.convert_to_numpy(o) for o in out]
-    return keras.ops.convert_to_numpy(out)
 
 
 def assert_close_logits(ours, theirs, rel=1e-4):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
+from model_inputs import pixels, run, small_shape
 
 import zoo
 from zoo.registry import get_spec
@@ -18,22 +19,6 @@ TWIN_TABLE = [
     "resnet50_v1", "resnet101_v1", "resnet152_v1",
     "resnet50_v2", "resnet101_v2", "resnet152_v2",
 ]
-
-
-def small_shape(name: str, channels: int = 3) -> tuple[int, int, int]:
-    """The smallest input a model accepts, at least 32x32: keeps the suite fast."""
-    min_h, min_w = get_spec(name).min_input_size
-    return (max(min_h, 32), max(min_w, 32), channels)
-
-
-def pixels(shape, batch=2, seed=0):
-    return np.random.default_rng(seed).uniform(0, 255, (batch, *shape)).astype("float32")
-
-
-def run(model, x: np.ndarray) -> np.ndarray:
-    """An eager call: for one small batch, tracing ``predict``'s graph costs several times
-    the pass itself (about 4 s against 1 s for Inception-ResNet-v2)."""
-    return np.asarray(model(x, training=False))
 
 
 def test_every_name_in_the_twin_table_is_registered():

@@ -13,6 +13,7 @@ import gc
 import keras
 import numpy as np
 import pytest
+from model_inputs import run
 from twin_files import (
     keras_application,
     pixels,
@@ -42,11 +43,6 @@ def _compare(name: str, what: str, out: np.ndarray, ref: np.ndarray) -> None:
           f"ratio {diff / scale:.2e}")
     assert scale > 0
     assert diff <= RELATIVE_TOLERANCE * scale, f"{name} {what}: {diff} > 1e-4 * {scale}"
-
-
-def _run(model, x: np.ndarray) -> np.ndarray:
-    # An eager call: at these sizes tracing predict()'s graph costs more than the pass.
-    return np.asarray(model(x, training=False))
 
 
 def test_every_twin_is_covered():
@@ -91,7 +87,7 @@ def test_torchvision_state_dict_gives_torchvision_logits(index, name, twin, tmp_
                 for variable in layer.weights:
                     variable.assign(np.zeros(variable.shape, dtype=variable.dtype))
             load_into(model, spec, resolve(spec, path), include_top=True, num_classes=1000)
-        _compare(name, f"torchvision {fmt}", _run(model, x), expected)
+        _compare(name, f"torchvision {fmt}", run(model, x), expected)
 
 
 def test_every_format_meets_the_flatten_reordering():
@@ -113,14 +109,14 @@ def test_keras_h5_gives_keras_outputs(name, twin, tmp_path):
     notop = keras.Model(reference.input, head_input)
     files = {True: save_keras_legacy_h5(reference, tmp_path / f"{name}.h5", keras2_names=True),
              False: save_keras_legacy_h5(notop, tmp_path / f"{name}_notop.h5")}
-    expected = {True: _run(reference, preprocess_input(x.copy())),
-                False: _run(notop, preprocess_input(x.copy()))}
+    expected = {True: run(reference, preprocess_input(x.copy())),
+                False: run(notop, preprocess_input(x.copy()))}
     del reference, notop
     gc.collect()
     for include_top, path in files.items():
         model = zoo.build(name, weights=path, input_shape=shape, include_top=include_top,
                           classifier_activation=None)
-        _compare(name, f"keras h5 include_top={include_top}", _run(model, x),
+        _compare(name, f"keras h5 include_top={include_top}", run(model, x),
                  expected[include_top])
         del model
         gc.collect()

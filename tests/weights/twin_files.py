@@ -9,6 +9,7 @@ from __future__ import annotations
 import h5py
 import keras
 import numpy as np
+from model_inputs import pixels, small_shape  # noqa: F401 (re-exported)
 from torch_reference import import_torchvision  # noqa: F401 (re-exported)
 
 import zoo
@@ -22,16 +23,6 @@ def twins(library: str) -> list[tuple[str, str]]:
     """``(zoo name, twin name)`` for every registered model with a twin in ``library``."""
     return [(n, get_spec(n).twins[library]) for n in zoo.list_models()
             if library in get_spec(n).twins]
-
-
-def small_shape(name: str) -> tuple[int, int, int]:
-    """The smallest input the model takes, at least 32x32."""
-    h, w = get_spec(name).min_input_size
-    return max(h, 32), max(w, 32), 3
-
-
-def pixels(shape, batch: int = 2, seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).uniform(0, 255, (batch, *shape)).astype("float32")
 
 
 def torchvision_model(twin: str, seed: int = 0):

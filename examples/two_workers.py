@@ -102,7 +102,8 @@ def work(args: argparse.Namespace) -> int:
     result = zoo.finetune(args.model, args.data, weights=weights, epochs=args.epochs,
                           out_dir=args.out + "/run", verbose=2, precision="float32",
                           batch_size=32 if args.small else None)
-    print(f"validation accuracy: {result.metrics['val_accuracy']:.4f}")
+    print(f"validation accuracy: {result.metrics['val_accuracy']:.4f} "
+          f"over {result.metrics['num_images']} images")
     if is_chief():
         print(f"run directory: {result.run_dir}")
     return 0

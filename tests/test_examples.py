@@ -167,6 +167,12 @@ def test_two_workers(examples):
     # Synchronous training: both workers hold the same model.
     assert accuracies[0] == accuracies[1] > 0.3
     run = json.loads((out / "run" / "run.json").read_text())
+    # Each worker measured the whole validation split (a truncated in-memory cache once
+    # cost one worker a few images, nondeterministically).
+    val_images = sum(run["data"]["counts"]["val"].values())
+    for index in (0, 1):
+        assert number(rf"\[worker {index}\] validation accuracy: [\d.]+ over (\d+) images",
+                      stdout) == val_images
     assert run["strategy"] == "MultiWorkerMirroredStrategy" and run["replicas"] == 2
     assert run["recipe"]["batch_size"] == 32
 

@@ -295,7 +295,7 @@ _WORKER = textwrap.dedent("""
     result = finetune("lenet5", digits_data(), weights=None, epochs=6, out_dir=sys.argv[1],
                       verbose=0, strategy=sys.argv[2], precision="float32", batch_size=32)
     print("RESULT " + json.dumps({{"val_accuracy": result.metrics["val_accuracy"],
-          "replicas": strategy.num_replicas_in_sync,
+          "val_images": result.metrics["num_images"], "replicas": strategy.num_replicas_in_sync,
           "strategy": __import__("zoo.distribute").distribute.strategy_name(strategy)}}))
 """).format(tests=str(REPO / "tests"))
 
@@ -355,8 +355,9 @@ def test_two_worker_multiworker_mirrored_strategy(tmp_path, one_device_accuracy)
     results = _run_workers(tmp_path, envs, "auto")
     assert [r["strategy"] for r in results] == ["MultiWorkerMirroredStrategy"] * 2
     assert results[0]["replicas"] == 2
-    # Synchronous training: both workers hold the same model.
+    # Synchronous training: both workers hold the same model, measured on the whole split.
     assert results[0]["val_accuracy"] == results[1]["val_accuracy"]
+    assert results[0]["val_images"] == results[1]["val_images"] == len(digits_arrays()[1])
     assert results[0]["val_accuracy"] == pytest.approx(one_device_accuracy, abs=0.03)
     # Only the chief writes the run directory.
     assert (tmp_path / "run0" / "run.json").exists()

@@ -4,8 +4,13 @@ with its reason, reported once and left untouched; training then runs a whole ep
 from __future__ import annotations
 
 import io
+import json
 import os
+import shutil
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -105,18 +110,44 @@ def test_full_check_finds_corrupt_data_behind_a_good_header(messy_folder):
     assert "dogs/motion.jpg" not in reasons
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
+# What the unreadable-file test runs; as root, in a process without the capabilities that
+# let root read any file (setpriv), so that a file's mode counts as it does for a user.
+_SKIPPED_OF = """
+import json, sys, warnings
+import pipelines
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    data = pipelines.from_folder(sys.argv[1], image_size=32)
+print(json.dumps({"skipped": data.skipped, "warned": [str(w.message) for w in caught]}))
+"""
+_NO_READ_OVERRIDE = ["setpriv", "--inh-caps=-dac_override,-dac_read_search",
+                     "--bounding-set=-dac_override,-dac_read_search"]
+
+
 def test_unreadable_file(tmp_path):
-    # As root a mode cannot make a file unreadable; the messy folder's dangling symlink
-    # covers "unreadable" for every user.
     root = make_folder(tmp_path, {"a": 2, "b": 2})
     locked = root / "a" / "locked.jpg"
     locked.write_bytes(jpeg_bytes(photo("coffee")))
     locked.chmod(0)
     try:
-        with pytest.warns(UserWarning, match="Skipped"):
-            data = pipelines.from_folder(root, image_size=32)
-        assert any(p == str(locked) and "unreadable" in r for p, r in data.skipped)
+        if os.geteuid() == 0:
+            if shutil.which("setpriv") is None:
+                pytest.skip("running as root, and setpriv (util-linux) is not installed")
+            done = subprocess.run(
+                [*_NO_READ_OVERRIDE, sys.executable, "-c", _SKIPPED_OF, str(root)],
+                capture_output=True, text=True, timeout=300,
+                env={**os.environ, "PYTHONPATH": str(Path(pipelines.__file__).parents[1])})
+            assert done.returncode == 0, done.stderr[-3000:]
+            result = json.loads(done.stdout.splitlines()[-1])
+            skipped, warned = result["skipped"], result["warned"]
+        else:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                skipped = pipelines.from_folder(root, image_size=32).skipped
+            warned = [str(w.message) for w in caught]
+        assert [r for p, r in skipped if p == str(locked)] == ["unreadable (Permission denied)"]
+        assert any("Skipped 1 file" in w and "locked.jpg" in w for w in warned)
+        assert locked.stat().st_mode & 0o777 == 0  # left as it was
     finally:
         locked.chmod(0o644)
 

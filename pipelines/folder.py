@@ -248,7 +248,16 @@ def probe(path: str, full: bool = False) -> tuple[int, int, int]:
     # Ordinary JPEGs take the fused crop-and-decode path; CMYK/YCCK (Adobe) JPEGs, whose
     # colours TensorFlow does not invert, go through Pillow like the other formats.
     kind = KIND_JPEG if pil_format in ("JPEG", "MPO") and mode in ("RGB", "L") else KIND_PIL
-    if full or not _complete(tail, pil_format, size, head):
+    complete = _complete(tail, pil_format, size, head)
+    if not complete and kind == KIND_JPEG:
+        # Pillow first: it finds a cut-off JPEG as TensorFlow does, without the line
+        # TensorFlow's decoder writes to the terminal ("Premature end of JPEG data").
+        try:
+            with Image.open(io.BytesIO(data)) as image:
+                image.load()
+        except (OSError, SyntaxError, ValueError) as error:
+            raise BadImage(f"truncated or corrupt image data ({error})") from None
+    if full or not complete:
         _full_decode(data, kind)
     return kind, orientation, size, min(width, height)
 

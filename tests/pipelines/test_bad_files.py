@@ -195,3 +195,15 @@ def test_a_file_failing_at_run_time_is_replaced_not_fatal(tmp_path):
     for _ in range(2):  # two epochs of exactly 7 images each, no error
         assert sum(int(y.shape[0]) for _, y in data.train) == 7
     assert int(data.train.cardinality()) == data.steps_per_epoch == 2
+
+
+def test_a_cut_off_jpeg_is_reported_without_decoder_noise(tmp_path, capfd):
+    root = make_folder(tmp_path, {"a": 3, "b": 3})
+    good = jpeg_bytes(photo("coffee"))
+    (root / "a" / "cut.jpg").write_bytes(good[: len(good) * 2 // 3])
+    with pytest.warns(UserWarning, match="Skipped 1 file"):
+        data = pipelines.from_folder(root, image_size=32)
+    reason = dict(data.skipped)[str(root / "a" / "cut.jpg")]
+    assert reason.startswith("truncated or corrupt image data (image file is truncated")
+    # Only zoo's own report reaches the terminal, not a line of TensorFlow's C++ log.
+    assert "Premature end of JPEG" not in capfd.readouterr().err

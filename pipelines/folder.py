@@ -633,12 +633,6 @@ def warn_if_imbalanced(counts: dict[str, int], class_names: Sequence[str],
 # tf.data assembly (shared with tfds.py)
 # --------------------------------------------------------------------------------------
 
-def _cluster_tasks() -> int:
-    from zoo.distribute import cluster_tasks
-
-    return cluster_tasks()
-
-
 def _read(source, label, kind, orientation):
     return tf.io.read_file(source), label, kind, orientation
 
@@ -669,7 +663,7 @@ def build_dataset(ds: tf.data.Dataset, *, training: bool, size: int | None,
         cache: True caches in memory, a string is a directory for file caches
             (``<cache>/<cache_name>.cache*``), False does not cache. The train path caches
             encoded bytes (the random crops differ every epoch); the eval path caches its
-            finished uint8 images.
+            finished uint8 images. A cache is filled before this returns.
         cache_bytes: Estimated memory the cache would take; over ``DEFAULT_CACHE_LIMIT`` an
             in-memory cache is not made.
         shuffle: Shuffle the train path every epoch (seeded).
@@ -702,22 +696,20 @@ def build_dataset(ds: tf.data.Dataset, *, training: bool, size: int | None,
                       "for a file cache.", UserWarning, stacklevel=3)
         cache = False
 
-    # Under MultiWorkerMirroredStrategy, Keras iterates a sharded rewrite of the dataset that
-    # shares the in-memory cache with this one, and a cache first filled that way sometimes
-    # ends up missing its last elements (seen on 2 workers: 113-119 of 120 validation
-    # images, for the rest of the run). In a cluster the cache is therefore filled here, by
-    # one plain pass, before any strategy sees it.
-    fill_now = cache is True and _cluster_tasks() > 1
-
     def _cache(d):
+        if not cache:
+            return d
         if cache is True:
             d = d.cache()
-            if fill_now:
-                d.reduce(np.int64(0), lambda count, _: count + 1)
-            return d
-        if cache:
+        else:
             Path(cache).mkdir(parents=True, exist_ok=True)
-            return d.cache(str(Path(cache) / f"{cache_name}.cache"))
+            d = d.cache(str(Path(cache) / f"{cache_name}.cache"))
+        # Filled now, by one plain pass. Under a distribution strategy (Mirrored on two
+        # devices, MultiWorkerMirrored), Keras iterates a rewrite of the dataset that shares
+        # this cache, and a cache first filled that way sometimes kept only part of the
+        # split (113-119 of 120 validation images, about one run in five) for the rest of
+        # the run. The pass does work the first epoch would do anyway.
+        d.reduce(np.int64(0), lambda count, _: count + 1)
         return d
 
     if training:
@@ -899,8 +891,7 @@ def from_folder(
             and val alike; mixup and cutmix need and default to ``"categorical"``.
         cache: Cache the train bytes and finished val images in memory (True), in files
             under a directory (a path, e.g. inside the run dir; not inside ``root``), or
-            not (False). In a multi-worker cluster (``TF_CONFIG``), memory caches are
-            filled before this returns.
+            not (False). Caches are filled before this returns.
         shuffle: Shuffle the training images every epoch.
         deterministic: Fix the order of the train path under parallel maps (slower); the
             val path is always in order.

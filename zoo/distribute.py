@@ -29,11 +29,6 @@ def _tf_config() -> dict:
         raise ValueError(f"TF_CONFIG is not valid JSON ({error}): {raw[:200]!r}") from error
 
 
-def cluster_tasks() -> int:
-    """The number of tasks ``TF_CONFIG`` names (0 without a cluster)."""
-    return sum(len(tasks) for tasks in _tf_config().get("cluster", {}).values())
-
-
 def _tpu_resolver():
     """Returns a connected TPU cluster resolver, or None when no TPU is attached."""
     if not (os.environ.get("TPU_NAME") or os.environ.get("COLAB_TPU_ADDR")
@@ -89,7 +84,8 @@ def _create_strategy(kind: str) -> tf.distribute.Strategy:
             raise ValueError("strategy='tpu' was asked for but no TPU was found "
                              "(set TPU_NAME, or run on a TPU VM).")
     cluster = _tf_config().get("cluster", {})
-    if kind == "multiworker" or (kind == "auto" and cluster_tasks() > 1):
+    tasks = sum(len(v) for v in cluster.values())
+    if kind == "multiworker" or (kind == "auto" and tasks > 1):
         if not cluster:
             raise ValueError("strategy='multiworker' needs TF_CONFIG with a cluster spec; "
                              "see docs/distributed.md.")

@@ -462,7 +462,7 @@ def eval_crop(data: tf.Tensor, kind: tf.Tensor, orientation: tf.Tensor,
         shape = tf.io.extract_jpeg_shape(data)
         if not oriented:
             window = center_crop_window(shape[0], shape[1], (out_h, out_w), crop_fraction)
-            return decode_jpeg_window(data, window)
+            return tf.cast(decode_jpeg_window(data, window), tf.float32)
         upright_h = tf.where(transposes(orientation), shape[1], shape[0])
         upright_w = tf.where(transposes(orientation), shape[0], shape[1])
         window = center_crop_window(upright_h, upright_w, (out_h, out_w), crop_fraction)
@@ -470,13 +470,16 @@ def eval_crop(data: tf.Tensor, kind: tf.Tensor, orientation: tf.Tensor,
         # Full scale: the eval path must equal resize-then-crop, and a snapped window
         # would shift the centre by up to half an output pixel.
         crop = decode_jpeg_window(data, window)
-        return apply_orientation(crop, orientation)
+        # Turned upright as float32, the dtype the resize takes anyway: in a serving graph,
+        # oneDNN's graph pass logs an error line for a uint8 Transpose, even on AVX-512.
+        return apply_orientation(tf.cast(crop, tf.float32), orientation)
 
     def decoded():
-        return center_crop(decode_image(data, kind, kinds), (out_h, out_w), crop_fraction)
+        crop = center_crop(decode_image(data, kind, kinds), (out_h, out_w), crop_fraction)
+        return tf.cast(crop, tf.float32)
 
     crop = _jpeg_or_decoded(kind, fused_jpeg, decoded, kinds)
-    image = resize_pixels(tf.cast(crop, tf.float32), (out_h, out_w), interpolation, True)
+    image = resize_pixels(crop, (out_h, out_w), interpolation, True)
     return tf.round(image)
 
 

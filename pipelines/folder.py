@@ -252,11 +252,7 @@ def probe(path: str, full: bool = False) -> tuple[int, int, int]:
     if not complete and kind == KIND_JPEG:
         # Pillow first: it finds a cut-off JPEG as TensorFlow does, without the line
         # TensorFlow's decoder writes to the terminal ("Premature end of JPEG data").
-        try:
-            with Image.open(io.BytesIO(data)) as image:
-                image.load()
-        except (OSError, SyntaxError, ValueError) as error:
-            raise BadImage(f"truncated or corrupt image data ({error})") from None
+        _full_decode(data, KIND_PIL)
     if full or not complete:
         _full_decode(data, kind)
     return kind, orientation, size, min(width, height)

@@ -52,7 +52,7 @@ class ImageFile:
     Attributes:
         path: Absolute path.
         label: Class index.
-        kind: ``transforms.KIND_JPEG`` (fused decode) or ``transforms.KIND_PIL``.
+        kind: ``transforms.KIND_JPEG`` (fused decode), ``KIND_GRAPH`` or ``KIND_PIL``.
         orientation: EXIF orientation (1 to 8) of a ``KIND_JPEG`` file.
         nbytes: File size.
         short_side: The image's shorter side in pixels.
@@ -170,11 +170,19 @@ def _complete(data_tail: bytes, fmt: str, size: int, header: bytes) -> bool:
     return False
 
 
+@tf.function(input_signature=[tf.TensorSpec([], tf.string)])
+def _graph_decode(data: tf.Tensor) -> tf.Tensor:
+    # Traced once: the eager check of thousands of files runs the same graph each time.
+    return transforms.graph_decode(data)
+
+
 def _full_decode(data: bytes, kind: int) -> None:
     """Decodes with the decoder training will use; raises :class:`BadImage` on failure."""
     try:
         if kind == KIND_JPEG:
             tf.io.decode_jpeg(data, channels=3)
+        elif kind == KIND_GRAPH:
+            _graph_decode(tf.constant(data))
         else:
             transforms.pil_decode(data)
     except Exception as error:  # noqa: BLE001 - every decoder error means the same here
@@ -232,7 +240,6 @@ def probe(path: str, full: bool = False) -> tuple[int, int, int]:
     try:
         with Image.open(io.BytesIO(data)) as image:
             pil_format = image.format or fmt
-            mode = image.mode
             width, height = image.size
             orientation = 1
             if pil_format in ("JPEG", "MPO"):
@@ -245,9 +252,12 @@ def probe(path: str, full: bool = False) -> tuple[int, int, int]:
         raise BadImage(f"unsupported format {pil_format}; convert it to JPEG or PNG")
     if width < 1 or height < 1:
         raise BadImage(f"empty image ({width}x{height})")
-    # Ordinary JPEGs take the fused crop-and-decode path; CMYK/YCCK (Adobe) JPEGs, whose
-    # colours TensorFlow does not invert, go through Pillow like the other formats.
-    kind = KIND_JPEG if pil_format in ("JPEG", "MPO") and mode in ("RGB", "L") else KIND_PIL
+    # JPEGs take the fused crop-and-decode path, the other formats TensorFlow's decoders as
+    # in a serving signature; Pillow only what those do not read (transforms.graph_supported).
+    if pil_format in ("JPEG", "MPO"):
+        kind = KIND_JPEG
+    else:
+        kind = KIND_GRAPH if transforms.graph_supported(head) else KIND_PIL
     complete = _complete(tail, pil_format, size, head)
     if not complete and kind == KIND_JPEG:
         # Pillow first: it finds a cut-off JPEG as TensorFlow does, without the line

@@ -1,20 +1,22 @@
 """Per-image decoding and geometry: the fused random-resized-crop and the eval centre crop.
 
 Every function here maps encoded image bytes to float32 RGB pixels in [0, 255], channels
-last, inside a ``tf.data`` graph. Three decoders exist, chosen per file by ``kind``:
+last, inside a ``tf.data`` graph. Every path (train, eval, the serving signature, ``zoo
+predict``) decodes by one rule (see "The decode rule" below), with three decoders chosen
+per file by ``kind``:
 
-* ``KIND_JPEG``: an ordinary (RGB or grayscale) JPEG. The crop window is chosen from the
+* ``KIND_JPEG``: a JPEG (RGB, grayscale or CMYK). The crop window is chosen from the
   header alone and only that window is decoded (``tf.io.decode_and_crop_jpeg``, as in
   TensorFlow's reference ResNet input pipeline); on the train path, when the window is at
   least twice the output size, libjpeg also downscales in the DCT domain (``ratio`` 2, 4 or
   8), which makes large phone photos cheap. EXIF orientation is applied after decoding,
-  from a value read when the folder was scanned.
-* ``KIND_PIL``: everything else a folder may hold (PNG, BMP, GIF, WebP, CMYK JPEG, 16-bit,
-  palette, alpha), decoded by Pillow inside ``tf.numpy_function``. Pillow knows these
-  formats better than TensorFlow's decoders (16-bit grayscale, CMYK with Adobe inversion,
-  palette transparency, WebP) and applies EXIF orientation itself.
-* ``KIND_GRAPH``: pure TensorFlow decoding (``tf.io.decode_image``) for bytes that come
-  without a scan (TFDS records, a serving signature), so that the graph can be exported.
+  from a value read when the folder was scanned (or, for bytes, from the file itself).
+* ``KIND_GRAPH``: PNG, GIF, BMP and WebP decoded in pure TensorFlow by
+  :func:`graph_decode`, with transparency composited over white. A serving signature holds
+  the same function, so it sees exactly the pixels training and evaluation saw.
+* ``KIND_PIL``: the few files :func:`graph_decode` does not read (see
+  :func:`graph_supported`), decoded by Pillow inside ``tf.numpy_function`` by the same rule.
+  A serving signature refuses them with a clear error rather than decoding them otherwise.
 """
 
 from __future__ import annotations
@@ -53,15 +55,46 @@ def check_crop_fraction(crop_fraction: float) -> float:
 
 
 # --------------------------------------------------------------------------------------
-# Pillow decoding (for everything that is not an ordinary JPEG)
+# The decode rule
 # --------------------------------------------------------------------------------------
+#
+# One rule for every path (train, eval, serving signature, zoo predict), so that a model is
+# served the pixels it was trained and evaluated on: the first frame; 16-bit samples scaled
+# to 8 bits with rounding; transparency (alpha, PNG tRNS, GIF transparent index) composited
+# over white, because transparent regions are background and their stored colour is often
+# black; EXIF orientation applied to JPEGs. It is written in TensorFlow (graph_decode), so
+# that a SavedModel carries it; Pillow (pil_to_rgb) only decodes the few files TensorFlow
+# cannot read (1-, 4- and 16-bit or compressed BMPs, animated WebP), following the same rule.
+
+def composite_over_white(rgba: tf.Tensor) -> tf.Tensor:
+    """Composites 8-bit RGBA over a white background: ``round((c*a + 255*(255 - a)) / 255)``.
+
+    Args:
+        rgba: ``[..., 4]`` pixels of any integer dtype, values in [0, 255].
+
+    Returns:
+        ``uint8`` ``[..., 3]``.
+    """
+    rgba = tf.cast(rgba, tf.int32)
+    color, alpha = rgba[..., :3], rgba[..., 3:]
+    # (x + 127) // 255 rounds x / 255 to nearest: x / 255 is never exactly half-way.
+    return tf.cast((color * alpha + 255 * (255 - alpha) + 127) // 255, tf.uint8)
+
+
+def _composite_over_white_np(rgba: np.ndarray) -> np.ndarray:
+    # The same formula for Pillow's arrays (inside tf.numpy_function, no TensorFlow ops).
+    rgba = rgba.astype(np.int32)
+    color, alpha = rgba[..., :3], rgba[..., 3:]
+    return ((color * alpha + 255 * (255 - alpha) + 127) // 255).astype(np.uint8)
+
+
+def sixteen_to_eight(values):
+    """Scales 16-bit samples to 8 bits with rounding, ``round(v / 257)`` (NumPy or TF)."""
+    return (values + 128) // 257
+
 
 def pil_to_rgb(image) -> np.ndarray:
-    """Converts any Pillow image to an upright 8-bit RGB array.
-
-    The first frame of an animation is used; EXIF orientation is applied; 16-bit and 32-bit
-    grayscale is scaled (not clipped) to 8 bits; transparency is composited over white,
-    because transparent regions are background and their stored colour is often black.
+    """Converts any Pillow image to an upright 8-bit RGB array by the decode rule.
 
     Args:
         image: An opened ``PIL.Image.Image``.
@@ -69,24 +102,22 @@ def pil_to_rgb(image) -> np.ndarray:
     Returns:
         A ``uint8`` array of shape ``[height, width, 3]``.
     """
-    from PIL import Image, ImageOps
+    from PIL import ImageOps
 
     if getattr(image, "n_frames", 1) > 1:
         image.seek(0)
     image = ImageOps.exif_transpose(image)
     mode = image.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        array = np.asarray(image, dtype=np.float64)
-        peak = 65535.0 if mode.startswith("I;16") or array.max(initial=0) > 255 else 255.0
-        gray = np.clip(np.round(array * (255.0 / peak)), 0, 255).astype(np.uint8)
+        array = np.clip(np.round(np.asarray(image, dtype=np.float64)), 0, 65535).astype(np.int64)
+        if mode.startswith("I;16") or array.max(initial=0) > 255:
+            array = sixteen_to_eight(array)
+        gray = np.clip(array, 0, 255).astype(np.uint8)
         return np.repeat(gray[..., None], 3, axis=-1)
-    if mode == "P" and "transparency" in image.info:
+    if (mode == "P" and "transparency" in image.info) or mode in ("LA", "PA", "La", "RGBa"):
         image = image.convert("RGBA")
-    if mode in ("LA", "PA", "La"):
-        image = image.convert("RGBA")
-    if image.mode in ("RGBA", "RGBa"):
-        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(background, image.convert("RGBA"))
+    if image.mode == "RGBA":
+        return _composite_over_white_np(np.asarray(image, dtype=np.uint8))
     return np.asarray(image.convert("RGB"), dtype=np.uint8)
 
 
@@ -107,11 +138,221 @@ def _pil_decode_op(data: tf.Tensor) -> tf.Tensor:
     return image
 
 
+class _Bytes:
+    """Reads integers out of a scalar string tensor at (tensor) positions."""
+
+    def __init__(self, data: tf.Tensor):
+        self.data = data
+        self.length = tf.strings.length(data)
+
+    def byte(self, pos) -> tf.Tensor:
+        return tf.cast(tf.io.decode_raw(tf.strings.substr(self.data, pos, 1), tf.uint8)[0],
+                       tf.int32)
+
+    def u16(self, pos, little) -> tf.Tensor:
+        a, b = self.byte(pos), self.byte(pos + 1)
+        return tf.where(little, a + b * 256, a * 256 + b)
+
+    def u32(self, pos, little) -> tf.Tensor:
+        lo, hi = self.u16(pos, little), self.u16(pos + 2, little)
+        return tf.where(little, lo + hi * 65536, lo * 65536 + hi)
+
+    def head(self, count: int) -> tf.Tensor:
+        """The first ``count`` bytes, zero-padded when the data is shorter."""
+        start = tf.strings.substr(self.data, 0, count)
+        return tf.strings.substr(tf.strings.join([start, b"\x00" * count]), 0, count)
+
+
+def _replace(data: tf.Tensor, offset: tf.Tensor, piece: tf.Tensor, size: int) -> tf.Tensor:
+    """``data`` with the ``size`` bytes at ``offset`` replaced by ``piece``."""
+    return tf.strings.join([tf.strings.substr(data, 0, offset), piece,
+                            tf.strings.substr(data, offset + size, -1)])
+
+
+_FORMATS = ("jpeg", "png", "gif", "bmp", "webp", "other")
+
+# What the graph decoder refuses (and Pillow decodes on the folder path): the checks in
+# graph_supported() and in the graph branches below say the same.
+_BMP_BITS = (8, 24, 32)
+_WEBP_ANIMATED = 0x02  # VP8X flags
+
+
+def graph_supported(head: bytes) -> bool:
+    """Whether :func:`graph_decode` reads a file, from its first 32 bytes.
+
+    Args:
+        head: The file's first bytes (at least 32 for BMP and WebP).
+
+    Returns:
+        False for BMPs other than uncompressed 8-, 24- and 32-bit ones and for animated
+        WebP (which TensorFlow's WebP decoder does not take); True otherwise.
+    """
+    if head[:2] == b"BM":
+        bits = int.from_bytes(head[28:30], "little")
+        compression = int.from_bytes(head[30:34], "little")
+        return bits in _BMP_BITS and compression == 0
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP" and head[12:16] == b"VP8X":
+        return not head[20] & _WEBP_ANIMATED
+    return True
+
+
+def _png(data: tf.Tensor, reader: _Bytes) -> tf.Tensor:
+    # tRNS transparency comes out as alpha with four channels; the bit depth is IHDR's.
+    def sixteen():
+        wide = tf.cast(tf.io.decode_png(data, channels=4, dtype=tf.uint16), tf.int32)
+        return sixteen_to_eight(wide)
+
+    rgba = tf.cond(tf.equal(reader.byte(24), 16), sixteen,
+                   lambda: tf.cast(tf.io.decode_png(data, channels=4), tf.int32))
+    return composite_over_white(rgba)
+
+
+def _gif(data: tf.Tensor, reader: _Bytes, max_blocks: int = 4096) -> tf.Tensor:
+    """The first frame, its transparent colour index made opaque white before decoding.
+
+    TensorFlow's GIF decoder writes black where the first frame is transparent, so the
+    transparency cannot be told from black afterwards. Written by hand because no op reads
+    GIF transparency: the blocks are walked up to the first image, and the last graphic
+    control extension before it loses its transparency flag while the colour of the
+    transparent index (in the frame's local table, else the global one) becomes white.
+    """
+    flags = reader.byte(10)
+    global_table = tf.where(flags >= 128, 3 * tf.bitwise.left_shift(2, flags % 8), 0)
+
+    def cond(pos, in_extension, control, image, step):
+        return (image < 0) & (step < max_blocks) & (pos < reader.length)
+
+    def body(pos, in_extension, control, image, step):
+        value = reader.byte(pos)
+
+        def introducer():
+            is_extension = tf.equal(value, 0x21)
+            is_control = is_extension & tf.equal(reader.byte(pos + 1), 0xF9)
+            # Anything but an extension or an image (the trailer, garbage) ends the walk.
+            found = tf.where(tf.equal(value, 0x2C), pos, tf.where(is_extension, -1, 0))
+            return (tf.where(is_extension, pos + 2, pos), is_extension,
+                    tf.where(is_control, pos, control), found)
+
+        def sub_block():
+            # A sub-block of `value` bytes; the empty one ends the extension.
+            return pos + 1 + value, value > 0, control, tf.constant(-1)
+
+        pos, in_extension, control, image = tf.cond(in_extension, sub_block, introducer)
+        return pos, in_extension, control, image, step + 1
+
+    _, _, control, image, _ = tf.while_loop(
+        cond, body, [13 + global_table, tf.constant(False), tf.constant(-1), tf.constant(-1),
+                     tf.constant(0)])
+
+    def opaque_white():
+        index = reader.byte(control + 6)
+        local = reader.byte(image + 9)
+        table = tf.where(local >= 128, image + 10, 13)
+        entries = tf.where(local >= 128, tf.bitwise.left_shift(2, local % 8), global_table // 3)
+        packed = reader.byte(control + 3)
+        as_bytes = tf.constant([bytes([i]) for i in range(256)])
+        cleared = _replace(data, control + 3, tf.gather(as_bytes, packed - packed % 2), 1)
+        whitened = _replace(cleared, table + 3 * index, tf.constant(b"\xff\xff\xff"), 3)
+        return tf.where(index < entries, whitened, cleared)
+
+    transparent = (control > 0) & (image > 0)
+    transparent &= tf.equal(reader.byte(tf.maximum(control, 0) + 3) % 2, 1)
+    patched = tf.cond(transparent, opaque_white, lambda: data)
+    return tf.io.decode_gif(patched)[0]
+
+
+def _bmp(data: tf.Tensor, reader: _Bytes) -> tf.Tensor:
+    little = tf.constant(True)
+    bits, compression = reader.u16(28, little), reader.u32(30, little)
+    supported = tf.reduce_any(tf.equal(bits, _BMP_BITS)) & tf.equal(compression, 0)
+    check = tf.debugging.Assert(supported, [tf.strings.format(
+        "Unsupported BMP ({} bits per pixel, compression {}): uncompressed 8-, 24- and 32-bit "
+        "BMPs are decoded. Send it as PNG or JPEG.", [bits, compression])])
+
+    def palette():
+        # TensorFlow returns an 8-bit BMP's palette indices as gray levels; its palette
+        # (B, G, R, 0 entries after the header) gives the colours, as Pillow shows them.
+        entries = reader.u32(46, little)
+        entries = tf.where((entries < 1) | (entries > 256), 256, entries)
+        table = tf.io.decode_raw(tf.strings.substr(data, 14 + reader.u32(14, little),
+                                                   4 * entries), tf.uint8)
+        table = tf.reverse(tf.reshape(table, [-1, 4])[:, :3], [1])
+        index = tf.io.decode_bmp(data, channels=0)[..., 0]
+        return tf.gather(table, tf.minimum(tf.cast(index, tf.int32), tf.shape(table)[0] - 1))
+
+    with tf.control_dependencies([check]):
+        return tf.cond(tf.equal(bits, 8), palette, lambda: tf.io.decode_bmp(data, channels=3))
+
+
+def _webp(data: tf.Tensor, reader: _Bytes) -> tf.Tensor:
+    extended = tf.equal(tf.strings.substr(reader.head(16), 12, 4), b"VP8X")
+    animated = extended & tf.equal(tf.bitwise.bitwise_and(reader.byte(20), _WEBP_ANIMATED),
+                                   _WEBP_ANIMATED)
+    # decode_webp(channels=0) crashed the process on an animated file here ("free(): invalid
+    # next size"): such files are refused first.
+    check = tf.debugging.Assert(~animated, [
+        "Unsupported WebP: an animation. Send its first frame as PNG or JPEG."])
+    with tf.control_dependencies([check]):
+        # channels=0: the op takes only the file's own channel count (3, or 4 with alpha).
+        image = tf.io.decode_webp(data, channels=0)[0]
+    opaque = tf.fill(tf.concat([tf.shape(image)[:2], [1]], 0), tf.constant(255, tf.uint8))
+    rgba = tf.cond(tf.equal(tf.shape(image)[2], 4), lambda: image,
+                   lambda: tf.concat([image, opaque], -1))
+    return composite_over_white(rgba)
+
+
+def graph_format(data: tf.Tensor) -> tf.Tensor:
+    """The index in ``_FORMATS`` of encoded bytes, from their signature."""
+    head = _Bytes(data).head(12)
+
+    def starts(prefix: bytes) -> tf.Tensor:
+        return tf.equal(tf.strings.substr(head, 0, len(prefix)), prefix)
+
+    webp = starts(b"RIFF") & tf.equal(tf.strings.substr(head, 8, 4), b"WEBP")
+    checks = [tf.io.is_jpeg(data), starts(b"\x89PNG\r\n\x1a\n"),
+              starts(b"GIF87a") | starts(b"GIF89a"), starts(b"BM"), webp]
+    index = tf.constant(len(checks))
+    for position in reversed(range(len(checks))):
+        index = tf.where(checks[position], position, index)
+    return index
+
+
 def graph_decode(data: tf.Tensor) -> tf.Tensor:
-    """Decodes JPEG, PNG, GIF (first frame) or BMP bytes in pure TensorFlow to 8-bit RGB."""
-    image = tf.io.decode_image(data, channels=3, dtype=tf.uint8, expand_animations=False)
+    """Decodes JPEG, PNG, GIF, BMP or WebP bytes to 8-bit RGB by the decode rule, in TensorFlow.
+
+    No EXIF orientation is applied here (see :func:`apply_orientation`).
+
+    Args:
+        data: Encoded bytes (scalar string tensor).
+
+    Returns:
+        ``uint8`` ``[height, width, 3]``.
+
+    Raises:
+        tf.errors.InvalidArgumentError: At run time, for bytes of another format (the
+            message is TensorFlow's "Unknown image file format") and for the BMP and WebP
+            variants :func:`graph_supported` refuses.
+    """
+    reader = _Bytes(data)
+    branches = [
+        lambda: tf.io.decode_jpeg(data, channels=3),
+        lambda: _png(data, reader),
+        lambda: _gif(data, reader),
+        lambda: _bmp(data, reader),
+        lambda: _webp(data, reader),
+        lambda: tf.io.decode_image(data, channels=3, expand_animations=False),
+    ]
+    image = tf.switch_case(graph_format(data), [_shaped(b) for b in branches])
     image.set_shape([None, None, 3])
     return image
+
+
+def _shaped(branch):
+    def run():
+        image = branch()
+        image.set_shape([None, None, 3])
+        return image
+    return run
 
 
 # --------------------------------------------------------------------------------------
@@ -539,19 +780,8 @@ def jpeg_orientation(data: tf.Tensor, max_segments: int = 16) -> tf.Tensor:
     Returns:
         int32 orientation in 1..8; 1 when absent or unreadable.
     """
-    def byte(pos):
-        return tf.cast(tf.io.decode_raw(tf.strings.substr(data, pos, 1), tf.uint8)[0],
-                       tf.int32)
-
-    def u16(pos, little):
-        a, b = byte(pos), byte(pos + 1)
-        return tf.where(little, a + b * 256, a * 256 + b)
-
-    def u32(pos, little):
-        lo, hi = u16(pos, little), u16(pos + 2, little)
-        return tf.where(little, lo + hi * 65536, lo * 65536 + hi)
-
-    length = tf.strings.length(data)
+    reader = _Bytes(data)
+    byte, u16, u32, length = reader.byte, reader.u16, reader.u32, reader.length
 
     def cond(pos, found, step):
         return (step < max_segments) & (found < 0) & (pos + 4 <= length)

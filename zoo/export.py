@@ -37,7 +37,8 @@ top ``k`` classes, best first, ``k`` set at export):
 
 A bad image (not an image, empty, truncated) makes the request fail with
 ``InvalidArgumentError`` and the decoder's message ("Unknown image file format...",
-"Input is empty", "Invalid JPEG data..."). TF Serving answers that with HTTP 400 / gRPC
+"Input is empty", "Invalid JPEG data..."), as does a file the graph's decoder does not read
+("Unsupported BMP (4 bits per pixel, compression 0)...", "Unsupported WebP: an animation"). TF Serving answers that with HTTP 400 / gRPC
 ``INVALID_ARGUMENT`` for that request and goes on serving. TensorFlow has no in-graph way to
 catch a failed decode per image, so a batch with one bad image fails as a whole; the client
 learns which one by resending singly (``zoo predict`` does that).
@@ -168,9 +169,10 @@ def bytes_to_pixels(encoded, image_size: Sequence[int], channels: int,
 
     This is the whole of what the ``serving_default`` signature does before the model, and
     it is ``pipelines.make_eval_transform``: the same decode (only the crop window of a
-    JPEG, turned upright by its EXIF orientation; ``tf.io.decode_image`` for PNG, GIF, BMP
-    and WebP), crop, resize and rounding as at evaluation, so a served model sees exactly
-    the pixels ``zoo evaluate`` measured.
+    JPEG, turned upright by its EXIF orientation; ``pipelines.transforms.graph_decode``,
+    transparency over white, for PNG, GIF, BMP and WebP), crop, resize and rounding as at
+    evaluation and training, so a served model sees exactly the pixels ``zoo evaluate``
+    measured.
 
     Args:
         encoded: A scalar string tensor (JPEG, PNG, GIF, BMP or WebP bytes).

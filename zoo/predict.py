@@ -176,7 +176,11 @@ def _short_message(error) -> str:
                                                               "Detected at node", "<stack",
                                                               "[[", "{{"))]
     text = useful[0] if useful else lines[-1] if lines else "unknown error"
-    return text.split(" [Op:")[0].split("\t")[0].strip()
+    text = text.split(" [Op:")[0].split("\t")[0].strip()
+    # The decoder's own refusals (an unsupported BMP or WebP) come as failed assertions,
+    # wrapped differently in a graph and eagerly.
+    text = re.sub(r"^assertion failed: \[(.*)\]$", r"\1", text)
+    return re.sub(r"^Expected '.*' to be true\. Summarized data: b'(.*)'$", r"\1", text)
 
 
 def predict(model: str | os.PathLike, images: Sequence[str | os.PathLike], *, top_k: int = 5,

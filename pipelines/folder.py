@@ -11,14 +11,16 @@ the split exactly.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import datetime
+import functools
 import hashlib
 import io
 import json
 import os
 import re
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,11 @@ from pipelines import augment as augment_module
 from pipelines import transforms
 from pipelines.transforms import KIND_GRAPH, KIND_JPEG, KIND_PIL
 
+try:
+    import fcntl
+except ImportError:  # Windows: file caches then go without a lock (see _cache_lock)
+    fcntl = None
+
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".dib", ".gif", ".webp"})
 SPLIT_DIRS = {"train": ("train",), "val": ("val", "valid", "validation"), "test": ("test",)}
@@ -39,6 +46,8 @@ MANIFEST_FORMAT = "zoo.pipelines.split/1"
 SUPPORTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "BMP", "DIB", "GIF", "WEBP"})
 # Beyond this, caching would risk the memory of a small machine; the estimate is printed.
 DEFAULT_CACHE_LIMIT = 2 << 30
+# Part of every file cache's key: changing how cached elements are laid out means a new name.
+CACHE_FORMAT = "zoo.pipelines.cache/1"
 
 
 class BadImage(Exception):
@@ -643,6 +652,146 @@ def _read(source, label, kind, orientation):
     return tf.io.read_file(source), label, kind, orientation
 
 
+def _files_cache_key(files: Sequence[ImageFile]) -> str:
+    """A digest of what decides a split's cached elements, for ``build_dataset(cache_key=)``.
+
+    Covers each file's path, size, modification time (ns), label, decoder kind and EXIF
+    orientation, in order: a file rewritten since (a new size or mtime), added, removed or
+    relabelled gives another key, hence another cache. The files' contents are not hashed.
+
+    Args:
+        files: The split's checked files, in dataset order.
+
+    Returns:
+        A sha256 hex digest.
+    """
+    digest = hashlib.sha256()
+    for f in files:
+        try:
+            stat = os.stat(f.path)
+            size, mtime = stat.st_size, stat.st_mtime_ns
+        except OSError:  # gone since the check: the fill will say so, with the path
+            size, mtime = -1, -1
+        digest.update(f"{f.path}\0{size}\0{mtime}\0{f.label}\0{f.kind}\0{f.orientation}\n"
+                      .encode("utf-8", "surrogateescape"))
+    return digest.hexdigest()
+
+
+@functools.lru_cache(maxsize=1)
+def _eval_code_digest() -> str:
+    # The eval cache holds finished pixels: after a change to the code that makes them (or
+    # to the decoders underneath), the old pixels are stale.
+    from PIL import __version__ as pillow_version
+
+    digest = hashlib.sha256(f"{tf.__version__}\0{pillow_version}".encode())
+    for module_file in (transforms.__file__, __file__):
+        try:
+            digest.update(Path(module_file).read_bytes())
+        except (OSError, TypeError):
+            digest.update(str(module_file).encode())
+    return digest.hexdigest()
+
+
+def _cache_prefix(directory: str | os.PathLike, cache_name: str, cache_key: str,
+                  training: bool, geometry: Geometry) -> Path:
+    """``<directory>/<cache_name>.cache-<key>``; the key hashes all that decides the content."""
+    parts: dict[str, Any] = {"format": CACHE_FORMAT, "split": cache_name, "source": cache_key,
+                             "path": "train" if training else "eval"}
+    if not training:  # finished images, not encoded bytes
+        parts.update(image_size=list(geometry.image_size),
+                     crop_fraction=float(geometry.crop_fraction),
+                     interpolation=geometry.interpolation, channels=int(geometry.channels),
+                     code=_eval_code_digest())
+    key = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+    return Path(directory) / f"{cache_name}.cache-{key}"
+
+
+@contextlib.contextmanager
+def _cache_lock(prefix: Path) -> Iterator[bool]:
+    """Holds an exclusive lock on ``<prefix>.lock`` while a file cache is filled.
+
+    Another zoo process filling the same cache is waited for, not disturbed: tf.data's own
+    lock file only makes a second filler fail, and in failing it deletes the first filler's
+    files. The operating system drops the lock of a process that dies, so a tf.data lock file
+    found while holding this one was left by an interrupted run.
+
+    Yields:
+        Whether the lock is held (False where the system or file system has no file locks).
+    """
+    if fcntl is None:
+        yield False
+        return
+    with open(f"{prefix}.lock", "a") as handle:
+        held = True
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            warnings.warn(f"Waiting for another process that is filling the file cache "
+                          f"{prefix}.", UserWarning, stacklevel=7)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        except OSError:
+            held = False
+        try:
+            yield held
+        finally:
+            if held:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _remove_unfinished(prefix: Path) -> None:
+    """Deletes what an interrupted fill of the cache ``prefix`` (and of no other) left behind.
+
+    Only tf.data's names for a cache being written under this exact prefix are touched: its
+    ``<prefix>_<n>.lockfile``, the ``.index`` and ``.data-*`` shards and their temporary
+    ``.tempstate*`` files. The caller holds the cache's lock and has seen no ``<prefix>.index``.
+    """
+    pattern = re.compile(re.escape(prefix.name)
+                         + r"(_\d+)?\.(lockfile|index|data-\d+-of-\d+)(\.tempstate\d+)?")
+    removed = []
+    for entry in prefix.parent.iterdir():
+        if pattern.fullmatch(entry.name) and entry.is_file():
+            entry.unlink()
+            removed.append(entry.name)
+    if removed:
+        warnings.warn(f"Removed {len(removed)} file(s) of an unfinished file cache left by an "
+                      f"interrupted run ({', '.join(sorted(removed))}); filling "
+                      f"{prefix.name} again.", UserWarning, stacklevel=6)
+
+
+def _fill(ds: tf.data.Dataset) -> None:
+    # Filled now, by one plain pass. Under a distribution strategy (Mirrored on two devices,
+    # MultiWorkerMirrored), Keras iterates a rewrite of the dataset that shares this cache,
+    # and a cache first filled that way sometimes kept only part of the split (113-119 of
+    # 120 validation images, about one run in five) for the rest of the run. The pass does
+    # work the first epoch would do anyway.
+    ds.reduce(np.int64(0), lambda count, _: count + 1)
+
+
+def _file_cache(ds: tf.data.Dataset, prefix: Path) -> tf.data.Dataset:
+    """``ds.cache(prefix)``, complete on return; an unfinished cache is never read."""
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    ds = ds.cache(str(prefix))
+    # tf.data writes the index last, once every element is in: with it, the cache is complete
+    # and is only ever read (no lock needed, so a read-only cache directory works too).
+    index = Path(f"{prefix}.index")
+    if index.exists():
+        return ds
+    with _cache_lock(prefix) as locked:
+        if index.exists():  # filled meanwhile by the process this one waited for
+            return ds
+        if locked:
+            _remove_unfinished(prefix)
+        try:
+            _fill(ds)
+        except tf.errors.AlreadyExistsError:
+            raise RuntimeError(
+                f"The file cache {prefix} is being filled by another run, or a run filling it "
+                f"was interrupted, and this file system has no locks to tell which. If no "
+                f"other run uses it, delete the files {prefix.name}_* in {prefix.parent} "
+                "that are left and run again.") from None
+    return ds
+
+
 def build_dataset(ds: tf.data.Dataset, *, training: bool, size: int | None,
                   geometry: Geometry, plan, batch_size: int, num_classes: int,
                   label_mode: str, seed: int, read_files: bool, cache: bool | str,
@@ -652,7 +801,8 @@ def build_dataset(ds: tf.data.Dataset, *, training: bool, size: int | None,
                   kinds: Sequence[int] = transforms.ALL_KINDS,
                   oriented: bool = True, largest_side: int | None = None,
                   skip_errors: bool = True,
-                  cache_name: str = "train") -> tf.data.Dataset:
+                  cache_name: str = "train",
+                  cache_key: str | None = None) -> tf.data.Dataset:
     """Turns ``(source, label, kind, orientation)`` elements into batches of pixels and labels.
 
     Args:
@@ -666,10 +816,14 @@ def build_dataset(ds: tf.data.Dataset, *, training: bool, size: int | None,
         label_mode: ``"int"`` or ``"categorical"``.
         seed: Seed of shuffling and of the per-image random crops and flips.
         read_files: Whether sources are paths to read.
-        cache: True caches in memory, a string is a directory for file caches
-            (``<cache>/<cache_name>.cache*``), False does not cache. The train path caches
-            encoded bytes (the random crops differ every epoch); the eval path caches its
-            finished uint8 images. A cache is filled before this returns.
+        cache: True caches in memory, a path is a directory for file caches, False does
+            not cache. The train path caches encoded bytes (the random crops differ every
+            epoch); the eval path caches its finished uint8 images. A cache is filled before
+            this returns. File caches are named ``<cache>/<cache_name>.cache-<key>.*``, the
+            key a hash of ``cache_key``, the split's name, a format version and, on the eval
+            path, the geometry and a digest of the decoding code and library versions: other
+            inputs make another cache beside it, and a cache whose fill was interrupted is
+            filled again, never read (see ``_file_cache``).
         cache_bytes: Estimated memory the cache would take; over ``DEFAULT_CACHE_LIMIT`` an
             in-memory cache is not made.
         shuffle: Shuffle the train path every epoch (seeded).
@@ -683,6 +837,8 @@ def build_dataset(ds: tf.data.Dataset, *, training: bool, size: int | None,
         largest_side: The largest shorter side among the images, when known; below twice
             the output size no crop can be DCT-downscaled and that machinery is left out.
         cache_name: Name of this split's file cache.
+        cache_key: What decides the elements (a digest of the files with their sizes and
+            mtimes, or a TFDS dataset, version and split); needed for a file cache.
         skip_errors: On the train path, drop (with a logged warning) an image whose
             decoding fails although it passed the fast check, which does not decode every
             file, rather than stop training mid-epoch; the epoch keeps its length. The eval
@@ -707,16 +863,13 @@ def build_dataset(ds: tf.data.Dataset, *, training: bool, size: int | None,
             return d
         if cache is True:
             d = d.cache()
-        else:
-            Path(cache).mkdir(parents=True, exist_ok=True)
-            d = d.cache(str(Path(cache) / f"{cache_name}.cache"))
-        # Filled now, by one plain pass. Under a distribution strategy (Mirrored on two
-        # devices, MultiWorkerMirrored), Keras iterates a rewrite of the dataset that shares
-        # this cache, and a cache first filled that way sometimes kept only part of the
-        # split (113-119 of 120 validation images, about one run in five) for the rest of
-        # the run. The pass does work the first epoch would do anyway.
-        d.reduce(np.int64(0), lambda count, _: count + 1)
-        return d
+            _fill(d)
+            return d
+        if cache_key is None:
+            raise ValueError("A file cache needs cache_key= (what decides the elements, e.g. "
+                             "the files with their sizes and mtimes); without it a stale or "
+                             "another source's cache could be read.")
+        return _file_cache(d, _cache_prefix(cache, cache_name, cache_key, training, geometry))
 
     if training:
         if cache and read_files:
@@ -897,7 +1050,14 @@ def from_folder(
             and val alike; mixup and cutmix need and default to ``"categorical"``.
         cache: Cache the train bytes and finished val images in memory (True), in files
             under a directory (a path, e.g. inside the run dir; not inside ``root``), or
-            not (False). Caches are filled before this returns.
+            not (False). Caches are filled before this returns. A file cache is named by a
+            key over everything that decides its content (each file's path, size, mtime,
+            label and decoder; on the val and test splits also image size, crop fraction,
+            interpolation, channels and the decoding code), so folders and settings can
+            share one directory, and a changed file makes a new cache rather than reading
+            the old one. Caches of other keys are left in place (delete the directory to
+            reclaim the space); an unfinished cache left by an interrupted run is deleted
+            and filled again, and another process filling the same cache is waited for.
         shuffle: Shuffle the training images every epoch.
         deterministic: Fix the order of the train path under parallel maps (slower); the
             val path is always in order.
@@ -911,6 +1071,8 @@ def from_folder(
     Raises:
         FileNotFoundError: If ``root`` does not exist.
         ValueError: If no usable images or only one class are found, or for bad arguments.
+        RuntimeError: If a file cache may be in use by another run and, without file locks
+            on this system, that cannot be told from a run that was interrupted.
     """
     # Absolute (symlinks kept): the datasets read these paths later, whatever the cwd.
     root = Path(root).expanduser().absolute()
@@ -1053,10 +1215,18 @@ def from_folder(
     common = dict(geometry=geometry, plan=plan, batch_size=batch_size,
                   num_classes=len(class_names), label_mode=label_mode, seed=seed,
                   read_files=True, cache=cache, drop_remainder=drop_remainder)
+    file_cache = isinstance(cache, (str, os.PathLike))
+
+    def cache_key(fs):
+        # Stat'ed only for a file cache, and before it is filled: a file rewritten during the
+        # fill can then only leave the cache newer than its key, never older (stat'ed after,
+        # the old bytes could be filed under the new file's key).
+        return _files_cache_key(fs) if file_cache else None
+
     train_bytes = sum(f.nbytes for f in train_files)
     train = build_dataset(_records(train_files), training=True, size=len(train_files),
-                          cache_bytes=train_bytes, shuffle=shuffle,
-                          deterministic=deterministic, **_decoders(train_files), **common)
+                          cache_bytes=train_bytes, shuffle=shuffle, deterministic=deterministic,
+                          cache_key=cache_key(train_files), **_decoders(train_files), **common)
     per_image = geometry.image_size[0] * geometry.image_size[1] * geometry.channels
 
     def eval_split(split):
@@ -1064,7 +1234,8 @@ def from_folder(
         if not fs:
             return None
         return build_dataset(_records(fs), training=False, size=len(fs), cache_name=split,
-                             cache_bytes=len(fs) * per_image, **_decoders(fs), **common)
+                             cache_key=cache_key(fs), cache_bytes=len(fs) * per_image,
+                             **_decoders(fs), **common)
 
     return ImageData(
         train=train, val=eval_split("val"), test=eval_split("test"), class_names=class_names,

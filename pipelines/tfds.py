@@ -55,6 +55,27 @@ def _resolve_splits(info, split, validation_split: float) -> dict[str, str]:
     return {"train": f"{train}[:{cut}%]", "val": f"{train}[{cut}%:]"}
 
 
+def _cache_key(builder, split_name: str, image_key: str, label_key: str,
+               seed: int | None) -> str:
+    """What decides a TFDS split's cached elements, for ``build_dataset(cache_key=)``.
+
+    The dataset with its config and version, its prepared directory (with the size and
+    mtime of each file there, so that a dataset prepared again gives another key), the split
+    string, the two features, and the seed where it orders the elements (shuffled files).
+    """
+    prepared = []
+    try:
+        for entry in sorted(os.scandir(builder.data_dir), key=lambda e: e.name):
+            if entry.is_file():
+                stat = entry.stat()
+                prepared.append([entry.name, stat.st_size, stat.st_mtime_ns])
+    except OSError:  # not a local directory (e.g. gs://) or not there (TFDS' mock data)
+        pass
+    return json.dumps({"dataset": builder.info.full_name, "data_dir": str(builder.data_dir),
+                       "split": split_name, "image_key": image_key, "label_key": label_key,
+                       "seed": seed, "prepared": prepared}, sort_keys=True)
+
+
 def from_tfds(
     name: str,
     split: str | Sequence[str] | None = None,
@@ -107,6 +128,11 @@ def from_tfds(
         out_dir: Where to write ``split.json`` (dataset, version and split strings).
         manifest_dir: Another name for ``out_dir``.
         cache: As in :func:`from_folder`; off by default since TFDS datasets are large.
+            Only the validation and test images are cached here (the train path reads
+            TFDS' records every epoch). A file cache is keyed by the dataset's full name and
+            version, its prepared directory and files (sizes, mtimes), the split string,
+            the features and the geometry: another dataset, split or size in the same
+            directory makes another cache.
         shuffle_buffer: Shuffle buffer of the train path (on top of TFDS' file shuffling).
         deterministic: Fix the train order under parallel maps.
         drop_remainder: Drop the last partial batch.
@@ -179,9 +205,13 @@ def from_tfds(
     train_size = num_examples(splits["train"])
     train = build_dataset(records(splits["train"], True), training=True, size=train_size,
                           shuffle_buffer=min(shuffle_buffer, train_size or shuffle_buffer),
-                          deterministic=deterministic, **common)
+                          deterministic=deterministic,
+                          cache_key=_cache_key(builder, splits["train"], image_key, label_key,
+                                               seed), **common)
     evals = {key: build_dataset(records(splits[key], False), training=False,
-                                size=num_examples(splits[key]), cache_name=key, **common)
+                                size=num_examples(splits[key]), cache_name=key,
+                                cache_key=_cache_key(builder, splits[key], image_key,
+                                                     label_key, None), **common)
              for key in ("val", "test") if key in splits}
 
     def count() -> dict[str, dict[str, int]]:

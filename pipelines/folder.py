@@ -65,6 +65,7 @@ class ImageFile:
         orientation: EXIF orientation (1 to 8) of a ``KIND_JPEG`` file.
         nbytes: File size.
         short_side: The image's shorter side in pixels.
+        fmt: Its format as ``transforms.GRAPH_FORMATS`` names it (``"png"``, ...).
     """
 
     path: str
@@ -73,6 +74,7 @@ class ImageFile:
     orientation: int = 1
     nbytes: int = 0
     short_side: int = 0
+    fmt: str = ""
 
 
 @dataclass
@@ -201,7 +203,7 @@ def _full_decode(data: bytes, kind: int) -> None:
         raise BadImage(f"truncated or corrupt image data ({message[:160]})") from None
 
 
-def probe(path: str, full: bool = False) -> tuple[int, int, int]:
+def probe(path: str, full: bool = False) -> tuple[int, int, int, int, str]:
     """Checks one file and says how to decode it.
 
     The fast check reads the header with Pillow and the file's last bytes; a file whose end
@@ -213,7 +215,8 @@ def probe(path: str, full: bool = False) -> tuple[int, int, int]:
         full: Decode every file fully.
 
     Returns:
-        ``(kind, orientation, nbytes, short_side)``.
+        ``(kind, orientation, nbytes, short_side, fmt)``, ``fmt`` one of
+        ``transforms.GRAPH_FORMATS``.
 
     Raises:
         BadImage: With the reason the file cannot be used.
@@ -274,7 +277,9 @@ def probe(path: str, full: bool = False) -> tuple[int, int, int]:
         _full_decode(data, KIND_PIL)
     if full or not complete:
         _full_decode(data, kind)
-    return kind, orientation, size, min(width, height)
+    graph_format = {"JPEG": "jpeg", "MPO": "jpeg", "DIB": "bmp"}.get(pil_format,
+                                                                     pil_format.lower())
+    return kind, orientation, size, min(width, height), graph_format
 
 
 # --------------------------------------------------------------------------------------
@@ -800,6 +805,7 @@ def build_dataset(ds: tf.data.Dataset, *, training: bool, size: int | None,
                   drop_remainder: bool = False,
                   kinds: Sequence[int] = transforms.ALL_KINDS,
                   oriented: bool = True, largest_side: int | None = None,
+                  formats: Sequence[str] = transforms.GRAPH_FORMATS,
                   skip_errors: bool = True,
                   cache_name: str = "train",
                   cache_key: str | None = None) -> tf.data.Dataset:
@@ -834,6 +840,7 @@ def build_dataset(ds: tf.data.Dataset, *, training: bool, size: int | None,
         drop_remainder: Drop the last partial batch (static batch shapes for TPUs).
         kinds: The decoder kinds that occur (only their decoders enter the graph).
         oriented: Whether any JPEG needs an EXIF rotation.
+        formats: The formats of ``KIND_GRAPH`` files (only their decoders enter the graph).
         largest_side: The largest shorter side among the images, when known; below twice
             the output size no crop can be DCT-downscaled and that machinery is left out.
         cache_name: Name of this split's file cache.
@@ -849,7 +856,8 @@ def build_dataset(ds: tf.data.Dataset, *, training: bool, size: int | None,
     """
     autotune = tf.data.AUTOTUNE
     size_hw = geometry.image_size
-    decoders = dict(kinds=tuple(kinds) or (KIND_JPEG,), oriented=oriented)
+    decoders = dict(kinds=tuple(kinds) or (KIND_JPEG,), oriented=oriented,
+                    formats=tuple(formats) or transforms.GRAPH_FORMATS)
     if deterministic is None:
         deterministic = not training
     if cache is True and cache_bytes is not None and cache_bytes > DEFAULT_CACHE_LIMIT:
@@ -969,6 +977,7 @@ def _decoders(files: Sequence[ImageFile]) -> dict:
     # that no file needs: fewer ops per image.
     return dict(kinds=tuple(sorted({f.kind for f in files})) or (KIND_JPEG,),
                 oriented=any(f.orientation != 1 for f in files),
+                formats=tuple(sorted({f.fmt for f in files if f.kind == KIND_GRAPH})),
                 largest_side=max((f.short_side for f in files), default=0))
 
 

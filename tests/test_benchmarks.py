@@ -56,3 +56,16 @@ def test_pipeline_pieces_benchmark_measures_every_piece(tmp_path, capsys):
     rows = table_rows(capsys.readouterr().out)
     assert len(rows) == 8 and all(v[1] > 0 for v in rows.values()), rows
     assert 'ours, augment="standard" (all of it)' in rows
+
+
+def test_decode_benchmark_measures_both_decoders(tmp_path, capsys):
+    # Both train paths must see every image once per epoch (asserted inside), each with the
+    # decoder it names (asserted on its files' kinds).
+    assert load("decode").main(["--images", "16", "--rounds", "1",
+                                "--workdir", str(tmp_path)]) == 0
+    rows = table_rows(capsys.readouterr().out)
+    assert all(v > 0 for v in rows["ours: TensorFlow decoders (graph_decode)"]), rows
+    assert all(v > 0 for v in rows["Pillow in tf.numpy_function"]), rows
+    assert all(v > 0 for v in rows["ours / Pillow"]), rows
+    suffixes = {p.suffix for p in (tmp_path / "mixed-16").glob("class_*/*")}
+    assert suffixes == {".png", ".gif", ".webp"}, suffixes

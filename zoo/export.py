@@ -38,8 +38,9 @@ top ``k`` classes, best first, ``k`` set at export):
 A bad image (not an image, empty, truncated) makes the request fail with
 ``InvalidArgumentError`` and the decoder's message ("Unknown image file format...",
 "Input is empty", "Invalid JPEG data..."), as does a file the graph's decoder does not read
-("Unsupported BMP (4 bits per pixel, compression 0)...", "Unsupported WebP: an animation"). TF Serving answers that with HTTP 400 / gRPC
-``INVALID_ARGUMENT`` for that request and goes on serving. TensorFlow has no in-graph way to
+("Unsupported BMP (4 bits per pixel, compression 0)...", "Unsupported WebP: an
+animation"). TF Serving answers that with HTTP 400 / gRPC ``INVALID_ARGUMENT`` for that
+request and goes on serving. TensorFlow has no in-graph way to
 catch a failed decode per image, so a batch with one bad image fails as a whole; the client
 learns which one by resending singly (``zoo predict`` does that).
 

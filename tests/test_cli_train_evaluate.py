@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -76,16 +77,17 @@ def test_evaluate_rejects_unknown_class_folders(trained_run, digits_folder, tmp_
 
 
 def test_evaluate_matches_imagenet_wordnet_folders(tmp_path):
-    # A weights file of a 1000-class model stands in for a downloaded ImageNet set.
-    model = zoo.build("lenet5", num_classes=1000)
-    weights = tmp_path / "lenet_imagenet.weights.h5"
+    # A weights file of a 1000-class model stands in for a downloaded ImageNet set (LeNet-5
+    # would be built with its own default of 10 classes and leave the file's head out).
+    model = zoo.build("resnet18")
+    weights = tmp_path / "resnet18_imagenet.weights.h5"
     model.save_weights(weights)
     folder = tmp_path / "val"
     for wnid in ("n01440764", "n01443537"):  # tench, goldfish
         (folder / wnid).mkdir(parents=True)
         for i in range(2):
             Image.fromarray(np.full((40, 40, 3), 60 * i, "uint8")).save(folder / wnid / f"{i}.png")
-    metrics = evaluate("lenet5", folder, weights=str(weights), out_dir=tmp_path / "eval")
+    metrics = evaluate("resnet18", folder, weights=str(weights), out_dir=tmp_path / "eval")
     assert metrics["num_images"] == 4
     assert set(metrics["per_class"]) >= {"tench", "goldfish"}
     assert metrics["per_class"]["tench"]["support"] == 2
@@ -137,3 +139,42 @@ def test_cli_warnings_are_plain_lines_and_the_format_is_restored(monkeypatch):
     assert main(["list"]) == 0
     assert seen["line"] == "UserWarning: Skipped 3 file(s)\n"
     assert warnings.formatwarning is before  # in-process callers keep their own format
+
+
+def test_train_and_lr_find_without_a_validation_split(digits_folder, tmp_path, capsys):
+    run = tmp_path / "run"
+    code = main(["train", "--data", str(digits_folder), "--model", "lenet5", "--weights",
+                 "none", "--epochs", "1", "--validation-split", "0", "--out", str(run)])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "no validation split" in out.lower()
+    assert f"run directory: {run}" in out
+    info = json.loads((run / "run.json").read_text())
+    assert info["validation"] == "none" and info["val_accuracy"] is None
+    assert info["recipe"]["validation_split"] == 0
+    # Every readable image trained: nothing was held out.
+    assert sum(info["data"]["counts"]["train"].values()) == 1797
+    assert (run / "best.keras").is_file()
+    code = main(["lr-find", "--data", str(digits_folder), "--model", "lenet5", "--weights",
+                 "none", "--validation-split", "0", "--out", str(tmp_path / "lr"),
+                 "--steps", "5"])
+    assert code == 0 and (tmp_path / "lr" / "lr_find.png").is_file()
+
+
+def test_train_refuses_patience_without_a_validation_split(digits_folder, tmp_path, capsys):
+    code = main(["train", "--data", str(digits_folder), "--model", "lenet5", "--weights",
+                 "none", "--epochs", "1", "--validation-split", "0", "--patience", "2",
+                 "--out", str(tmp_path / "run")])
+    assert code == 2
+    assert "--validation-split" in capsys.readouterr().err
+
+
+def test_cli_info_shows_the_default_class_count(capsys):
+    assert main(["info", "lenet5"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^num_classes\s+10 ", out, re.MULTILINE), out
+    # C1, C3, C5 (5x5 convolutions), F6 and the 10-way output, weights and biases.
+    params = (25 * 1 + 1) * 6 + (25 * 6 + 1) * 16 + (25 * 16 + 1) * 120 + 121 * 84 + 85 * 10
+    assert f"{params:,}" in out
+    assert main(["info", "resnet18"]) == 0
+    assert re.search(r"^num_classes\s+1000 ", capsys.readouterr().out, re.MULTILINE)

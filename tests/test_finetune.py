@@ -45,7 +45,8 @@ def digits_data(n_train=None, batch=64, nan=False):
     return types.SimpleNamespace(
         train=tf.data.Dataset.from_tensor_slices((xtr, ytr)).shuffle(2000, seed=0).batch(batch),
         val=tf.data.Dataset.from_tensor_slices((xva, yva)).batch(batch),
-        class_names=[str(i) for i in range(10)], counts={"train": len(ytr)}, skipped=[])
+        class_names=[str(i) for i in range(10)], counts={"train": len(ytr)}, skipped=[],
+        batch_size=batch)
 
 
 def test_scratch_run_leaves_everything_a_run_should(tmp_path):
@@ -292,34 +293,43 @@ _WORKER = textwrap.dedent("""
     sys.path.insert(0, {tests!r})
     from test_finetune import digits_data
     from zoo.recipes.finetune import finetune
-    result = finetune("lenet5", digits_data(), weights=None, epochs=6, out_dir=sys.argv[1],
-                      verbose=0, strategy=sys.argv[2], precision="float32", batch_size=32)
+    # Defaults: the accuracy comparisons; the console tests ask for less and for output.
+    epochs = int(os.environ.get("ZOO_TEST_EPOCHS", "6"))
+    n_train = int(os.environ.get("ZOO_TEST_N_TRAIN", "0")) or None
+    result = finetune("lenet5", digits_data(n_train=n_train), weights=None, epochs=epochs,
+                      out_dir=sys.argv[1], verbose=int(os.environ.get("ZOO_TEST_VERBOSE", "0")),
+                      strategy=sys.argv[2], precision="float32", batch_size=32)
     print("RESULT " + json.dumps({{"val_accuracy": result.metrics["val_accuracy"],
           "val_images": result.metrics["num_images"], "replicas": strategy.num_replicas_in_sync,
           "strategy": __import__("zoo.distribute").distribute.strategy_name(strategy)}}))
 """).format(tests=str(REPO / "tests"))
 
 
-def _run_workers(tmp_path, envs, strategy, timeout=600):
+def _run_workers(tmp_path, envs, strategy, timeout=600, separate_stderr=False):
+    """Runs ``_WORKER`` once per environment; each result has the process's ``stdout``.
+
+    Standard error goes into ``stdout`` unless ``separate_stderr`` (then it is ``stderr``).
+    """
     script = tmp_path / "worker.py"
     script.write_text(_WORKER)
     procs = [subprocess.Popen([sys.executable, str(script), str(tmp_path / f"run{i}"), strategy],
                               env={**os.environ, **env}, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True)
+                              stderr=subprocess.PIPE if separate_stderr else subprocess.STDOUT,
+                              text=True)
              for i, env in enumerate(envs)]
     outputs = []
     try:
         for proc in procs:
-            out, _ = proc.communicate(timeout=timeout)
-            outputs.append(out)
+            out, err = proc.communicate(timeout=timeout)
+            outputs.append((out, err or ""))
     finally:
         for proc in procs:
             proc.kill()
     results = []
-    for out in outputs:
+    for out, err in outputs:
         lines = [line for line in out.splitlines() if line.startswith("RESULT ")]
-        assert lines, out[-3000:]
-        results.append(json.loads(lines[-1][7:]))
+        assert lines, (out + err)[-3000:]
+        results.append({**json.loads(lines[-1][7:]), "stdout": out, "stderr": err})
     return results
 
 
@@ -350,10 +360,16 @@ def test_two_worker_multiworker_mirrored_strategy(tmp_path, one_device_accuracy)
     ports = _free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
     envs = [{"TF_CONFIG": json.dumps({"cluster": cluster,
-                                      "task": {"type": "worker", "index": i}})}
+                                      "task": {"type": "worker", "index": i}}),
+             "ZOO_TEST_VERBOSE": "2"}
             for i in range(2)]
     results = _run_workers(tmp_path, envs, "auto")
     assert [r["strategy"] for r in results] == ["MultiWorkerMirroredStrategy"] * 2
+    for index, result in enumerate(results):
+        # Each worker says what it trains under, and which worker it is.
+        assert (f"Training lenet5 on 10 classes: MultiWorkerMirroredStrategy, 2 replica(s) "
+                f"in sync over 2 workers (this is worker {index}: CPU:0), global batch 64, "
+                "float32.") in result["stdout"].splitlines()
     assert results[0]["replicas"] == 2
     # Synchronous training: both workers hold the same model, measured on the whole split.
     assert results[0]["val_accuracy"] == results[1]["val_accuracy"]
@@ -362,3 +378,134 @@ def test_two_worker_multiworker_mirrored_strategy(tmp_path, one_device_accuracy)
     # Only the chief writes the run directory.
     assert (tmp_path / "run0" / "run.json").exists()
     assert not (tmp_path / "run1").exists()
+
+
+def write_small_digits(root: Path, per_class: int = 16) -> Path:
+    """The first ``per_class`` scans of each digit as PNGs under ``root/<digit>/``."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    written: dict[int, int] = {}
+    for index, (image, label) in enumerate(zip(digits.images, digits.target)):
+        if written.get(int(label), 0) >= per_class:
+            continue
+        written[int(label)] = written.get(int(label), 0) + 1
+        folder = root / str(label)
+        folder.mkdir(parents=True, exist_ok=True)
+        pixels = np.round(image / 16.0 * 255).astype("uint8")
+        Image.fromarray(pixels, mode="L").save(folder / f"digit_{index:04d}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def small_digits(tmp_path_factory):
+    return write_small_digits(tmp_path_factory.mktemp("small") / "digits")
+
+
+def _no_validation_data(root):
+    import pipelines
+
+    data = pipelines.from_folder(root, model="lenet5", validation_split=0, batch_size=32,
+                                 augment="none")
+    assert data.val is None and not data.val_files
+    return data
+
+
+class WeightsPerEpoch(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.weights = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.weights.append([w.copy() for w in self.model.get_weights()])
+
+
+def _assert_run_says_no_validation(run: Path, result) -> None:
+    assert result.metrics["val_accuracy"] is None and result.metrics["validation"] == "none"
+    for name in ("best.keras", "run.json", "README.md", "metrics.json", "history.csv",
+                 "class_names.txt", "training_curves.png"):
+        assert (run / name).is_file(), name
+    # Nothing was measured, so there is nothing to plot per class or image.
+    for name in ("confusion_matrix.png", "misclassified.png", "gradcam.png"):
+        assert not (run / name).exists(), name
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["val_accuracy"] is None and metrics["validation"] == "none"
+    info = json.loads((run / "run.json").read_text())
+    assert info["status"] == "finished"
+    assert info["val_accuracy"] is None and info["validation"] == "none"
+    assert info["kept"] == "last epoch"
+    card = (run / "README.md").read_text()
+    assert "No validation split" in card and "last epoch" in card
+    assert "confusion_matrix.png" not in card
+
+
+def test_scratch_run_without_validation_keeps_the_last_epoch(small_digits, tmp_path, capsys):
+    data = _no_validation_data(small_digits)
+    epochs = WeightsPerEpoch()
+    result = ft.finetune("lenet5", data, weights=None, epochs=2, out_dir=tmp_path / "run",
+                         verbose=2, callbacks=[epochs])
+    _assert_run_says_no_validation(tmp_path / "run", result)
+    out = capsys.readouterr().out
+    assert "no validation split" in out.lower() and "last epoch" in out
+    assert len(result.history["loss"]) == 2 and "val_loss" not in result.history
+    saved = keras.saving.load_model(tmp_path / "run" / "best.keras")
+    assert len(epochs.weights) == 2
+    for kept, last in zip(saved.get_weights(), epochs.weights[-1]):
+        np.testing.assert_array_equal(kept, last)
+    assert any(not np.array_equal(a, b) for a, b in zip(epochs.weights[0], epochs.weights[1]))
+
+
+def _lenet_weights_file(tmp_path) -> str:
+    path = tmp_path / "pretrained.weights.h5"
+    zoo.build("lenet5", input_shape=(32, 32, 1), num_classes=10).save_weights(path)
+    return str(path)
+
+
+def test_two_stage_run_without_validation(small_digits, tmp_path):
+    weights = _lenet_weights_file(tmp_path)
+    result = ft.finetune("lenet5", _no_validation_data(small_digits), weights=weights,
+                         epochs=2, out_dir=tmp_path / "run", verbose=0)
+    _assert_run_says_no_validation(tmp_path / "run", result)
+    log = (tmp_path / "run" / "history.csv").read_text().splitlines()
+    assert len(log) == 3  # header + 1 head epoch + 1 fine-tuning epoch
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["weights"] == weights
+
+
+def test_two_stage_run_without_validation_resumes_in_stage_two(small_digits, tmp_path):
+    weights = _lenet_weights_file(tmp_path)
+    data = _no_validation_data(small_digits)
+    with pytest.raises(KeyboardInterrupt):
+        ft.finetune("lenet5", data, weights=weights, epochs=4, out_dir=tmp_path / "run",
+                    verbose=0, callbacks=[Interrupt(2)])
+    assert json.loads((tmp_path / "run" / "state.json").read_text())["stage1"] == "done"
+    seen = FirstEpoch()
+    result = ft.finetune("lenet5", data, weights=weights, epochs=4, out_dir=tmp_path / "run",
+                         verbose=0, callbacks=[seen])
+    assert seen.epochs == [2, 3]  # stage 1 (epoch 0) and stage 2's epoch 1 were kept
+    assert len(result.history["loss"]) == 4
+    assert result.metrics["validation"] == "none"
+
+
+def test_options_that_need_validation_are_refused_without_it(small_digits, tmp_path):
+    data = _no_validation_data(small_digits)
+    with pytest.raises(ValueError, match=r"patience=3.*no validation.*validation_split"):
+        ft.finetune("lenet5", data, weights=None, epochs=1, out_dir=tmp_path / "a",
+                    verbose=0, patience=3)
+    watcher = keras.callbacks.ReduceLROnPlateau(monitor="val_loss")
+    with pytest.raises(ValueError, match=r"ReduceLROnPlateau.*'val_loss'.*validation_split"):
+        ft.finetune("lenet5", data, weights=None, epochs=1, out_dir=tmp_path / "b",
+                    verbose=0, callbacks=[watcher])
+    assert not (tmp_path / "a" / "best.keras").exists()
+    # A split is the pipeline's business when the caller built the pipeline.
+    with pytest.raises(ValueError, match=r"validation_split=0.1 applies when finetune builds"):
+        ft.finetune("lenet5", data, weights=None, epochs=1, out_dir=tmp_path / "c",
+                    verbose=0, validation_split=0.1)
+
+
+def test_find_learning_rate_without_validation(small_digits, tmp_path):
+    finding = ft.find_learning_rate("lenet5", small_digits, weights=None, validation_split=0,
+                                    out_dir=tmp_path / "lr", steps=8)
+    assert (tmp_path / "lr" / "lr_find.png").is_file() and finding.suggestion > 0
+    split = json.loads((tmp_path / "lr" / "split.json").read_text())
+    assert split["validation_split"] == 0 and not split["splits"]["val"]

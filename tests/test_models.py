@@ -199,3 +199,35 @@ def test_describe_reports_measured_figures():
     assert info["gmacs"] == pytest.approx(0.71, rel=0.01)
     assert info["twins"] == {"torchvision": "alexnet"}
     assert info["input_size"] == (224, 224, 3)
+
+
+def _lenet5_params(num_classes: int) -> int:
+    def conv(size, inputs, filters):
+        return (size * size * inputs + 1) * filters
+
+    def dense(inputs, units):
+        return (inputs + 1) * units
+
+    return (conv(5, 1, 6) + conv(5, 6, 16) + conv(5, 16, 120) + dense(120, 84)
+            + dense(84, num_classes))
+
+
+def test_lenet5_defaults_to_the_ten_digits():
+    lenet = zoo.build("lenet5")
+    assert lenet.output_shape == (None, 10)
+    assert lenet.count_params() == _lenet5_params(10)
+    info = zoo.describe("lenet5")
+    assert info["num_classes"] == 10
+    assert info["params"] == info["keras_params"] == _lenet5_params(10)
+    # An explicit size still wins, in both directions.
+    assert zoo.build("lenet5", num_classes=1000).output_shape == (None, 1000)
+    assert zoo.build("lenet5", num_classes=3).count_params() == _lenet5_params(3)
+    with pytest.raises(ValueError, match="num_classes must be at least 1; got 0"):
+        zoo.build("lenet5", num_classes=0)
+
+
+def test_imagenet_models_keep_1000_classes_by_default():
+    assert zoo.build("resnet18", input_shape=(64, 64, 3)).output_shape[-1] == 1000
+    assert zoo.build("resnet18", input_shape=(64, 64, 3), num_classes=5).output_shape == (None, 5)
+    assert zoo.describe("resnet18", measure=False)["num_classes"] == 1000
+    assert {n for n in ALL if get_spec(n).num_classes != 1000} == {"lenet5"}

@@ -66,6 +66,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     rows = [
         ["family", info["family"]],
         ["paper", f"{info['paper']} ({info['year']})"],
+        ["num_classes", f"{info['num_classes']} (the default classifier size; the params and "
+         "GMACs are with it)"],
         ["params", f"{info['params']:,} (Keras count_params: {info['keras_params']:,})"],
         ["twins' params", twin_counts or "-"],
         ["GMACs", f"{info['gmacs']} at {'x'.join(map(str, info['input_size'][:2]))}"],
@@ -140,7 +142,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def _recipe_options(args: argparse.Namespace) -> dict:
     options = {}
     for key in ("batch_size", "head_lr", "finetune_lr", "scratch_lr", "unfreeze",
-                "label_smoothing", "weight_decay", "augment", "patience", "seed", "dropout"):
+                "label_smoothing", "weight_decay", "augment", "patience", "seed", "dropout",
+                "validation_split"):
         value = getattr(args, key, None)
         if value is not None:
             options[key] = value
@@ -157,7 +160,11 @@ def cmd_train(args: argparse.Namespace) -> int:
                       precision=args.precision, **_recipe_options(args))
     from zoo.distribute import is_chief
 
-    print(f"\nvalidation accuracy: {result.metrics['val_accuracy']:.4f}")
+    if result.metrics.get("val_accuracy") is None:
+        print("\nno validation split: no validation accuracy; best.keras holds the model of "
+              "the last epoch")
+    else:
+        print(f"\nvalidation accuracy: {result.metrics['val_accuracy']:.4f}")
     if is_chief():
         print(f"run directory: {result.run_dir}")
     else:
@@ -262,6 +269,9 @@ def _add_recipe_arguments(p: argparse.ArgumentParser) -> None:
         p.add_argument(f"--{name}", type=float, dest=name.replace("-", "_"))
     p.add_argument("--unfreeze", help="'all' or the number of top stages to unfreeze")
     p.add_argument("--patience", type=int)
+    p.add_argument("--validation-split", type=float, dest="validation_split",
+                   help="fraction of each class held out when --data has no val/ folder "
+                   "(default 0.2); 0 trains on everything and keeps the last epoch")
 
 
 def build_parser() -> argparse.ArgumentParser:

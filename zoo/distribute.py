@@ -248,3 +248,38 @@ def strategy_name(strategy: tf.distribute.Strategy) -> str:
         if isinstance(strategy, cls):
             return name
     return type(strategy).__name__ if tf.distribute.has_strategy() else "default (one device)"
+
+
+def _short_device(name: str) -> str:
+    # "/job:localhost/replica:0/task:0/device:CPU:0" -> "CPU:0": the job and task are the
+    # same for every device of one process.
+    return name.rsplit("device:", 1)[-1]
+
+
+def describe_strategy(strategy: tf.distribute.Strategy) -> str:
+    """The strategy, its replicas in sync and this process's devices, for one console line.
+
+    Args:
+        strategy: A ``tf.distribute.Strategy``.
+
+    Returns:
+        For example ``"MirroredStrategy, 2 replica(s) in sync (devices: CPU:0, CPU:1)"`` or
+        ``"default strategy, 1 replica(s) in sync (device: CPU:0)"``.
+    """
+    name = strategy_name(strategy)
+    try:
+        devices = [_short_device(d) for d in strategy.extended.worker_devices]
+    except (AttributeError, RuntimeError, NotImplementedError):
+        # The default strategy has no device list: TensorFlow places on the first GPU, if any.
+        first = (tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU"))
+        devices = [_short_device(first[0].name)] if first else []
+        name = "default strategy" if name.startswith("default") else name
+    text = f"{name}, {strategy.num_replicas_in_sync} replica(s) in sync"
+    cluster = _tf_config().get("cluster", {})
+    workers = sum(len(cluster.get(kind, [])) for kind in ("chief", "worker"))
+    if name == "MultiWorkerMirroredStrategy" and workers > 1:
+        task = _tf_config().get("task", {})
+        where = f"{task.get('type', 'worker')} {task.get('index', 0)}"
+        return f"{text} over {workers} workers (this is {where}: {', '.join(devices)})"
+    label = "device" if len(devices) == 1 else "devices"
+    return f"{text} ({label}: {', '.join(devices)})" if devices else text

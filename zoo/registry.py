@@ -64,6 +64,9 @@ class Spec:
         crop_fraction: Centre-crop fraction for evaluation.
         interpolation: Resize interpolation for evaluation.
         preprocessing: Normalisation used when no weights say otherwise.
+        num_classes: Classifier size when ``build`` is not given one: 1000 (ImageNet-1k)
+            unless the architecture belongs to another data set (LeNet-5: the 10 digits).
+            ``describe`` measures params and GMACs with this head.
         weights: Pretrained weight sets by tag, filled in by ``zoo.weights``.
         family_options: Extra options the builder accepts, with their defaults.
         notes: What a teacher should know about how this model differs from the paper.
@@ -86,6 +89,7 @@ class Spec:
     crop_fraction: float = 0.875
     interpolation: str = "bilinear"
     preprocessing: str | dict = "torch"
+    num_classes: int = 1000
     weights: dict = field(default_factory=dict)
     family_options: dict = field(default_factory=dict)
     notes: str = ""
@@ -210,7 +214,7 @@ def build(
     name: str,
     *,
     weights: str | None = None,
-    num_classes: int = 1000,
+    num_classes: int | None = None,
     include_top: bool = True,
     input_shape: Sequence[int] | None = None,
     pooling: str | None = None,
@@ -225,7 +229,8 @@ def build(
     Args:
         name: A registered name, see :func:`list_models`.
         weights: None (random), a catalog tag such as ``"imagenet"``, or a file path.
-        num_classes: Size of the classifier.
+        num_classes: Size of the classifier; None is the spec's default
+            (``describe(name)["num_classes"]``: 1000 for the ImageNet models, 10 for LeNet-5).
         include_top: Whether to add the classifier.
         input_shape: ``(height, width, channels)``; defaults to the spec's input size.
             Any channel count works (1 for grayscale).
@@ -249,6 +254,8 @@ def build(
                         f"its family options are: {accepted}.")
     if pooling not in (None, "avg", "max"):
         raise ValueError(f"pooling must be 'avg', 'max' or None; got {pooling!r}.")
+    if num_classes is None:
+        num_classes = spec.num_classes
     if include_top and num_classes < 1:
         raise ValueError(f"num_classes must be at least 1; got {num_classes!r}.")
     shape = _resolve_input_shape(spec, input_shape)
@@ -373,8 +380,10 @@ def describe(name: str, *, measure: bool = True) -> dict:
         measure: Build the model to count params and GMACs (a few seconds for the largest).
 
     Returns:
-        A plain dict; ``params`` excludes batch-norm statistics (torchvision's count),
-        ``keras_params`` is ``model.count_params()``; ``gmacs`` is at ``input_size``.
+        A plain dict; ``num_classes`` is the default classifier size; ``params``
+        excludes batch-norm statistics (torchvision's count), ``keras_params`` is
+        ``model.count_params()``; both and ``gmacs`` are at ``input_size`` and
+        ``num_classes``.
     """
     spec = get_spec(name)
     info = {
@@ -384,6 +393,7 @@ def describe(name: str, *, measure: bool = True) -> dict:
         "year": spec.year,
         "input_size": tuple(spec.input_size),
         "min_input_size": tuple(spec.min_input_size),
+        "num_classes": spec.num_classes,
         "crop_fraction": spec.crop_fraction,
         "interpolation": spec.interpolation,
         "preprocessing": spec.preprocessing,

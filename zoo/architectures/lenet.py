@@ -61,6 +61,7 @@ register(Spec(
     input_size=(32, 32, 1),
     min_input_size=(16, 16),
     crop_fraction=1.0,
+    num_classes=10,  # the ten digits of the paper's data set (MNIST)
     family_options={"modern": False},
     notes=__doc__.split("\n\n", 1)[1].strip(),
 ))

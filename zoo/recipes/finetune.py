@@ -55,13 +55,19 @@ class Recipe:
         warmup_epochs: Linear warm-up at the start of each stage.
         weight_decay: AdamW decoupled weight decay (not applied to biases and BN).
         label_smoothing: Label smoothing of the cross-entropy.
-        patience: Early stopping patience in epochs (on validation accuracy).
+        patience: Early stopping patience in epochs (on validation accuracy; without a
+            validation split there is no early stopping).
         dropout: Dropout before the classifier (None keeps the family's default).
         scratch_bn_momentum: Batch-norm momentum from scratch (Keras' convention: the weight
             of the old moving statistics). 0.9 is torchvision's training default
             (``momentum=0.1``); Keras' 0.99 needs several hundred steps before its moving
             statistics fit the weights, so a short run from scratch evaluates at chance.
         augment: Augmentation preset when zoo builds the pipeline from a folder.
+        validation_split: Fraction of each class held out for validation when zoo builds
+            the pipeline from a one-folder layout (``root/<class>/*``). 0 trains on every
+            image without validation: the last epoch's model is kept (training loss is no
+            model-selection criterion) and nothing stops early. None in ``run.json`` when
+            the caller built the pipeline and it does not say.
         precision: ``"auto"``, ``"float32"``, ``"mixed_bfloat16"`` or ``"mixed_float16"``.
         strategy: ``"auto"``, ``"one"``, ``"mirrored"``, ``"multiworker"`` or ``"tpu"``.
         seed: Seed of the split, the shuffles and the initialisation.
@@ -83,6 +89,7 @@ class Recipe:
     dropout: float | None = None
     scratch_bn_momentum: float = 0.9
     augment: Any = "standard"
+    validation_split: float | None = 0.2
     precision: str = "auto"
     strategy: str = "auto"
     seed: int = 0
@@ -107,9 +114,11 @@ class FinetuneResult:
     """What :func:`finetune` returns.
 
     Attributes:
-        model: The best model (highest validation accuracy).
+        model: The best model (highest validation accuracy); without a validation split,
+            the last epoch's.
         history: Per-epoch metrics of the whole run, stages concatenated.
-        metrics: Final validation metrics, with ``"val_accuracy"``.
+        metrics: Final validation metrics, with ``"val_accuracy"``; without a validation
+            split ``"val_accuracy"`` is None and ``"validation"`` is ``"none"``.
         run_dir: The run directory.
     """
 
@@ -306,15 +315,51 @@ def _prepare_run_dir(run_dir: Path, data_root: Path | None, overwrite: bool) -> 
     run_dir.mkdir(parents=True, exist_ok=True)
 
 
-def _load_data(data, model_name: str, recipe: Recipe, global_batch: int, run_dir: Path):
+def _load_data(data, model_name: str, recipe: Recipe, global_batch: int, run_dir: Path,
+               options: dict):
     if isinstance(data, (str, os.PathLike)):
         import pipelines
 
         root = Path(data)
         return pipelines.from_folder(root, model=model_name, batch_size=global_batch,
                                      seed=recipe.seed, augment=recipe.augment,
+                                     validation_split=recipe.validation_split,
                                      out_dir=run_dir), root
+    if options.get("validation_split") is not None:
+        # Silently training with the caller's split would contradict what was asked.
+        raise ValueError(
+            f"validation_split={options['validation_split']!r} applies when finetune builds "
+            "the pipeline from a folder path; this data was built by the caller. Pass "
+            "validation_split to pipelines.from_folder (or from_tfds) instead.")
     return data, (Path(data.root) if getattr(data, "root", None) else None)
+
+
+def _say(verbose: int | str, message: str) -> None:
+    # Where and when Keras prints its own progress (stdout, unless interactive logging is
+    # off), so Python-API users see it too: the "zoo" logger has no handler at INFO unless
+    # the program adds one.
+    if verbose != 0 and keras.config.is_interactive_logging_enabled():
+        print(message, flush=True)
+    else:
+        log.info(message)
+
+
+def _refuse_what_needs_validation(recipe_options: dict, callbacks: list | None) -> None:
+    """Raises ValueError for options the caller set that only work with validation data."""
+    needs = []
+    if recipe_options.get("patience") is not None:
+        needs.append(f"patience={recipe_options['patience']!r} (early stopping on validation "
+                     "accuracy)")
+    for callback in callbacks or []:
+        monitor = getattr(callback, "monitor", None)
+        if isinstance(monitor, str) and monitor.startswith("val_"):
+            needs.append(f"the {type(callback).__name__} callback (monitor={monitor!r})")
+    if needs:
+        raise ValueError(
+            f"{' and '.join(needs)} needs validation data, but there is no validation split. "
+            "Hold images out (validation_split=0.2, --validation-split 0.2 on the command "
+            "line, or a root/val folder), or leave that out: without validation the last "
+            "epoch's model is kept.")
 
 
 def finetune(
@@ -347,12 +392,19 @@ def finetune(
             renamed).
         strategy: Overrides the recipe's distribution strategy.
         precision: Overrides the recipe's precision policy.
-        verbose: Keras progress-bar verbosity.
+        verbose: Keras progress-bar verbosity; unless 0, one line first says the strategy,
+            its replicas and devices, the global batch and the precision.
         callbacks: Extra Keras callbacks, added to every stage.
-        **recipe_options: Any field of :class:`Recipe`.
+        **recipe_options: Any field of :class:`Recipe`; ``validation_split=0`` trains on
+            every image of a folder, without validation, and keeps the last epoch.
 
     Returns:
         A :class:`FinetuneResult`.
+
+    Raises:
+        ValueError: Among others, when the data has no validation split and the caller
+            asked for something that needs one (``patience``, a callback that monitors a
+            ``val_`` metric), or passed ``validation_split`` with data it built itself.
     """
     recipe = make_recipe(model_name, weights, strategy=strategy, precision=precision,
                          **recipe_options)
@@ -378,23 +430,35 @@ def finetune(
     if chief:
         _prepare_run_dir(run_dir, data_root, overwrite)
     given_data = not isinstance(data, (str, os.PathLike))
-    data, data_root = _load_data(data, model_name, recipe, global_batch, write_dir)
+    data, data_root = _load_data(data, model_name, recipe, global_batch, write_dir,
+                                 recipe_options)
+    has_val = data.val is not None
     if given_data:
         # The caller built the pipeline; record what it does, not the recipe's default.
         recipe.augment = getattr(data, "augment", "given by the caller")
+        recipe.validation_split = (getattr(data, "manifest", None) or {}).get(
+            "validation_split", None if has_val else 0.0)
+    if not has_val:
+        _refuse_what_needs_validation(recipe_options, callbacks)
     class_names = list(data.class_names)
     num_classes = len(class_names)
     image_shape = tuple(data.train.element_spec[0].shape[1:])
     train = _one_hot(data.train, num_classes)
-    val = _one_hot(data.val, num_classes)
+    val = _one_hot(data.val, num_classes) if has_val else None
     steps = int(train.cardinality()) if int(train.cardinality()) > 0 else None
 
     policy = distribute.resolve_policy(recipe.precision)
     previous_policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(policy)
-    log.info("Training %s on %d classes: %s, %d replica(s), global batch %d, %s.",
-             model_name, num_classes, distribute.strategy_name(strategy_obj), replicas,
-             global_batch, policy)
+    # The batch of the dataset is the global one: tf.distribute splits it between replicas.
+    data_batch = getattr(data, "batch_size", None)
+    batch_text = f"global batch {data_batch}" if data_batch else "batches as the data has them"
+    _say(verbose, f"Training {model_name} on {num_classes} classes: "
+                  f"{distribute.describe_strategy(strategy_obj)}, {batch_text}, {policy}.")
+    if not has_val:
+        _say(verbose, "No validation split: training on every image without validation; "
+                      "the model of the last epoch is kept (no early stopping, no best-epoch "
+                      "selection) and the report has no validation metrics.")
     try:
         with strategy_obj.scope():
             model = build(model_name, weights=weights, num_classes=num_classes,
@@ -411,8 +475,10 @@ def finetune(
                                         epochs=epochs_here, replicas=replicas,
                                         num_classes=num_classes)
             guard = NanGuard()
-            stage_callbacks = [
-                keras.callbacks.BackupAndRestore(str(write_dir / "backup" / stage)),
+            # Without validation nothing chooses an epoch: the stage's last model is saved
+            # after fit. The training loss, on augmented images with smoothed labels and a
+            # cosine tail, says little about which epoch generalises best.
+            selection = [
                 keras.callbacks.ModelCheckpoint(
                     str(write_dir / BEST_MODEL), monitor="val_accuracy", mode="max",
                     save_best_only=True,
@@ -421,6 +487,10 @@ def finetune(
                 keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max",
                                               patience=recipe.patience,
                                               restore_best_weights=True),
+            ] if has_val else []
+            stage_callbacks = [
+                keras.callbacks.BackupAndRestore(str(write_dir / "backup" / stage)),
+                *selection,
                 keras.callbacks.CSVLogger(str(write_dir / "history.csv"), append=True),
                 keras.callbacks.TensorBoard(str(write_dir / "logs")),
                 guard,
@@ -432,12 +502,16 @@ def finetune(
                             callbacks=stage_callbacks, verbose=verbose)
             if guard.where is not None:
                 epoch, batch, loss = guard.where
+                kept = ("the best model so far is kept" if has_val else
+                        "the model of the last stage that finished, if one did, is kept")
                 raise FloatingPointError(
                     f"The loss became {loss} at epoch {epoch}, batch {batch} of stage "
                     f"{stage!r} (peak learning rate {peak_lr:g}). Training "
-                    "stopped; the best model so far is kept in the run directory. Lower "
+                    f"stopped; {kept} in the run directory. Lower "
                     "the learning rate, or check the data for broken labels, and run again "
                     "with overwrite=True.")
+            if not has_val:
+                model.save(write_dir / BEST_MODEL)
             for key, values in fit.history.items():
                 history.setdefault(key, []).extend(float(v) for v in values)
             if fit.history.get("val_accuracy"):
@@ -489,6 +563,8 @@ def finetune(
                  "counts": _jsonable(getattr(data, "counts", {})),
                  "skipped": len(getattr(data, "skipped", []) or [])},
         "val_accuracy": metrics["val_accuracy"],
+        "validation": "held out" if has_val else "none",
+        "kept": "best val_accuracy" if has_val else "last epoch",
         "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     if chief:
@@ -521,8 +597,12 @@ def _float32_copy(model: keras.Model, model_name: str, num_classes: int, image_s
 
 
 def _copy_samples(data, folder: Path, count: int = 8) -> None:
-    """Copies a few validation images (one per class first) for the export's self-check."""
-    files = list(getattr(data, "val_files", None) or [])
+    """Copies a few validation images (one per class first) for the export's self-check.
+
+    Without a validation split they are training images: the self-check compares the
+    export with the Keras model, it does not measure accuracy.
+    """
+    files = list(getattr(data, "val_files", None) or getattr(data, "train_files", None) or [])
     if not files:
         return
     firsts, seen = [], set()
@@ -554,19 +634,17 @@ def _read_history(path: Path) -> dict[str, list[float]]:
             rows[int(row.pop("epoch"))] = row
     for _, row in sorted(rows.items()):
         for key, value in row.items():
+            # Keras' CSVLogger adds empty val_ columns to a run without validation: a key
+            # appears only with numbers.
             with contextlib.suppress(TypeError, ValueError):
-                history.setdefault(key, []).append(float(value))
+                number = float(value)
+                history.setdefault(key, []).append(number)
     return history
 
 
 def write_model_card(run_dir: Path, run_info: dict, metrics: dict) -> Path:
     """Writes the run's ``README.md``: data, recipe, metrics, preprocessing, how to load."""
     norm = run_info["preprocessing"]
-    per_class = "\n".join(
-        f"| {name} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['support']} |"
-        for name, m in metrics["per_class"].items())
-    top5 = (f"- top-5 accuracy: {metrics['top5_accuracy']:.4f}\n"
-            if "top5_accuracy" in metrics else "")
     recipe = "\n".join(f"- {k}: {v}" for k, v in run_info["recipe"].items())
     text = f"""# {run_info['model']} fine-tuned on {Path(run_info['data']['root'] or 'data').name}
 
@@ -580,15 +658,7 @@ replica(s), {run_info['precision']}), from weights `{run_info['weights']}`.
 - counts: {run_info['data']['counts']}
 - files skipped as unreadable: {run_info['data']['skipped']}
 
-## Metrics (validation)
-- accuracy: {metrics['accuracy']:.4f}
-{top5}- macro F1: {metrics['macro_f1']:.4f} over {metrics['num_images']} images
-
-| class | precision | recall | F1 | support |
-|---|---|---|---|---|
-{per_class}
-
-Plots: `training_curves.png`, `confusion_matrix.png`, `misclassified.png`, `gradcam.png`.
+{_metrics_section(metrics)}
 
 ## Preprocessing contract
 The model takes float32 RGB pixels in [0, 255], shape
@@ -610,6 +680,37 @@ model = keras.saving.load_model("{BEST_MODEL}")
     path = run_dir / "README.md"
     path.write_text(text)
     return path
+
+
+def _metrics_section(metrics: dict) -> str:
+    """The model card's metrics: measured on the validation split, or why there are none."""
+    if metrics.get("validation") == "none":
+        last = metrics.get("last_epoch", {})
+        figures = ", ".join(f"{key} {last[key]:.4f}" for key in ("loss", "accuracy")
+                            if key in last)
+        trained = ("\n\nThe last epoch on the training images (with the run's "
+                   "augmentation, averaged over the epoch while the weights changed): "
+                   f"{figures}." if figures else "")
+        plots = ", ".join(f"`{name}`" for name in metrics.get("plots", {}).values()) or "none"
+        return ("## Metrics\n"
+                "No validation split: every image was used for training and nothing was "
+                "measured on held-out images, so there are no validation metrics, no early "
+                "stopping and no best-epoch selection. `best.keras` holds the model of the "
+                f"last epoch.{trained}\n\nPlots: {plots}.")
+    per_class = "\n".join(
+        f"| {name} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['support']} |"
+        for name, m in metrics["per_class"].items())
+    top5 = (f"- top-5 accuracy: {metrics['top5_accuracy']:.4f}\n"
+            if "top5_accuracy" in metrics else "")
+    return f"""## Metrics (validation)
+- accuracy: {metrics['accuracy']:.4f}
+{top5}- macro F1: {metrics['macro_f1']:.4f} over {metrics['num_images']} images
+
+| class | precision | recall | F1 | support |
+|---|---|---|---|---|
+{per_class}
+
+Plots: `training_curves.png`, `confusion_matrix.png`, `misclassified.png`, `gradcam.png`."""
 
 
 def load_run(run_dir: str | os.PathLike) -> tuple[keras.Model, dict]:
@@ -649,7 +750,8 @@ def find_learning_rate(model_name: str, data, *, weights: str | None = "imagenet
     out = Path(out_dir or Path("runs") / f"lr-find-{model_name}")
     data_root = Path(data) if isinstance(data, (str, os.PathLike)) else None
     _prepare_run_dir(out, data_root, overwrite=False)
-    data, _ = _load_data(data, model_name, recipe, recipe.batch_size, out)
+    # The range test trains only: a pipeline without a validation split works as it is.
+    data, _ = _load_data(data, model_name, recipe, recipe.batch_size, out, recipe_options)
     num_classes = len(data.class_names)
     model = build(model_name, weights=weights, num_classes=num_classes,
                   input_shape=tuple(data.train.element_spec[0].shape[1:]),

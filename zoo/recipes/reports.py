@@ -280,14 +280,18 @@ def write_report(run_dir: Path, model, dataset, class_names: list[str],
     Args:
         run_dir: Where to write.
         model: The model to measure.
-        dataset: Validation batches.
+        dataset: Validation batches, or None when the run had no validation split.
         class_names: Class names in label order.
         history: Per-epoch metrics for the training-curve plot.
 
     Returns:
-        The metrics dict, with the paths of the plots under ``plots``.
+        The metrics dict, with the paths of the plots under ``plots``. Without a dataset:
+        ``"validation": "none"``, ``"val_accuracy": None``, the training curves and the last
+        epoch's training figures (``"last_epoch"``), nothing per class or per image.
     """
     run_dir = Path(run_dir)
+    if dataset is None:
+        return _write_unmeasured_report(run_dir, history or {})
     y_true, probs, (samples, sample_idx), (wrong, wrong_idx) = collect_predictions(
         model, dataset)
     metrics = compute_metrics(y_true, probs, class_names)
@@ -311,6 +315,23 @@ def write_report(run_dir: Path, model, dataset, class_names: list[str],
         picked = (firsts + [i for i in range(len(samples)) if i not in firsts])[:8]
         plots["gradcam"] = plot_gradcam(model, samples[picked], class_names, layer,
                                         run_dir / "gradcam.png")
+    metrics["plots"] = {k: str(Path(v).name) for k, v in plots.items()}
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return metrics
+
+
+def _write_unmeasured_report(run_dir: Path, history: dict) -> dict:
+    # Training figures are running means over augmented batches while the weights move:
+    # shown for what they are, never under a validation name.
+    metrics = {
+        "validation": "none",
+        "val_accuracy": None,
+        "num_images": 0,
+        "last_epoch": {key: values[-1] for key, values in history.items() if values},
+    }
+    plots = {}
+    if history:
+        plots["training_curves"] = plot_history(history, run_dir / "training_curves.png")
     metrics["plots"] = {k: str(Path(v).name) for k, v in plots.items()}
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import socket
@@ -380,27 +381,14 @@ def test_two_worker_multiworker_mirrored_strategy(tmp_path, one_device_accuracy)
     assert not (tmp_path / "run1").exists()
 
 
-def write_small_digits(root: Path, per_class: int = 16) -> Path:
-    """The first ``per_class`` scans of each digit as PNGs under ``root/<digit>/``."""
-    from PIL import Image
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    written: dict[int, int] = {}
-    for index, (image, label) in enumerate(zip(digits.images, digits.target)):
-        if written.get(int(label), 0) >= per_class:
-            continue
-        written[int(label)] = written.get(int(label), 0) + 1
-        folder = root / str(label)
-        folder.mkdir(parents=True, exist_ok=True)
-        pixels = np.round(image / 16.0 * 255).astype("uint8")
-        Image.fromarray(pixels, mode="L").save(folder / f"digit_{index:04d}.png")
-    return root
-
-
 @pytest.fixture(scope="module")
 def small_digits(tmp_path_factory):
-    return write_small_digits(tmp_path_factory.mktemp("small") / "digits")
+    # The examples' writer of real digit PNGs (examples/tiny_data.py), not a second copy.
+    spec = importlib.util.spec_from_file_location(
+        "tiny_data", Path(__file__).resolve().parents[1] / "examples" / "tiny_data.py")
+    tiny_data = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tiny_data)
+    return tiny_data.digits_folder(tmp_path_factory.mktemp("small") / "digits", per_class=16)
 
 
 def _no_validation_data(root):

@@ -277,9 +277,9 @@ def probe(path: str, full: bool = False) -> tuple[int, int, int, int, str]:
         _full_decode(data, KIND_PIL)
     if full or not complete:
         _full_decode(data, kind)
-    graph_format = {"JPEG": "jpeg", "MPO": "jpeg", "DIB": "bmp"}.get(pil_format,
-                                                                     pil_format.lower())
-    return kind, orientation, size, min(width, height), graph_format
+    format_name = {"JPEG": "jpeg", "MPO": "jpeg", "DIB": "bmp"}.get(pil_format,
+                                                                    pil_format.lower())
+    return kind, orientation, size, min(width, height), format_name
 
 
 # --------------------------------------------------------------------------------------

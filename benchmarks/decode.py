@@ -24,36 +24,27 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
-from pipeline import SOURCES, common_parser, measure, medians  # noqa: E402
+from pipeline import common_parser, measure, medians, photo_crops  # noqa: E402
 
 FORMATS = ("rgba.png", "palette.png", "gif", "webp")
 
 
 def build_folder(root: Path, count: int, classes: int = 10, seed: int = 0,
                  size: tuple[int, int] = (500, 375)) -> Path:
-    """Writes ``count`` images of ``size`` into ``root/<class>/``, cycling through FORMATS."""
-    import skimage.data
+    """Writes ``count`` photo crops into ``root/<class>/``, cycling through FORMATS."""
     from PIL import Image
 
     marker = root / f".complete-{count}-{classes}-{seed}"
     if marker.exists():
         return root
-    rng = np.random.default_rng(seed)
-    photos = [Image.fromarray(getattr(skimage.data, name)()).convert("RGB")
-              for name in SOURCES]
-    for i in range(count):
-        photo = photos[i % len(photos)]
-        scale = max(size[0] / photo.width, size[1] / photo.height) * rng.uniform(1.0, 1.4)
-        resized = photo.resize((int(photo.width * scale) + 1, int(photo.height * scale) + 1))
-        x = int(rng.integers(0, resized.width - size[0] + 1))
-        y = int(rng.integers(0, resized.height - size[1] + 1))
-        image = resized.crop((x, y, x + size[0], y + size[1]))
+    for i, image, _ in photo_crops(count, seed, size):
+        image = image.convert("RGB")
         folder = root / f"class_{i % classes}"
         folder.mkdir(parents=True, exist_ok=True)
         kind = FORMATS[i % len(FORMATS)]
         if kind == "rgba.png":
-            alpha = np.full((size[1], size[0]), 255, np.uint8)
-            alpha[:, : size[0] // 4] = 0
+            alpha = np.full((image.height, image.width), 255, np.uint8)
+            alpha[:, : image.width // 4] = 0
             image = image.convert("RGBA")
             image.putalpha(Image.fromarray(alpha))
             image.save(folder / f"{i:05d}.png")

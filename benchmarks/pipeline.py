@@ -40,15 +40,12 @@ SOURCES = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field",
            "immunohistochemistry", "retina")
 
 
-def build_folder(root: Path, count: int, classes: int = 10, seed: int = 0,
-                 size: tuple[int, int] = (500, 375)) -> Path:
-    """Writes ``count`` JPEGs of ``size`` (a quarter portrait) into ``root/<class>/``."""
+def photo_crops(count: int, seed: int = 0, size: tuple[int, int] = (500, 375)):
+    """Yields ``(index, PIL image, rng)``: ``count`` crops of ``size`` (a quarter portrait,
+    half mirrored) from scikit-image's photographs, and the generator that drew them."""
     import skimage.data
     from PIL import Image
 
-    marker = root / f".complete-{count}-{classes}-{seed}-{size[0]}x{size[1]}"
-    if marker.exists():
-        return root
     rng = np.random.default_rng(seed)
     photos = [getattr(skimage.data, name)() for name in SOURCES]
     for i in range(count):
@@ -64,6 +61,16 @@ def build_folder(root: Path, count: int, classes: int = 10, seed: int = 0,
         image = resized.crop((left, top, left + width, top + height))
         if rng.random() < 0.5:
             image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        yield i, image, rng
+
+
+def build_folder(root: Path, count: int, classes: int = 10, seed: int = 0,
+                 size: tuple[int, int] = (500, 375)) -> Path:
+    """Writes ``count`` JPEGs of ``size`` (a quarter portrait) into ``root/<class>/``."""
+    marker = root / f".complete-{count}-{classes}-{seed}-{size[0]}x{size[1]}"
+    if marker.exists():
+        return root
+    for i, image, rng in photo_crops(count, seed, size):
         folder = root / f"class_{i % classes:02d}"
         folder.mkdir(parents=True, exist_ok=True)
         image.save(folder / f"{i:05d}.jpg", "JPEG", quality=int(rng.integers(85, 96)))

@@ -2,8 +2,8 @@
 
 Images are read undecoded (``tfds.decode.SkipDecoding``), so that JPEG datasets such as
 ``imagenet2012`` or ``tf_flowers`` take the fused crop-and-decode path; PNG datasets (MNIST,
-CIFAR) are decoded by ``tf.io.decode_image``. The result is the same :class:`ImageData` as
-:func:`pipelines.from_folder` returns.
+CIFAR) are decoded by ``transforms.graph_decode``, the decode rule of every path. The result
+is the same :class:`ImageData` as :func:`pipelines.from_folder` returns.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from pipelines import augment as augment_module
+from pipelines import transforms
 from pipelines.folder import (
     MANIFEST_NAME,
     ImageData,
@@ -196,22 +197,27 @@ def from_tfds(
 
     if plan.albumentations is not None:
         first = next(iter(records(splits["train"], False).take(1)))[0]
-        sample = tf.io.decode_image(first, channels=3, expand_animations=False).numpy()
+        sample = transforms.graph_decode(first).numpy()  # as the train path decodes it
         augment_module.check_albumentations(plan.albumentations, sample, geometry.image_size)
     common = dict(geometry=geometry, plan=plan, batch_size=batch_size,
                   num_classes=len(class_names), label_mode=label_mode, seed=seed,
                   read_files=False, cache=cache, drop_remainder=drop_remainder,
                   kinds=(KIND_JPEG, KIND_GRAPH), oriented=False)
+    file_cache = isinstance(cache, (str, os.PathLike))
+
+    def cache_key(split_name: str, split_seed: int | None) -> str | None:
+        # Only a file cache needs one: the prepared directory is not listed otherwise.
+        return (_cache_key(builder, split_name, image_key, label_key, split_seed)
+                if file_cache else None)
+
     train_size = num_examples(splits["train"])
     train = build_dataset(records(splits["train"], True), training=True, size=train_size,
                           shuffle_buffer=min(shuffle_buffer, train_size or shuffle_buffer),
                           deterministic=deterministic,
-                          cache_key=_cache_key(builder, splits["train"], image_key, label_key,
-                                               seed), **common)
+                          cache_key=cache_key(splits["train"], seed), **common)
     evals = {key: build_dataset(records(splits[key], False), training=False,
                                 size=num_examples(splits[key]), cache_name=key,
-                                cache_key=_cache_key(builder, splits[key], image_key,
-                                                     label_key, None), **common)
+                                cache_key=cache_key(splits[key], None), **common)
              for key in ("val", "test") if key in splits}
 
     def count() -> dict[str, dict[str, int]]:

@@ -95,7 +95,7 @@ def collect() -> list[dict]:
     import keras
 
     import zoo
-    from zoo.registry import get_spec
+    from zoo.models import get_spec
 
     models = []
     for name in zoo.list_models():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from zoo.registry import get_spec
+from zoo.models import get_spec
 
 
 def small_shape(name: str, channels: int = 3) -> tuple[int, int, int]:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import zoo
-from zoo.registry import get_spec
+from zoo.models import get_spec
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -74,7 +74,7 @@ def test_every_page_and_the_api_reference_are_built(site):
                  "api/export"):
         assert (site / name / "index.html").is_file(), name
     api = page(site, "api/zoo")
-    for function in ("zoo.registry.build", "zoo.recipes.finetune.finetune",
+    for function in ("zoo.models.build", "zoo.recipes.finetune.finetune",
                      "zoo.distribute.select_strategy"):
         assert f'id="{function}"' in api, function
     # Sphinx roles in docstrings are shown as plain code, not as ":func:".

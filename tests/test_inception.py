@@ -13,7 +13,7 @@ from torch_reference import import_torchvision
 
 import zoo
 from zoo.architectures.inception import ScaledResidual, without_aux
-from zoo.registry import get_spec
+from zoo.models import get_spec
 
 NAMES = ["googlenet", "inception_v3", "inception_v3_tv", "inception_resnet_v2"]
 

@@ -8,7 +8,7 @@ import pytest
 from model_inputs import pixels, run, small_shape
 
 import zoo
-from zoo.registry import get_spec
+from zoo.models import get_spec
 
 ALL = zoo.list_models()
 TWIN_TABLE = [

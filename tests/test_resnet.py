@@ -14,7 +14,7 @@ from torch_reference import import_torchvision
 
 import zoo
 from zoo.layers import PREPROCESSING
-from zoo.registry import get_spec
+from zoo.models import get_spec
 
 RESNETS = zoo.list_models("resnet*")
 KERAS_TWINS = [n for n in RESNETS if "keras" in get_spec(n).twins]

@@ -99,14 +99,14 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_pull(args: argparse.Namespace) -> int:
     """Downloads pretrained weights ahead of time, writes a manifest, or fills the cache."""
-    from zoo import weights
+    from zoo import models, weights
 
     if args.name is None and not (args.manifest or args.from_dir):
         print("zoo pull: name a model or a pattern ('resnet*'), or use --manifest or --from.",
               file=sys.stderr)
         return 2
     tag = args.tag or ("imagenet" if args.name else "all")
-    entries = weights.entries(args.name or "*", None if tag == "all" else tag)
+    entries = models.weight_entries(args.name or "*", None if tag == "all" else tag)
     if args.manifest:
         data = weights.download.write_manifest(entries, args.manifest)
         present = sum(f["present"] for f in data["files"])

@@ -13,15 +13,15 @@ from twin_files import import_torchvision
 
 import zoo
 from zoo import cli, data
-from zoo.registry import get_spec
-from zoo.weights import CATALOG, catalog
+from zoo.models import catalog, get_spec
 
+CATALOG = catalog()
 TV_ENTRIES = [e for e in CATALOG if e.source == "torchvision"]
 KERAS_ENTRIES = [e for e in CATALOG if e.source == "keras_h5"]
 
 
-def test_every_entry_is_attached_to_a_registered_model():
-    assert catalog.attach() == []
+def test_every_entry_is_declared_on_its_model_s_spec():
+    assert CATALOG and all(entry.model for entry in CATALOG)
     for entry in CATALOG:
         spec = get_spec(entry.model)
         assert spec.weights[entry.tag] is entry

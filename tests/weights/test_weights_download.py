@@ -17,12 +17,11 @@ import pytest
 from twin_files import pixels, save_state_dict, torchvision_logits, torchvision_model
 
 import zoo
-from zoo import cli
-from zoo.registry import get_spec
+from zoo import cli, models
+from zoo.models import get_spec
 from zoo.weights import (
     HashMismatchError,
     WeightsUnavailableError,
-    catalog,
     download,
     fetch,
 )
@@ -249,7 +248,7 @@ def test_manifest_and_filling_a_cache_from_a_copy(server, home, tmp_path, monkey
     good = _entry(server, name="good")
     bad = _entry(server, PAYLOAD[::-1], name="bad")
     missing = _entry(server, b"x" * 100, name="missing")
-    monkeypatch.setattr(catalog, "CATALOG", [good, bad, missing])
+    monkeypatch.setattr(models, "catalog", lambda: [good, bad, missing])
 
     manifest_path = tmp_path / "manifest.json"
     assert cli.main(["pull", "--manifest", str(manifest_path)]) == 0
@@ -273,11 +272,11 @@ def test_manifest_and_filling_a_cache_from_a_copy(server, home, tmp_path, monkey
 
 def test_zoo_pull_prefetches(server, home, monkeypatch, capsys):
     entry = _entry(server)
-    monkeypatch.setattr(catalog, "CATALOG", [entry])
+    monkeypatch.setattr(models, "catalog", lambda: [entry])
     assert cli.main(["pull", "resnet18", "test"]) == 0
     assert download.cache_path(entry) in capsys.readouterr().out
     monkeypatch.setenv("ZOO_OFFLINE", "1")
-    monkeypatch.setattr(catalog, "CATALOG", [_entry(server, b"other", name="other")])
+    monkeypatch.setattr(models, "catalog", lambda: [_entry(server, b"other", name="other")])
     assert cli.main(["pull", "resnet18", "other"]) == 2
     assert "put it at" in capsys.readouterr().err
 

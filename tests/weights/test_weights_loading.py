@@ -19,7 +19,7 @@ from twin_files import (
 )
 
 import zoo
-from zoo.registry import get_spec
+from zoo.models import get_spec
 from zoo.weights import WeightsMismatchError, load_into, resolve
 
 SHAPE = (32, 32, 3)

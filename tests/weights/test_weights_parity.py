@@ -26,7 +26,7 @@ from twin_files import (
 )
 
 import zoo
-from zoo.registry import get_spec
+from zoo.models import get_spec
 from zoo.weights import load_into, resolve
 
 TORCHVISION_TWINS = twins("torchvision")

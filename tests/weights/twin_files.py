@@ -13,7 +13,7 @@ from model_inputs import pixels, small_shape  # noqa: F401 (re-exported)
 from torch_reference import import_torchvision  # noqa: F401 (re-exported)
 
 import zoo
-from zoo.registry import get_spec
+from zoo.models import get_spec
 
 TORCH_MEAN = np.array([0.485, 0.456, 0.406], dtype="float32") * 255
 TORCH_STD = np.array([0.229, 0.224, 0.225], dtype="float32") * 255

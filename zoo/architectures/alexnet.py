@@ -13,7 +13,8 @@ from keras import layers
 
 from zoo.architectures._common import flatten_top
 from zoo.layers import LocalResponseNormalization
-from zoo.registry import Body, Spec, register
+from zoo.registry import Body, Spec, TorchvisionRule, register
+from zoo.weights.catalog import torchvision_weights
 
 PAPER = "Krizhevsky, Sutskever and Hinton, ImageNet Classification with Deep Convolutional " \
         "Neural Networks, NeurIPS 2012"
@@ -61,6 +62,13 @@ def alexnet(x, *, variant: str = "torchvision") -> Body:
     return Body(features=features, strides=strides, top=top)
 
 
+# torchvision's module paths -> zoo layer names (``features`` and ``classifier`` Sequentials).
+TORCHVISION_NAMES = {
+    "features.0": "conv1", "features.3": "conv2", "features.6": "conv3", "features.8": "conv4",
+    "features.10": "conv5", "classifier.1": "fc1", "classifier.4": "fc2",
+    "classifier.6": "predictions",
+}
+
 register(Spec(
     name="alexnet",
     family="alexnet",
@@ -74,6 +82,12 @@ register(Spec(
     published_gmacs=0.71,
     gmacs_source="torchvision model table",
     family_options={"variant": "torchvision"},
+    weights=[torchvision_weights(
+        "torchvision_v1", "alexnet-owt-7be5be79.pth", top1=56.522, top5=79.066,
+        recipe="#alexnet-and-vgg", family_options={"variant": "torchvision"},
+        notes="torchvision's single-tower AlexNet ('one weird trick', Krizhevsky 2014).")],
+    torchvision_rule=TorchvisionRule(TORCHVISION_NAMES.get, head=("classifier",)),
+    recipe_defaults={"head_lr": 5e-4, "finetune_lr": 5e-5},
     variant="torchvision's single-tower form",
     notes=__doc__.split("\n\n", 1)[1].strip(),
 ))

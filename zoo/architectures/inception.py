@@ -86,7 +86,13 @@ from keras import layers
 
 from zoo.architectures._common import pooled_top
 from zoo.layers import AdaptiveAveragePooling2D, conv_bn_act, torch_pool
-from zoo.registry import Body, Spec, register
+from zoo.registry import Body, Spec, TorchvisionRule, register
+from zoo.weights.catalog import (
+    LICENCE_KERAS_INCEPTION_V3,
+    LICENCE_KERAS_UNSTATED,
+    keras_weights,
+    torchvision_weights,
+)
 
 # --------------------------------------------------------------------------------------
 # Steps: the data a network is written in.
@@ -539,6 +545,16 @@ _V3_PAPER = ("Szegedy, Vanhoucke, Ioffe, Shlens and Wojna, Rethinking the Incept
 _IRV2_PAPER = ("Szegedy, Ioffe, Vanhoucke and Alemi, Inception-v4, Inception-ResNet and the "
                "Impact of Residual Connections on Learning, AAAI 2017 (arXiv:1602.07261)")
 
+def torchvision_layer_name(path: str) -> str:
+    """Torchvision's module path -> zoo layer name: dots become underscores, fc the head."""
+    return "predictions" if path == "fc" else path.replace(".", "_")
+
+
+# transform_input=True, with which torchvision loads its weights, turns torch mean/std input
+# into (x/255 - 0.5)/0.5: the "tf" preset on raw pixels.
+_TRANSFORM_INPUT = ("torchvision loads these with transform_input=True; here that is the "
+                    "'tf' preprocessing.")
+
 register(Spec(
     name="googlenet",
     family="inception",
@@ -553,6 +569,13 @@ register(Spec(
     gmacs_source="torchvision model table",
     preprocessing="torch",
     family_options={"aux_logits": False},
+    weights=[torchvision_weights(
+        "torchvision_v1", "googlenet-1378be20.pth", top1=69.778, top5=89.530,
+        recipe="#googlenet", preprocessing="tf",
+        notes=_TRANSFORM_INPUT + " The file also holds the auxiliary heads (aux1, aux2), "
+              "which load when the model is built with aux_logits=True.")],
+    torchvision_rule=TorchvisionRule(torchvision_layer_name, head=("fc",),
+                                     aux=("aux1", "aux2"), bn_eps=1e-3),
     variant="torchvision's: batch norm, 3x3 in the '5x5' branch",
     notes="torchvision's GoogLeNet: batch norm after every convolution instead of the "
           "paper's local response normalisation, and a 3x3 convolution in the branch the "
@@ -578,6 +601,9 @@ register(Spec(
     gmacs_source="torchvision model table (inception_v3: the same convolutions)",
     crop_fraction=0.875,
     preprocessing="tf",
+    weights=keras_weights("inception_v3/inception_v3", md5="9a0d58056eeedaa3f26cb7ebd46da564",
+                          md5_notop="bcbd6486424b2319ff4ef7d526e38f63", top1=77.9, top5=93.7,
+                          size=299, preprocessing="tf", licence=LICENCE_KERAS_INCEPTION_V3),
     variant="Keras': batch norm without scale, no auxiliary classifier",
     notes="keras.applications' InceptionV3: batch norm without a learned scale, average "
           "pools that leave the padding out of the average, no auxiliary classifier and no "
@@ -602,6 +628,13 @@ register(Spec(
     crop_fraction=299 / 342,
     preprocessing="torch",
     family_options={"aux_logits": False},
+    weights=[torchvision_weights(
+        "torchvision_v1", "inception_v3_google-0cc3c7bd.pth", top1=77.294, top5=93.450,
+        recipe="#inception-v3", crop=299, resize=342, preprocessing="tf",
+        notes=_TRANSFORM_INPUT + " Ported from TensorFlow by torchvision. The file also "
+              "holds the auxiliary head (AuxLogits), which loads with aux_logits=True.")],
+    torchvision_rule=TorchvisionRule(torchvision_layer_name, head=("fc",),
+                                     aux=("AuxLogits",), bn_eps=1e-3),
     variant="torchvision's: batch norm with scale, padding counted in average pools",
     notes="torchvision's Inception3: batch norm with a learned scale, average pools that "
           "count the zero padding, dropout 0.5. Its auxiliary classifier (after Mixed_6e) is "
@@ -623,6 +656,10 @@ register(Spec(
     twin_params={"keras": 55_873_736},
     crop_fraction=0.875,
     preprocessing="tf",
+    weights=keras_weights("inception_resnet_v2/inception_resnet_v2",
+                          md5="e693bd0210a403b3192acc6073ad2e96",
+                          md5_notop="d19885ff4a710c122648d3b5c3b684e4", top1=80.3, top5=95.3,
+                          size=299, preprocessing="tf", licence=LICENCE_KERAS_UNSTATED),
     variant="Keras': batch norm without scale",
     notes="keras.applications' InceptionResNetV2: Inception v3's stem (not the paper's "
           "Inception-v4 stem), batch norm without a learned scale, residuals scaled by 0.17, "

@@ -35,11 +35,19 @@ as ``gamma, beta, moving_mean, moving_variance`` and ``num_batches_tracked`` dro
 
 from __future__ import annotations
 
+import re
+
 from keras import layers
 
 from zoo.architectures._common import pooled_top
 from zoo.layers import conv_bn_act
-from zoo.registry import Body, Spec, register
+from zoo.registry import Body, Spec, TorchvisionRule, register
+from zoo.weights.catalog import (
+    LICENCE_KERAS_RESNET,
+    LICENCE_KERAS_UNSTATED,
+    keras_weights,
+    torchvision_weights,
+)
 
 PAPER_V1 = "He, Zhang, Ren and Sun, Deep Residual Learning for Image Recognition, " \
            "CVPR 2016 (arXiv:1512.03385)"
@@ -252,6 +260,78 @@ v2 feature maps at strides 4, 8 and 16 are therefore the inputs of the strided b
 (conv2_block2_out for ResNet50V2), and the stride-32 map is post_relu.\
 """
 
+def torchvision_layer_name(path: str) -> str | None:
+    """Torchvision's module path -> zoo layer name, by the rule in the module docstring."""
+    fixed = {"conv1": "conv1_conv", "bn1": "conv1_bn", "fc": "predictions"}
+    if path in fixed:
+        return fixed[path]
+    match = re.fullmatch(r"layer(\d)\.(\d+)\.(conv|bn)(\d)", path)
+    if match:
+        stage, block, kind, k = match.groups()
+        return f"conv{int(stage) + 1}_block{int(block) + 1}_{k}_{kind}"
+    match = re.fullmatch(r"layer(\d)\.(\d+)\.downsample\.([01])", path)
+    if match:
+        stage, block, index = match.groups()
+        kind = "conv" if index == "0" else "bn"
+        return f"conv{int(stage) + 1}_block{int(block) + 1}_0_{kind}"
+    return None
+
+
+TORCHVISION_RULE = TorchvisionRule(torchvision_layer_name, head=("fc",))
+
+_V2_RECIPE = "https://github.com/pytorch/vision/issues/3995"
+# torchvision's weight sets: file, top-1, top-5, and the V2 sets' recipe and resize.
+WEIGHTS = {
+    "resnet18": [torchvision_weights("torchvision_v1", "resnet18-f37072fd.pth", top1=69.758,
+                                     top5=89.078, recipe="#resnet")],
+    "resnet34": [torchvision_weights("torchvision_v1", "resnet34-b627a593.pth", top1=73.314,
+                                     top5=91.420, recipe="#resnet")],
+    "resnet50": [
+        torchvision_weights("torchvision_v1", "resnet50-0676ba61.pth", top1=76.130,
+                            top5=92.862, recipe="#resnet"),
+        torchvision_weights("torchvision_v2", "resnet50-11ad3fa6.pth", top1=80.858,
+                            top5=95.434, resize=232,
+                            recipe=_V2_RECIPE + "#issuecomment-1013906621"),
+    ],
+    "resnet101": [
+        torchvision_weights("torchvision_v1", "resnet101-63fe2227.pth", top1=77.374,
+                            top5=93.546, recipe="#resnet"),
+        torchvision_weights("torchvision_v2", "resnet101-cd907fc2.pth", top1=81.886,
+                            top5=95.780, resize=232, recipe=_V2_RECIPE + "#new-recipe"),
+    ],
+    "resnet152": [
+        torchvision_weights("torchvision_v1", "resnet152-394f9c45.pth", top1=78.312,
+                            top5=94.046, recipe="#resnet"),
+        torchvision_weights("torchvision_v2", "resnet152-f82ba261.pth", top1=82.284,
+                            top5=96.002, resize=232, recipe=_V2_RECIPE + "#new-recipe"),
+    ],
+    # keras.applications' files: md5 with and without the classifier, Keras' table.
+    "resnet50_v1": keras_weights(
+        "resnet/resnet50", md5="2cb95161c43110f7111970584f804107",
+        md5_notop="4d473c1dd8becc155b73f8504c6f6626", top1=74.9, top5=92.1, size=224,
+        preprocessing="caffe", licence=LICENCE_KERAS_RESNET),
+    "resnet101_v1": keras_weights(
+        "resnet/resnet101", md5="f1aeb4b969a6efcfb50fad2f0c20cfc5",
+        md5_notop="88cf7a10940856eca736dc7b7e228a21", top1=76.4, top5=92.8, size=224,
+        preprocessing="caffe", licence=LICENCE_KERAS_RESNET),
+    "resnet152_v1": keras_weights(
+        "resnet/resnet152", md5="100835be76be38e30d865e96f2aaae62",
+        md5_notop="ee4c566cf9a93f14d82f913c2dc6dd0c", top1=76.6, top5=93.1, size=224,
+        preprocessing="caffe", licence=LICENCE_KERAS_RESNET),
+    "resnet50_v2": keras_weights(
+        "resnet/resnet50v2", md5="3ef43a0b657b3be2300d5770ece849e0",
+        md5_notop="fac2f116257151a9d068a22e544a4917", top1=76.0, top5=93.0, size=224,
+        preprocessing="tf", licence=LICENCE_KERAS_UNSTATED),
+    "resnet101_v2": keras_weights(
+        "resnet/resnet101v2", md5="6343647c601c52e1368623803854d971",
+        md5_notop="c0ed64b8031c3730f411d2eb4eea35b5", top1=77.2, top5=93.8, size=224,
+        preprocessing="tf", licence=LICENCE_KERAS_UNSTATED),
+    "resnet152_v2": keras_weights(
+        "resnet/resnet152v2", md5="a49b44d1979771252814e80f8ec446f9",
+        md5_notop="ed17cf2e0169df9d443503ef94b23b33", top1=78.0, top5=94.2, size=224,
+        preprocessing="tf", licence=LICENCE_KERAS_UNSTATED),
+}
+
 _TV_PARAMS = {18: 11_689_512, 34: 21_797_672, 50: 25_557_032, 101: 44_549_160,
               152: 60_192_808}
 _TV_GMACS = {18: 1.81, 34: 3.66, 50: 4.09, 101: 7.80, 152: 11.51}
@@ -275,6 +355,8 @@ for _depth in (18, 34, 50, 101, 152):
         published_gmacs=_TV_GMACS[_depth],
         gmacs_source="torchvision model table (its GFLOPS column counts multiply-adds)",
         preprocessing="torch",
+        weights=WEIGHTS[f"resnet{_depth}"],
+        torchvision_rule=TORCHVISION_RULE,
         variant=("v1.5: stride in the 3x3 convolution, torchvision" if _depth >= 50 else
                  "basic blocks, stride in the first 3x3 convolution, torchvision"),
         notes=NOTES,
@@ -296,6 +378,7 @@ for _depth in (50, 101, 152):
         gmacs_source="He et al. 2015, table 1 (the paper's v1 network, which Keras' "
                      "Caffe port reproduces)",
         preprocessing="caffe",
+        weights=WEIGHTS[f"resnet{_depth}_v1"],
         variant="v1: stride in the first 1x1 convolution, conv biases, Keras' Caffe port",
         notes=NOTES,
     ))
@@ -315,6 +398,7 @@ for _depth in (50, 101, 152):
         gmacs_source="none published: the paper gives no multiply-add counts, and Keras' "
                      "stride placement differs from the paper's in any case",
         preprocessing="tf",
+        weights=WEIGHTS[f"resnet{_depth}_v2"],
         variant="v2: pre-activation, stride in the last block of each stage, Keras (TF-Slim)",
         notes=NOTES,
     ))

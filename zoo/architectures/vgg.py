@@ -10,7 +10,15 @@ from __future__ import annotations
 from keras import layers
 
 from zoo.architectures._common import flatten_top
-from zoo.registry import Body, Spec, register
+from zoo.registry import Body, Spec, TorchvisionRule, Weights, register
+from zoo.weights.catalog import (
+    LICENCE_KERAS_VGG,
+    LICENCE_TORCHVISION,
+    TORCHVISION_METRICS_SOURCE,
+    keras_weights,
+    torchvision_hash,
+    torchvision_weights,
+)
 
 PAPER = "Simonyan and Zisserman, Very Deep Convolutional Networks for Large-Scale Image " \
         "Recognition, ICLR 2015 (arXiv:1409.1556)"
@@ -61,6 +69,65 @@ def vgg(x, *, layout: list, batch_norm: bool) -> Body:
     return Body(features=features, strides=strides, top=top)
 
 
+def torchvision_rule(layout: list, batch_norm: bool) -> TorchvisionRule:
+    """The key rule of torchvision's ``vgg*``: one ``features`` Sequential, the classifier.
+
+    ``features`` holds conv, (bn,) relu per number of the layout and a pool per ``"M"``;
+    ``classifier`` is linear, relu, dropout, linear, relu, dropout, linear.
+    """
+    names, index, block, conv = {}, 0, 1, 1
+    for item in layout:
+        if item == "M":
+            index, block, conv = index + 1, block + 1, 1
+            continue
+        names[f"features.{index}"] = f"block{block}_conv{conv}"
+        if batch_norm:
+            names[f"features.{index + 1}"] = f"block{block}_bn{conv}"
+        index += 3 if batch_norm else 2
+        conv += 1
+    names.update({"classifier.0": "fc1", "classifier.3": "fc2", "classifier.6": "predictions"})
+    return TorchvisionRule(names.get, head=("classifier",))
+
+
+_FEATURES_URL = "https://download.pytorch.org/models/vgg16_features-amdegroot-88682ab5.pth"
+
+# torchvision's IMAGENET1K_V1 sets: file, top-1, top-5.
+_TV_WEIGHTS = {
+    "vgg11": ("vgg11-8a719046.pth", 69.020, 88.628),
+    "vgg11_bn": ("vgg11_bn-6002323d.pth", 70.370, 89.810),
+    "vgg13": ("vgg13-19584684.pth", 69.928, 89.246),
+    "vgg13_bn": ("vgg13_bn-abd245e5.pth", 71.586, 90.374),
+    "vgg16": ("vgg16-397923af.pth", 71.592, 90.382),
+    "vgg16_bn": ("vgg16_bn-6c64b313.pth", 73.360, 91.516),
+    "vgg19": ("vgg19-dcbb9e9d.pth", 72.376, 90.876),
+    "vgg19_bn": ("vgg19_bn-c79401a0.pth", 74.218, 91.842),
+}
+_EXTRA_WEIGHTS = {
+    "vgg16": [
+        # IMAGENET1K_FEATURES: the SSD authors' port of the original VGG weights.
+        Weights(
+            tag="torchvision_features", source="torchvision", url=_FEATURES_URL,
+            file_name=_FEATURES_URL.rsplit("/", 1)[1], hash=torchvision_hash(_FEATURES_URL),
+            hash_algorithm="sha256",
+            # torchvision's mean (0.48235, 0.45882, 0.40784) and std 1/255, in pixel units.
+            preprocessing={"mean": (0.48235 * 255, 0.45882 * 255, 0.40784 * 255),
+                           "std": (1.0, 1.0, 1.0), "channel_order": "rgb"},
+            input_size=(224, 224, 3), resize_size=256, crop_fraction=0.875,
+            interpolation="bilinear", num_classes=None, labels=None,
+            metrics_source=TORCHVISION_METRICS_SOURCE, licence=LICENCE_TORCHVISION,
+            recipe="https://github.com/amdegroot/ssd.pytorch#training-ssd",
+            notes="Feature extractor only (ported for SSD): the convolutional layers load; "
+                  "the classifier in the file holds no usable values and is never loaded."),
+        *keras_weights("vgg16/vgg16", md5="64373286793e3c8b2b4e3219cbf3544b",
+                       md5_notop="6d6bbae143d832006294945121d1f1fc", top1=71.3, top5=90.1,
+                       size=224, preprocessing="caffe", licence=LICENCE_KERAS_VGG),
+    ],
+    "vgg19": keras_weights("vgg19/vgg19", md5="cbe5617147190e668d6c5d5026f83318",
+                           md5_notop="253f8cb515780f3b799900260a226db6", top1=71.3,
+                           top5=90.0, size=224, preprocessing="caffe",
+                           licence=LICENCE_KERAS_VGG),
+}
+
 _GMACS = {"vgg11": 7.61, "vgg13": 11.31, "vgg16": 15.47, "vgg19": 19.63}
 _TV_PARAMS = {
     "vgg11": 132_863_336, "vgg13": 133_047_848, "vgg16": 138_357_544, "vgg19": 143_667_240,
@@ -88,6 +155,13 @@ for _depth in ("vgg11", "vgg13", "vgg16", "vgg19"):
             twin_params=_twin_params,
             published_gmacs=_GMACS[_depth],
             gmacs_source="torchvision model table",
+            weights=[torchvision_weights("torchvision_v1", _TV_WEIGHTS[_name][0],
+                                         top1=_TV_WEIGHTS[_name][1], top5=_TV_WEIGHTS[_name][2],
+                                         recipe="#alexnet-and-vgg"),
+                     *_EXTRA_WEIGHTS.get(_name, [])],
+            torchvision_rule=torchvision_rule(CONFIGS[_depth], _bn),
+            # Huge dense heads overfit fast and want smaller rates.
+            recipe_defaults={"head_lr": 5e-4, "finetune_lr": 3e-5},
             variant="with batch normalisation" if _bn else "",
             notes="The paper's configurations A, B, D and E. Batch normalisation (the _bn "
                   "models) came later (Ioffe and Szegedy 2015); torchvision added it.",

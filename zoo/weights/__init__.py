@@ -2,8 +2,9 @@
 
 ``resolve(spec, weights)`` turns a tag or a path into a :class:`Weights` entry (whose
 ``preprocessing`` sets the model's ``Normalize`` layer) and ``load_into(model, spec,
-weight_set, ...)`` fetches the file and loads it; ``zoo.build`` calls both. Importing this
-package attaches the catalog to the registered specs (``Spec.weights``).
+weight_set, ...)`` fetches the file and loads it; ``zoo.build`` calls both. The weight sets
+themselves are declared in the family files (``Spec.weights``); ``zoo.models.catalog()``
+lists them all. This package never imports the families.
 
 Example:
     >>> import zoo
@@ -13,14 +14,14 @@ Example:
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import logging
 import os
 from dataclasses import replace
 
+from zoo.registry import Weights
 from zoo.weights import download
-from zoo.weights.catalog import CATALOG, Weights, attach, entries_by_model, local_entry
+from zoo.weights.catalog import local_entry
 from zoo.weights.convert import (
     WeightsMismatchError,
     adapt_first_conv,
@@ -48,9 +49,9 @@ from zoo.weights.readers import (
 )
 
 __all__ = [
-    "CATALOG", "HashMismatchError", "UnsafePickleError", "Weights", "WeightsFileError",
+    "HashMismatchError", "UnsafePickleError", "Weights", "WeightsFileError",
     "WeightsMismatchError", "WeightsUnavailableError", "adapt_first_conv", "detect_format",
-    "entries", "fetch", "is_offline", "load_into", "read_keras_h5", "read_safetensors",
+    "fetch", "is_offline", "load_into", "read_keras_h5", "read_safetensors",
     "read_torch", "resolve", "weights_dir", "zoo_home",
 ]
 
@@ -249,42 +250,3 @@ def _layered(tensors: dict, model) -> list[LayerWeights]:
             order = sorted(variables)
         out.append(LayerWeights(name, [variables[v] for v in order], order))
     return out
-
-
-def entries(pattern: str = "*", tag: str | None = "imagenet") -> list[Weights]:
-    """Catalog entries of the models matching ``pattern``.
-
-    Args:
-        pattern: fnmatch pattern of zoo model names.
-        tag: One tag, or None (or ``"all"``) for every entry of those models.
-
-    Returns:
-        Entries, aliases listed once, in catalog order.
-
-    Raises:
-        ValueError: If no model with weights matches, or a model lacks the tag.
-    """
-    by_model = entries_by_model()
-    models = [m for m in by_model if fnmatch.fnmatchcase(m, pattern)]
-    if not models:
-        raise ValueError(f"No model with pretrained weights matches {pattern!r}; see "
-                         "`zoo list --pretrained`.")
-    out: list[Weights] = []
-    for model in models:
-        tags = by_model[model]
-        if tag in (None, "all"):
-            chosen = list(tags.values())
-        elif tag in tags:
-            chosen = [tags[tag]]
-        elif len(models) == 1:
-            raise ValueError(f"{model!r} has no weights tagged {tag!r}; its tags: "
-                             f"{', '.join(tags)}.")
-        else:
-            chosen = []
-        for entry in chosen:
-            if entry not in out:
-                out.append(entry)
-    return out
-
-
-attach()

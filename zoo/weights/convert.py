@@ -3,8 +3,8 @@
 Two kinds of sources:
 
 * **torchvision state dicts** (``.pth``/``.pt``/``.safetensors`` with torch keys): each
-  family's rule maps a module path (``layer1.0.conv1``) to a layer name
-  (``conv2_block1_1_conv``); the rules are the ones documented in the family files.
+  family's rule (``Spec.torchvision_rule``, declared in the family file) maps a module
+  path (``layer1.0.conv1``) to a layer name (``conv2_block1_1_conv``).
   Layouts are converted: convolution kernels OIHW -> HWIO, dense kernels (out, in) ->
   (in, out), and the first dense layer after a flatten of a feature map has its inputs
   re-ordered from PyTorch's (C, H, W) flatten to Keras' (H, W, C). Batch norm ``weight,
@@ -27,10 +27,11 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from zoo.registry import TorchvisionRule, registered
 
 logger = logging.getLogger("zoo.weights")
 
@@ -39,75 +40,8 @@ class WeightsMismatchError(ValueError):
     """A weight file does not fit the model it is loaded into."""
 
 
-# --------------------------------------------------------------------------------------
-# torchvision module paths -> zoo layer names, per family
-# --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TorchvisionRule:
-    """How one torchvision architecture's state dict maps onto a zoo family.
-
-    Attributes:
-        layer_name: Module path -> zoo layer name (None: no such layer in the family).
-        head: Module-path prefixes of the main classifier.
-        aux: Module-path prefixes of auxiliary heads.
-        bn_eps: torchvision's batch-norm epsilon for this architecture.
-    """
-
-    layer_name: object
-    head: tuple[str, ...]
-    aux: tuple[str, ...] = ()
-    bn_eps: float = 1e-5
-
-
-def _resnet_layer_name(path: str) -> str | None:
-    # Documented in zoo/architectures/resnet.py: stage s is conv{s+1}, block b is block{b+1}.
-    fixed = {"conv1": "conv1_conv", "bn1": "conv1_bn", "fc": "predictions"}
-    if path in fixed:
-        return fixed[path]
-    match = re.fullmatch(r"layer(\d)\.(\d+)\.(conv|bn)(\d)", path)
-    if match:
-        stage, block, kind, k = match.groups()
-        return f"conv{int(stage) + 1}_block{int(block) + 1}_{k}_{kind}"
-    match = re.fullmatch(r"layer(\d)\.(\d+)\.downsample\.([01])", path)
-    if match:
-        stage, block, index = match.groups()
-        kind = "conv" if index == "0" else "bn"
-        return f"conv{int(stage) + 1}_block{int(block) + 1}_0_{kind}"
-    return None
-
-
-def _vgg_layer_names(layout: list, batch_norm: bool) -> dict[str, str]:
-    # torchvision's `features` is one Sequential: conv, (bn,) relu per number, pool per "M".
-    names, index, block, conv = {}, 0, 1, 1
-    for item in layout:
-        if item == "M":
-            index, block, conv = index + 1, block + 1, 1
-            continue
-        names[f"features.{index}"] = f"block{block}_conv{conv}"
-        if batch_norm:
-            names[f"features.{index + 1}"] = f"block{block}_bn{conv}"
-        index += 3 if batch_norm else 2
-        conv += 1
-    names.update({"classifier.0": "fc1", "classifier.3": "fc2", "classifier.6": "predictions"})
-    return names
-
-
-_ALEXNET_NAMES = {
-    "features.0": "conv1", "features.3": "conv2", "features.6": "conv3", "features.8": "conv4",
-    "features.10": "conv5", "classifier.1": "fc1", "classifier.4": "fc2",
-    "classifier.6": "predictions",
-}
-
-
-def _inception_layer_name(path: str) -> str:
-    # Documented in zoo/architectures/inception.py: dots become underscores, fc is the head.
-    return "predictions" if path == "fc" else path.replace(".", "_")
-
-
 def torchvision_rule(spec) -> TorchvisionRule:
-    """The state-dict mapping for a spec's torchvision twin.
+    """The state-dict key rule of a spec's torchvision twin (declared in its family file).
 
     Args:
         spec: A registered spec.
@@ -118,28 +52,12 @@ def torchvision_rule(spec) -> TorchvisionRule:
     Raises:
         WeightsMismatchError: If the model has no torchvision twin.
     """
-    twin = spec.twins.get("torchvision")
-    if twin is None:
-        from zoo import registry
-
-        tv_models = sorted(n for n, s in registry._REGISTRY.items() if "torchvision" in s.twins)
-        raise WeightsMismatchError(
-            f"{spec.name!r} has no torchvision twin, so a torchvision state dict cannot load "
-            f"into it. Models that take torchvision state dicts: {', '.join(tv_models)}.")
-    if twin.startswith("resnet"):
-        return TorchvisionRule(_resnet_layer_name, head=("fc",))
-    if twin.startswith("vgg"):
-        names = _vgg_layer_names(spec.config["layout"], spec.config["batch_norm"])
-        return TorchvisionRule(names.get, head=("classifier",))
-    if twin == "alexnet":
-        return TorchvisionRule(_ALEXNET_NAMES.get, head=("classifier",))
-    if twin == "googlenet":
-        return TorchvisionRule(_inception_layer_name, head=("fc",), aux=("aux1", "aux2"),
-                               bn_eps=1e-3)
-    if twin == "inception_v3":
-        return TorchvisionRule(_inception_layer_name, head=("fc",), aux=("AuxLogits",),
-                               bn_eps=1e-3)
-    raise WeightsMismatchError(f"No torchvision state-dict rule for {twin!r} ({spec.name!r}).")
+    if spec.torchvision_rule is not None:
+        return spec.torchvision_rule
+    tv_models = sorted(n for n, s in registered().items() if s.torchvision_rule is not None)
+    raise WeightsMismatchError(
+        f"{spec.name!r} has no torchvision twin, so a torchvision state dict cannot load "
+        f"into it. Models that take torchvision state dicts: {', '.join(tv_models)}.")
 
 
 def _has_prefix(path: str, prefixes: tuple[str, ...]) -> bool:

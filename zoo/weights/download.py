@@ -30,7 +30,7 @@ import time
 import urllib.error
 import urllib.request
 
-from zoo.weights.catalog import Weights
+from zoo.registry import Weights
 
 logger = logging.getLogger("zoo.weights")
 

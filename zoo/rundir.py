@@ -1,0 +1,409 @@
+"""The run directory: its file names, the ``run.json`` schema, writing, reading, opening.
+
+A fine-tuning run leaves everything it made in one directory; this module is the one
+place that knows its layout, so the writer (:func:`zoo.finetune`) and the readers
+(``zoo evaluate``, ``zoo export``, ``zoo predict``) cannot drift apart::
+
+    run_dir/
+      run.json          {"schema": 2, "model": "<zoo name>", "class_names": [...],
+                         "geometry": {"image_size": [h, w], "crop_fraction": f,
+                                      "interpolation": "bilinear", "channels": 3},
+                         ...: what the writer adds (weights, preprocessing, recipe, metrics,
+                         data, status, ...)}
+      best.keras        the model: raw pixels in [0, 255] in, softmax (or logits) out
+      class_names.txt   one class name a line, for tools that read no JSON
+      README.md         the model card (optional)
+      samples/          a few images of the task, for the export's self-check (optional)
+      history.csv       per-epoch metrics (written by Keras' CSVLogger during training)
+
+``geometry`` is the eval transform the data of the run used (``ImageData.geometry``), so
+evaluation and export serve exactly what the model was validated with.
+
+Schema 1 (zoo before ``schema`` existed) had no ``schema`` key and kept ``image_size``,
+``crop_fraction`` and ``interpolation`` at the top level, each optional; such a run still
+opens, the missing fields taken from the architecture's defaults as they were then.
+
+:func:`open_model` opens a model for use from a run directory, a ``.keras`` file, a
+``keras.Model`` or a zoo name with weights, and says what it knows about it: class names,
+eval geometry, model card, the publisher's reference figures.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from zoo.registry import Geometry
+
+log = logging.getLogger("zoo")
+
+RUN_FILE = "run.json"
+MODEL_FILE = "best.keras"
+CARD_FILE = "README.md"
+CLASS_NAMES_FILE = "class_names.txt"
+SAMPLES_DIR = "samples"
+HISTORY_FILE = "history.csv"
+SCHEMA = 2
+
+# run.json keys write_run sets itself; **info may not override them.
+_OWN_KEYS = ("schema", "model", "class_names", "geometry")
+# Schema 1's top-level geometry fields.
+_SCHEMA1_GEOMETRY = ("image_size", "crop_fraction", "interpolation", "channels")
+
+
+@dataclass
+class Run:
+    """A run directory as :func:`read_run` found it.
+
+    Attributes:
+        path: The run directory.
+        info: The whole of ``run.json`` (schema 1 as it was, schema 2 as written).
+        model_name: The zoo model name.
+        class_names: One name per model output.
+        geometry: The eval geometry the run's data used.
+        model_path: The ``.keras`` file.
+        card_path: The model card, or None.
+        samples_dir: The sample images folder, or None.
+        schema: The ``run.json`` schema version it was read as.
+    """
+
+    path: Path
+    info: dict
+    model_name: str
+    class_names: list[str]
+    geometry: Geometry
+    model_path: Path
+    card_path: Path | None = None
+    samples_dir: Path | None = None
+    schema: int = SCHEMA
+
+
+@dataclass
+class Opened:
+    """A model opened for use, with what is known about it (see :func:`open_model`).
+
+    Attributes:
+        model: The ``keras.Model``.
+        model_name: Its zoo name.
+        class_names: One name per output, or None when nothing says them.
+        class_names_from: Where they came from: the ``run.json`` path, ``"weights"``
+            (the weight set's label set) or ``"none"``.
+        geometry: The eval geometry; ``image_size`` and ``channels`` are the model input's.
+        card: The model card's text, or None.
+        samples_dir: The run's sample images, or None.
+        run: The run directory it came from, or None.
+        description: A short name for messages and reports (a path, or ``name (tag)``).
+        reference: The weights' published ``top1``/``top5``/``metrics_source``, or ``{}``.
+        wnids: WordNet ids per output for ImageNet label sets, else None.
+    """
+
+    model: Any
+    model_name: str
+    class_names: list[str] | None
+    class_names_from: str
+    geometry: Geometry
+    card: str | None = None
+    samples_dir: Path | None = None
+    run: Run | None = None
+    description: str = ""
+    reference: dict = field(default_factory=dict)
+    wnids: list[str] | None = None
+
+
+# ------------------------------------------------------------------------------ writing
+
+
+def write_run(run_dir: str | os.PathLike, *, model, model_name: str,
+              class_names: Iterable[str], geometry: Geometry, card: str | None = None,
+              samples: Iterable[str | os.PathLike] = (), **info) -> Path:
+    """Writes a run directory that :func:`read_run` and :func:`open_model` read back.
+
+    ``run.json`` is written last and atomically: a directory with a ``run.json`` is
+    complete.
+
+    Args:
+        run_dir: The directory (created if missing).
+        model: The ``keras.Model``, saved as ``best.keras``.
+        model_name: Its zoo name.
+        class_names: One name per model output.
+        geometry: The eval geometry the data used.
+        card: The model card's Markdown text, written as ``README.md`` (None: no card).
+        samples: Image files copied into ``samples/`` (numbered, names kept).
+        **info: More ``run.json`` keys (weights, preprocessing, recipe, metrics, data,
+            status, ...); values must be JSON data (others are stored as strings).
+
+    Returns:
+        The run directory.
+
+    Raises:
+        TypeError: When ``info`` sets a key this function owns.
+        ValueError: When the class names do not fit the model or cannot be stored.
+    """
+    clash = sorted(set(info) & set(_OWN_KEYS))
+    if clash:
+        raise TypeError(f"write_run sets {clash} itself; pass them as its own arguments.")
+    if not isinstance(geometry, Geometry):
+        raise TypeError(f"geometry must be a zoo.Geometry; got {type(geometry).__name__}.")
+    names = [str(c) for c in class_names]
+    _check_class_names(names, int(model.outputs[0].shape[-1]), "write_run")
+    root = Path(run_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    model.save(root / MODEL_FILE)
+    (root / CLASS_NAMES_FILE).write_text("".join(f"{c}\n" for c in names), encoding="utf-8")
+    if card is not None:
+        (root / CARD_FILE).write_text(card, encoding="utf-8")
+    _copy_samples(samples, root / SAMPLES_DIR)
+    document = {"schema": SCHEMA, "model": model_name, "class_names": names,
+                "geometry": geometry.as_dict(), **info}
+    text = json.dumps(document, indent=2, default=str)
+    staging = root / f".{RUN_FILE}.tmp"
+    staging.write_text(text, encoding="utf-8")
+    os.replace(staging, root / RUN_FILE)
+    return root
+
+
+def _copy_samples(samples: Iterable[str | os.PathLike], folder: Path) -> None:
+    files = [Path(p) for p in samples]
+    if not files:
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    for index, source in enumerate(files):
+        # Numbered: two classes' folders may hold files of the same name.
+        shutil.copyfile(source, folder / f"{index:02d}_{source.name}")
+
+
+def _check_class_names(names: list[str], outputs: int, origin: str) -> None:
+    if len(names) != outputs:
+        raise ValueError(f"{len(names)} class names for a model with {outputs} outputs "
+                         f"({origin}); give one name per output.")
+    bad = [c for c in names if "\n" in c or "\r" in c]
+    if bad:
+        raise ValueError(f"Class names cannot contain line breaks (they are stored one a "
+                         f"line): {bad[:3]}.")
+
+
+# ------------------------------------------------------------------------------ reading
+
+
+def read_info(run_dir: str | os.PathLike) -> dict | None:
+    """The parsed ``run.json`` of a directory, or None when it has none.
+
+    Raises:
+        ValueError: When ``run.json`` is not readable JSON, saying what to do.
+    """
+    path = Path(run_dir) / RUN_FILE
+    if not path.is_file():
+        return None
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(
+            f"{path} is not valid JSON ({error}); the run may have been cut off while "
+            f"writing it, or the file was edited. Run the training again with "
+            f"overwrite=True (--overwrite), or restore the file, or open the model file "
+            f"{Path(run_dir) / MODEL_FILE} directly with model_name= (--model-name) and "
+            f"class names (--labels).") from None
+    if not isinstance(info, dict):
+        raise ValueError(f"{path} holds a JSON {type(info).__name__}, not the object a "
+                         f"run.json is; restore the file or run the training again.")
+    return info
+
+
+def read_run(run_dir: str | os.PathLike) -> Run:
+    """Reads a run directory: ``run.json`` (schema 2 or 1) and where its files are.
+
+    Args:
+        run_dir: A run directory.
+
+    Returns:
+        The :class:`Run`.
+
+    Raises:
+        FileNotFoundError: When ``run.json`` or the model file is missing.
+        ValueError: When ``run.json`` is not valid JSON, lacks ``model`` or
+            ``class_names``, has a bad geometry, or is of a newer schema.
+    """
+    root = Path(run_dir)
+    info = read_info(root)
+    if info is None:
+        raise FileNotFoundError(
+            f"{root} is not a run directory: it has no {RUN_FILE}. A run directory holds "
+            f"{RUN_FILE} ({{'model': ..., 'class_names': [...]}}) and {MODEL_FILE}; "
+            f"to use a bare model, pass the .keras file instead.")
+    meta_path = root / RUN_FILE
+    schema = info.get("schema", 1)
+    if not isinstance(schema, int) or not 1 <= schema <= SCHEMA:
+        raise ValueError(f"{meta_path} has schema {schema!r}; this zoo reads schemas 1 to "
+                         f"{SCHEMA}. Upgrade zoo to read a run written by a newer one.")
+    missing = [key for key in ("model", "class_names") if key not in info]
+    if missing:
+        raise ValueError(f"{meta_path} lacks {missing}; it needs 'model' (the zoo name) and "
+                         f"'class_names' (one per output).")
+    model_path = root / info.get("model_file", MODEL_FILE)
+    if not model_path.is_file():
+        raise FileNotFoundError(f"{meta_path} names the model file {model_path.name!r}, "
+                                f"which is not in {root}.")
+    card, samples = root / CARD_FILE, root / SAMPLES_DIR
+    return Run(path=root, info=info, model_name=str(info["model"]),
+               class_names=[str(c) for c in info["class_names"]],
+               geometry=_run_geometry(info, schema, meta_path), model_path=model_path,
+               card_path=card if card.is_file() else None,
+               samples_dir=samples if samples.is_dir() else None, schema=schema)
+
+
+def _run_geometry(info: dict, schema: int, meta_path: Path) -> Geometry:
+    try:
+        if schema >= 2:
+            if not isinstance(info.get("geometry"), dict):
+                raise ValueError("it has no 'geometry' object")
+            return Geometry.from_dict(info["geometry"])
+        # Schema 1 recorded what it had at the top level; the rest was the spec's then.
+        import zoo
+
+        recorded = {k: info[k] for k in _SCHEMA1_GEOMETRY if info.get(k) is not None}
+        if "image_size" in recorded:
+            recorded["image_size"] = tuple(recorded["image_size"])[:2]
+        return zoo.geometry(str(info["model"]), **recorded)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{meta_path}: cannot read the eval geometry: {error}. Fix the "
+                         f"file or run the training again.") from None
+
+
+# ------------------------------------------------------------------------------ opening
+
+
+def load_model_file(path: str | os.PathLike):
+    """Loads a ``.keras`` file (uncompiled) with zoo's custom layers registered."""
+    import keras
+
+    import zoo.layers  # noqa: F401  (registers Normalize and the other custom layers)
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No model file at {path}.")
+    return keras.saving.load_model(path, compile=False)
+
+
+def open_model(source, *, model_name: str | None = None, weights=None) -> Opened:
+    """Opens a model for use, with its class names, eval geometry and model card.
+
+    Args:
+        source: A run directory, a ``.keras`` file (its directory's ``run.json`` is used
+            when that run holds this file), a ``keras.Model``, or a zoo model name (then
+            ``weights`` is needed).
+        model_name: The zoo name, when the model's own name is not registered (a bare
+            ``.keras`` file or ``keras.Model``); it also overrides a run's.
+        weights: With a zoo name: a catalog tag or a weights file. With a bare model: the
+            weights it carries, whose eval geometry then applies.
+
+    Returns:
+        The :class:`Opened` model.
+
+    Raises:
+        FileNotFoundError: For a path that is neither a run directory nor a ``.keras`` file.
+        ValueError: For a model whose zoo name is unknown (pass ``model_name=``), a zoo
+            name without weights, or a run directory that cannot be read.
+    """
+    import keras
+
+    if isinstance(source, keras.Model):
+        return _open_bare(source, model_name, weights, source.name)
+    path = Path(source)
+    if path.is_dir():
+        return _open_run(read_run(path), model_name)
+    if path.suffix == ".keras":
+        run = _run_holding(path)
+        if run is not None:
+            return _open_run(run, model_name, load_model_file(path))
+        return _open_bare(load_model_file(path), model_name, weights, str(path))
+    if path.exists() or os.sep in str(source) or path.suffix:
+        raise FileNotFoundError(f"{path} is neither a run directory (with {RUN_FILE}) nor "
+                                f"a .keras file.")
+    return _open_zoo_name(str(source), weights)
+
+
+def _run_holding(model_path: Path) -> Run | None:
+    """The run directory ``model_path`` is the model of, if it is one."""
+    if read_info(model_path.parent) is None:
+        return None
+    run = read_run(model_path.parent)
+    return run if run.model_path.resolve() == model_path.resolve() else None
+
+
+def _fitted(geometry: Geometry, model) -> Geometry:
+    """The geometry with the model input's size and channels, when the input fixes them."""
+    shape = tuple(model.input_shape)
+    if len(shape) != 4:
+        return geometry
+    size = (shape[1], shape[2]) if None not in shape[1:3] else None
+    return geometry.replace(image_size=size, channels=shape[3])
+
+
+def _open_run(run: Run, model_name: str | None, model=None) -> Opened:
+    model = model if model is not None else load_model_file(run.model_path)
+    name = model_name or run.model_name
+    card = run.card_path.read_text(encoding="utf-8") if run.card_path else None
+    return Opened(model=model, model_name=name, class_names=list(run.class_names),
+                  class_names_from=str(run.path / RUN_FILE),
+                  geometry=_fitted(run.geometry, model), card=card,
+                  samples_dir=run.samples_dir, run=run, description=str(run.model_path))
+
+
+def _registered_name(name: str, shown: str) -> str:
+    from zoo.models import get_spec
+
+    try:
+        return get_spec(name).name
+    except ValueError:
+        raise ValueError(
+            f"Cannot tell which zoo model {shown!r} is, so its eval transform (crop "
+            f"fraction, interpolation) is unknown. Pass model_name= (--model-name), e.g. "
+            f"'resnet50', or use a run directory.") from None
+
+
+def _open_bare(model, model_name: str | None, weights, description: str) -> Opened:
+    import zoo
+
+    name = _registered_name(model_name or model.name, model_name or model.name)
+    geometry = _fitted(zoo.geometry(name, weights), model)
+    return Opened(model=model, model_name=name, class_names=None, class_names_from="none",
+                  geometry=geometry, description=description)
+
+
+def _open_zoo_name(name: str, weights) -> Opened:
+    import zoo
+    from zoo import weights as weights_module
+    from zoo.models import get_spec
+
+    spec = get_spec(name)
+    if weights is None:
+        raise ValueError(f"Opening the zoo model {name!r} needs weights (--weights imagenet, "
+                         "another tag, or a file): a random network has nothing to measure "
+                         "or serve.")
+    weight_set = weights_module.resolve(spec, weights)
+    # Catalog weights say at which size they were evaluated; a local file does not.
+    model = zoo.build(spec.name, weights=weights,
+                      input_shape=weight_set.input_size if weight_set.url else None)
+    names, wnids, origin = weight_set.class_names(), None, "weights"
+    outputs = int(model.outputs[0].shape[-1])
+    if weight_set.labels == "imagenet-1k" or (names is None and outputs == 1000):
+        from zoo.data import imagenet_class_names, imagenet_wnids
+
+        if names is None:
+            log.info("The weights name no label set; their 1000 outputs are taken to be "
+                     "ImageNet-1k's classes.")
+        names, wnids = imagenet_class_names(), imagenet_wnids()
+    if names is None:
+        origin = "none"
+    reference = {k: getattr(weight_set, k) for k in ("top1", "top5", "metrics_source")}
+    return Opened(model=model, model_name=spec.name, class_names=names,
+                  class_names_from=origin,
+                  geometry=_fitted(zoo.geometry(spec.name, weight_set), model),
+                  description=f"{spec.name} ({weight_set.tag})", reference=reference,
+                  wnids=wnids)

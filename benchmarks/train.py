@@ -84,12 +84,13 @@ def keras_model():
 
 def zoo_model(stage: str, policy: str):
     import zoo
-    from zoo.recipes.finetune import layer_stages, make_recipe, prepare_stage
+    from zoo.recipes.recipe import make_recipe
+    from zoo.recipes.stages import layer_stages, prepare_stage
 
     keras.mixed_precision.set_global_policy(policy)
     try:
         model = zoo.build("resnet50", num_classes=CLASSES)
-        recipe = make_recipe("resnet50", "imagenet")
+        recipe = make_recipe("resnet50")
         prepare_stage(model, layer_stages(model, "resnet50"), stage, recipe,
                       steps_per_epoch=100, epochs=1)
     finally:

@@ -19,6 +19,7 @@ import tensorflow as tf
 
 import zoo
 from zoo.recipes import finetune as ft
+from zoo.recipes import stages as st
 from zoo.recipes.lr_find import lr_find, suggest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -202,10 +203,10 @@ def test_two_stages_freeze_then_unfreeze_with_bn_in_inference(tmp_path):
     stages = ft.layer_stages(model, "resnet18")
     assert stages["predictions"] == -1
     assert stages["conv1_conv"] == 0 and stages["conv5_block2_2_conv"] == 3
-    ft._set_trainable(model, stages, min_stage=None, freeze_bn=True)
+    st.set_trainable(model, stages, min_stage=None, freeze_bn=True)
     trainable = {w.path.split("/")[0] for w in model.trainable_weights}
     assert trainable == {"predictions"}
-    ft._set_trainable(model, stages, min_stage=2, freeze_bn=True)
+    st.set_trainable(model, stages, min_stage=2, freeze_bn=True)
     names = {w.path.split("/")[0] for w in model.trainable_weights}
     assert "conv4_block1_1_conv" in names and "conv3_block1_1_conv" not in names
     assert not any(isinstance(model.get_layer(n), keras.layers.BatchNormalization)
@@ -241,7 +242,7 @@ def test_layerwise_optimizer_scales_updates_per_variable():
 def test_lr_find_suggests_a_rate_in_the_descending_part(tmp_path):
     data = digits_data(n_train=512)
     model = zoo.build("lenet5", input_shape=(32, 32, 3), num_classes=10)
-    result = lr_find(model, ft._one_hot(data.train, 10), steps=60, start=1e-5, end=10,
+    result = lr_find(model, st.one_hot(data.train, 10), steps=60, start=1e-5, end=10,
                      plot_path=tmp_path / "lr.png")
     assert (tmp_path / "lr.png").stat().st_size > 1000
     assert 1e-5 < result.suggestion < 10

@@ -102,9 +102,9 @@ def lr_find(model: keras.Model, dataset, *, start: float = 1e-7, end: float = 1.
         model.set_weights(saved)
     result = LRFindResult(ramp.rates, ramp.losses, suggest(ramp.rates, ramp.losses))
     if plot_path is not None:
-        from zoo.recipes.reports import _pyplot
+        from zoo.recipes.reports import pyplot
 
-        plt = _pyplot()
+        plt = pyplot()
         fig, ax = plt.subplots(figsize=(6, 4))
         ax.plot(result.learning_rates, result.losses)
         ax.axvline(result.suggestion, color="red", linestyle="--",

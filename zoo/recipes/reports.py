@@ -102,7 +102,8 @@ def compute_metrics(y_true, probs, class_names: list[str]) -> dict:
     return metrics
 
 
-def _pyplot():
+def pyplot():
+    """The pyplot module on matplotlib's Agg backend (no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")  # Runs on servers and CI without a display.
@@ -113,7 +114,7 @@ def _pyplot():
 
 def plot_history(history: dict, path: Path) -> Path:
     """Plots loss and accuracy per epoch (train and validation) to ``path``."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, key in zip(axes, ("loss", "accuracy")):
         for prefix, style in (("", "-"), ("val_", "--")):
@@ -133,7 +134,7 @@ def plot_history(history: dict, path: Path) -> Path:
 
 def plot_confusion(matrix, class_names: list[str], path: Path) -> Path:
     """Plots a confusion matrix (rows true, columns predicted) to ``path``."""
-    plt = _pyplot()
+    plt = pyplot()
     matrix = np.asarray(matrix)
     size = max(4.0, 0.45 * len(class_names) + 2)
     fig, ax = plt.subplots(figsize=(size, size))
@@ -176,7 +177,7 @@ def plot_misclassified(images, y_true, probs, class_names: list[str], path: Path
     Returns:
         ``path``.
     """
-    plt = _pyplot()
+    plt = pyplot()
     n = min(len(images), MAX_GRID)
     cols = 4
     rows = max(1, math.ceil(n / cols))
@@ -231,7 +232,7 @@ def plot_gradcam(model, images, class_names: list[str], layer_name: str, path: P
     """A grid of images with their Grad-CAM maps overlaid and the predicted label."""
     import tensorflow as tf
 
-    plt = _pyplot()
+    plt = pyplot()
     images = np.asarray(images[:8])
     cams = gradcam(model, images, layer_name)
     output = model(images, training=False)
@@ -335,3 +336,83 @@ def _write_unmeasured_report(run_dir: Path, history: dict) -> dict:
     metrics["plots"] = {k: str(Path(v).name) for k, v in plots.items()}
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
+
+
+def model_card(info: dict, metrics: dict) -> str:
+    """The run's model card (``README.md``): data, recipe, metrics, preprocessing, loading.
+
+    Args:
+        info: What the run writes to ``run.json`` (model, weights, class names, geometry,
+            preprocessing, recipe, data, ...).
+        metrics: :func:`write_report`'s metrics.
+
+    Returns:
+        The Markdown text.
+    """
+    from zoo import rundir
+
+    norm, geometry, data = info["preprocessing"], info["geometry"], info["data"]
+    recipe = "\n".join(f"- {k}: {v}" for k, v in info["recipe"].items())
+    shape = [*geometry["image_size"], geometry["channels"]]
+    return f"""# {info['model']} fine-tuned on {Path(data['root'] or 'data').name}
+
+Trained with zoo on {info['finished']} ({info['strategy']}, {info['replicas']}
+replica(s), {info['precision']}), from weights `{info['weights']}`.
+
+## Data
+- root: `{data['root']}` (fingerprint of names and sizes
+  `{data['fingerprint']}`)
+- classes ({len(info['class_names'])}): {', '.join(info['class_names'])}
+- counts: {data['counts']}
+- files skipped as unreadable: {data['skipped']}
+
+{_metrics_section(metrics)}
+
+## Preprocessing contract
+The model takes float32 RGB pixels in [0, 255], shape
+`[batch, {', '.join(map(str, shape))}]`, channels last. It normalises
+inside (first layer `normalize`: mean {norm['mean']}, std {norm['std']},
+{norm['channel_order']}). Evaluation resizes the shorter side to size / crop fraction
+({geometry['crop_fraction']}) with {geometry['interpolation']} interpolation and crops
+the centre.
+
+## Recipe
+{recipe}
+
+## Loading
+```python
+import keras, zoo  # importing zoo registers its layers
+model = keras.saving.load_model("{rundir.MODEL_FILE}")
+```
+"""
+
+
+def _metrics_section(metrics: dict) -> str:
+    """The model card's metrics: measured on the validation split, or why there are none."""
+    if metrics.get("validation") == "none":
+        last = metrics.get("last_epoch", {})
+        figures = ", ".join(f"{key} {last[key]:.4f}" for key in ("loss", "accuracy")
+                            if key in last)
+        trained = ("\n\nThe last epoch on the training images (with the run's "
+                   "augmentation, averaged over the epoch while the weights changed): "
+                   f"{figures}." if figures else "")
+        plots = ", ".join(f"`{name}`" for name in metrics.get("plots", {}).values()) or "none"
+        return ("## Metrics\n"
+                "No validation split: every image was used for training and nothing was "
+                "measured on held-out images, so there are no validation metrics, no early "
+                "stopping and no best-epoch selection. `best.keras` holds the model of the "
+                f"last epoch.{trained}\n\nPlots: {plots}.")
+    per_class = "\n".join(
+        f"| {name} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['support']} |"
+        for name, m in metrics["per_class"].items())
+    top5 = (f"- top-5 accuracy: {metrics['top5_accuracy']:.4f}\n"
+            if "top5_accuracy" in metrics else "")
+    return f"""## Metrics (validation)
+- accuracy: {metrics['accuracy']:.4f}
+{top5}- macro F1: {metrics['macro_f1']:.4f} over {metrics['num_images']} images
+
+| class | precision | recall | F1 | support |
+|---|---|---|---|---|
+{per_class}
+
+Plots: `training_curves.png`, `confusion_matrix.png`, `misclassified.png`, `gradcam.png`."""

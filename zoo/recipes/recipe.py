@@ -1,0 +1,136 @@
+"""The recipe's options: :class:`Recipe`, and the one rule that fills it in for a model."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from zoo.distribute import POLICIES, STRATEGIES
+
+
+@dataclass
+class Recipe:
+    """Every knob of the recipe; a family's ``Spec.recipe_defaults`` override some.
+
+    The command line's ``zoo train`` / ``zoo lr-find`` options are made from these fields
+    (``--head-lr`` for ``head_lr``), their help from the descriptions below.
+
+    Attributes:
+        head_epochs: Epochs of stage 1 (new head, frozen backbone).
+        finetune_epochs: Epochs of stage 2 (backbone unfrozen).
+        scratch_epochs: Epochs when training from scratch (``weights=None``).
+        batch_size: Batch size per replica; the global batch is this times the replicas.
+        head_lr: Peak learning rate of stage 1 (per 1 replica; scaled with replicas).
+        finetune_lr: Peak learning rate of stage 2 for the last stage and the head.
+        scratch_lr: Peak learning rate from scratch.
+        layer_decay: Each earlier stage's rate is this times the next one's.
+        unfreeze: ``"all"`` or the number of top stages to unfreeze in stage 2.
+        warmup_epochs: Linear warm-up at the start of each stage.
+        weight_decay: AdamW decoupled weight decay (not applied to biases and BN).
+        label_smoothing: Label smoothing of the cross-entropy.
+        patience: Early stopping patience in epochs (on validation accuracy; without a
+            validation split there is no early stopping).
+        dropout: Dropout before the classifier (None keeps the family's default).
+        scratch_bn_momentum: Batch-norm momentum from scratch (Keras' convention: the weight
+            of the old moving statistics). 0.9 is torchvision's training default
+            (``momentum=0.1``); Keras' 0.99 needs several hundred steps before its moving
+            statistics fit the weights, so a short run from scratch evaluates at chance.
+        augment: Augmentation preset when zoo builds the pipeline from a folder: none,
+            light, standard, strong, mixup, cutmix or shift.
+        validation_split: Fraction of each class held out for validation when zoo builds
+            the pipeline from a one-folder layout (``root/<class>/*``; default 0.2). 0
+            trains on every image without validation: the last epoch's model is kept
+            (training loss is no model-selection criterion) and nothing stops early. None
+            in ``run.json`` when the caller built the pipeline and it does not say.
+        precision: Precision policy: auto, float32, mixed_bfloat16 or mixed_float16.
+        strategy: Distribution strategy: auto, one, mirrored, multiworker or tpu.
+        seed: Seed of the split, the shuffles and the initialisation.
+    """
+
+    head_epochs: int = 3
+    finetune_epochs: int = 10
+    scratch_epochs: int = 30
+    batch_size: int = 32
+    head_lr: float = 1e-3
+    finetune_lr: float = 1e-4
+    scratch_lr: float = 1e-3
+    layer_decay: float = 0.7
+    unfreeze: str | int = "all"
+    warmup_epochs: float = 1.0
+    weight_decay: float = 0.05
+    label_smoothing: float = 0.1
+    patience: int = 5
+    dropout: float | None = None
+    scratch_bn_momentum: float = 0.9
+    augment: Any = "standard"
+    validation_split: float | None = 0.2
+    precision: str = field(default="auto", metadata={"choices": POLICIES})
+    strategy: str = field(default="auto", metadata={"choices": STRATEGIES})
+    seed: int = 0
+
+
+def make_recipe(model_name: str, **overrides) -> Recipe:
+    """The recipe for a model: defaults, then its family's, then the caller's overrides.
+
+    Args:
+        model_name: A registered model name (its Spec's ``recipe_defaults`` apply).
+        **overrides: Fields of :class:`Recipe`; None values are left out.
+
+    Raises:
+        TypeError: For a name that is not a field.
+        ValueError: For an ``unfreeze`` that is neither ``"all"`` nor a number.
+    """
+    from zoo.models import get_spec
+
+    known = {f.name for f in dataclasses.fields(Recipe)}
+    unknown = set(overrides) - known
+    if unknown:
+        raise TypeError(f"Unknown recipe option(s) {sorted(unknown)}; known: {sorted(known)}.")
+    values = {**get_spec(model_name).recipe_defaults,
+              **{k: v for k, v in overrides.items() if v is not None}}
+    recipe = Recipe(**values)
+    if isinstance(recipe.unfreeze, str) and recipe.unfreeze != "all":
+        try:
+            recipe.unfreeze = int(recipe.unfreeze)
+        except ValueError as error:
+            raise ValueError(f"unfreeze must be 'all' or a number of stages; got "
+                             f"{recipe.unfreeze!r}.") from error
+    return recipe
+
+
+def set_epochs(recipe: Recipe, epochs: int | None, pretrained: bool) -> None:
+    """Spreads a total of ``epochs`` over the stages: a quarter (at least 1) to the head.
+
+    Args:
+        recipe: The recipe, changed in place (nothing changes for None).
+        epochs: Total epochs, or None.
+        pretrained: Whether there are two stages (head, then fine-tuning) or one.
+    """
+    if epochs is None:
+        return
+    if epochs < 1:
+        raise ValueError(f"epochs must be at least 1; got {epochs}.")
+    if not pretrained:
+        recipe.scratch_epochs = epochs
+    else:
+        recipe.head_epochs = max(1, epochs // 4)
+        recipe.finetune_epochs = epochs - recipe.head_epochs
+
+
+def field_help() -> dict[str, str]:
+    """Each field's description from :class:`Recipe`'s docstring, on one line."""
+    doc = inspect.getdoc(Recipe) or ""
+    section = doc.split("Attributes:", 1)[-1]
+    helps: dict[str, list[str]] = {}
+    current = None
+    for line in section.splitlines():
+        match = re.match(r"^ {4}(\w+): (.*)$", line)
+        if match:
+            current = match.group(1)
+            helps[current] = [match.group(2)]
+        elif current and line.startswith(" " * 8):
+            helps[current].append(line.strip())
+    return {name: " ".join(words).replace("``", "") for name, words in helps.items()}

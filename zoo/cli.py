@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import warnings
@@ -39,7 +40,7 @@ def _format_table(rows: list[list[str]], header: list[str]) -> str:
 def cmd_list(args: argparse.Namespace) -> int:
     """Prints registered models, one a line, with family, year, input size and twins."""
     import zoo
-    from zoo.registry import get_spec
+    from zoo.models import get_spec
 
     names = zoo.list_models(args.pattern, pretrained=args.pretrained)
     if not names:
@@ -78,6 +79,8 @@ def cmd_info(args: argparse.Namespace) -> int:
         ["preprocessing", str(info["preprocessing"])],
         ["twins", ", ".join(f"{lib}: {tw}" for lib, tw in info["twins"].items()) or "-"],
         ["options", ", ".join(f"{k}={v!r}" for k, v in info["family_options"].items()) or "-"],
+        ["recipe defaults", ", ".join(f"{k}={v!r}" for k, v in
+                                      info.get("recipe_defaults", {}).items()) or "-"],
     ]
     if info["weights"]:
         for tag, meta in info["weights"].items():
@@ -140,14 +143,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _recipe_options(args: argparse.Namespace) -> dict:
-    options = {}
-    for key in ("batch_size", "head_lr", "finetune_lr", "scratch_lr", "unfreeze",
-                "label_smoothing", "weight_decay", "augment", "patience", "seed", "dropout",
-                "validation_split"):
-        value = getattr(args, key, None)
-        if value is not None:
-            options[key] = value
-    return options
+    """The recipe fields given on the command line (left out: the recipe's own default)."""
+    from zoo.recipes.recipe import Recipe
+
+    names = (f.name for f in dataclasses.fields(Recipe))
+    return {name: getattr(args, name) for name in names
+            if getattr(args, name, None) is not None}
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -156,8 +157,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     weights = None if args.weights in ("none", "None", "") else args.weights
     result = finetune(args.model, args.data, weights=weights, epochs=args.epochs,
-                      out_dir=args.out, overwrite=args.overwrite, strategy=args.strategy,
-                      precision=args.precision, **_recipe_options(args))
+                      out_dir=args.out, overwrite=args.overwrite, **_recipe_options(args))
     from zoo.distribute import is_chief
 
     if result.metrics.get("val_accuracy") is None:
@@ -205,7 +205,7 @@ def _read_labels(path: str | None) -> list[str] | None:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Exports a run directory or .keras file: SavedModel, TFLite, ONNX, then checks them."""
-    from zoo.export import ExportCheckError, export
+    from zoo.deploy import ExportCheckError, export
 
     try:
         paths = export(args.model, args.out, formats=args.format, version=args.version,
@@ -255,31 +255,39 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _add_recipe_arguments(p: argparse.ArgumentParser) -> None:
+# Recipe fields that shape a whole training run only; lr-find runs a few steps of one stage.
+_TRAIN_ONLY = ("head_epochs", "finetune_epochs", "scratch_epochs", "warmup_epochs",
+               "precision", "strategy")
+# Annotation (a string: the module uses postponed annotations) -> argparse type.
+_FLAG_TYPES = {"int": int, "float": float, "float | None": float}
+
+
+def _add_recipe_arguments(p: argparse.ArgumentParser, *, train: bool) -> None:
+    """The data and model arguments, then one ``--flag`` per :class:`Recipe` field.
+
+    Flags default to None, so the recipe (and the family's defaults) decides what is not
+    given; types come from the fields' annotations, help from the Recipe's docstring.
+    """
+    from zoo.recipes.recipe import Recipe, field_help
+
     p.add_argument("--data", required=True, help="image folder (root/<class>/* or "
                    "root/train|val/<class>/*)")
     p.add_argument("--model", required=True, help="a name from `zoo list`")
     p.add_argument("--weights", default="imagenet", help="catalog tag, file, or 'none'")
     p.add_argument("--out", default=None, help="run directory")
-    p.add_argument("--batch-size", type=int, dest="batch_size")
-    p.add_argument("--augment", help="none, light, standard, strong, mixup, cutmix")
-    p.add_argument("--seed", type=int)
-    for name in ("head-lr", "finetune-lr", "scratch-lr", "label-smoothing", "weight-decay",
-                 "dropout"):
-        p.add_argument(f"--{name}", type=float, dest=name.replace("-", "_"))
-    p.add_argument("--unfreeze", help="'all' or the number of top stages to unfreeze")
-    p.add_argument("--patience", type=int)
-    p.add_argument("--validation-split", type=float, dest="validation_split",
-                   help="fraction of each class held out when --data has no val/ folder "
-                   "(default 0.2); 0 trains on everything and keeps the last epoch")
+    helps = field_help()
+    for spec in dataclasses.fields(Recipe):
+        if spec.name in _TRAIN_ONLY and not train:
+            continue
+        default = "" if spec.default is None else f" (recipe default: {spec.default})"
+        p.add_argument(f"--{spec.name.replace('_', '-')}", dest=spec.name,
+                       type=_FLAG_TYPES.get(str(spec.type), str),
+                       choices=spec.metadata.get("choices"),
+                       help=(helps.get(spec.name, "") + default).replace("%", "%%"))
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Returns the argument parser of the ``zoo`` command."""
-    parser = argparse.ArgumentParser(
-        prog="zoo", description="Classic image networks for Keras 3: build, fine-tune, export.")
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def _add_model_commands(sub) -> None:
+    """``list``, ``info`` and ``pull``: what exists and its weights."""
     p = sub.add_parser("list", help="list registered models")
     p.add_argument("pattern", nargs="?", default="*", help="fnmatch pattern, e.g. 'resnet*'")
     p.add_argument("--pretrained", action="store_true", help="only models with weights")
@@ -302,24 +310,29 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fill the cache from files copied from another machine")
     p.set_defaults(func=cmd_pull)
 
+
+def _add_recipe_commands(sub) -> None:
+    """``demo``, ``train``, ``lr-find`` and ``evaluate``: the recipes."""
     p = sub.add_parser("demo", help="run the main job on the embedded default data "
                        "(digits, LeNet-5, export, predict)")
     p.add_argument("--out", default="runs/demo", help="where data, run and export go")
     p.add_argument("--epochs", type=int, default=None)
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("train", help="fine-tune a model on a folder of images")
-    _add_recipe_arguments(p)
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--strategy", choices=("auto", "one", "mirrored", "multiworker", "tpu"))
-    p.add_argument("--precision",
-                   choices=("auto", "float32", "mixed_bfloat16", "mixed_float16"))
+    families = ("Recipe options left out take the recipe's defaults, with the model "
+                "family's departures from them (`zoo info MODEL` lists those).")
+    p = sub.add_parser("train", help="fine-tune a model on a folder of images",
+                       description=families)
+    _add_recipe_arguments(p, train=True)
+    p.add_argument("--epochs", type=int, default=None,
+                   help="total epochs; with weights, a quarter (at least 1) trains the head")
     p.add_argument("--overwrite", action="store_true",
                    help="start again over a finished run (the old one is kept, renamed)")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("lr-find", help="learning-rate range test with plot and suggestion")
-    _add_recipe_arguments(p)
+    p = sub.add_parser("lr-find", help="learning-rate range test with plot and suggestion",
+                       description=families)
+    _add_recipe_arguments(p, train=False)
     p.add_argument("--steps", type=int, default=100)
     p.set_defaults(func=cmd_lr_find)
 
@@ -331,6 +344,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, dest="batch_size")
     p.set_defaults(func=cmd_evaluate)
 
+
+def _add_deploy_commands(sub) -> None:
+    """``export`` and ``predict``: using a trained model."""
     p = sub.add_parser("export", help="SavedModel (bytes, base64 and pixels signatures), "
                        "TFLite, ONNX; each checked against the Keras model")
     p.add_argument("model", help="run directory or .keras file")
@@ -364,6 +380,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-name", dest="model_name",
                    help="zoo model name, when the .keras model's own name is not registered")
     p.set_defaults(func=cmd_predict)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Returns the argument parser of the ``zoo`` command."""
+    parser = argparse.ArgumentParser(
+        prog="zoo", description="Classic image networks for Keras 3: build, fine-tune, export.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_model_commands(sub)
+    _add_recipe_commands(sub)
+    _add_deploy_commands(sub)
     return parser
 
 

@@ -41,7 +41,7 @@ class Recipe:
         augment: Augmentation preset when zoo builds the pipeline from a folder: none,
             light, standard, strong, mixup, cutmix or shift.
         validation_split: Fraction of each class held out for validation when zoo builds
-            the pipeline from a one-folder layout (``root/<class>/*``; default 0.2). 0
+            the pipeline from a one-folder layout (``root/<class>/*``). 0
             trains on every image without validation: the last epoch's model is kept
             (training loss is no model-selection criterion) and nothing stops early. None
             in ``run.json`` when the caller built the pipeline and it does not say.

@@ -121,28 +121,25 @@ def main(argv=None) -> int:
     import tensorflow as tf
 
     import zoo
-    from zoo.export import bytes_to_pixels, run_onnx, savedmodel_bytes
-    from zoo.registry import get_spec
+    from zoo.deploy import reference_pixels, run_onnx, savedmodel_bytes
+    from zoo.deploy.tflite import invoke as invoke_tflite  # the runner export checks with
 
     work = Path(args.out or tempfile.mkdtemp(prefix="zoo-serve-bench-"))
     work.mkdir(parents=True, exist_ok=True)
-    spec = get_spec(args.model)
-    size = tuple(spec.input_size[:2])
-    channels = spec.input_size[2]
+    # The eval geometry the export serves for an untrained model: the spec's.
+    geometry = zoo.geometry(args.model)
     keras.utils.set_random_seed(0)
 
     if args.model == "lenet5":
         split = write_digits(work / "digits")
         test_paths, test_y = split["test"]
         train_paths, train_y = split["train"]
-        decode = [bytes_to_pixels(tf.constant(p.read_bytes()), size, channels,
-                                  spec.crop_fraction, spec.interpolation).numpy()
-                  for p in train_paths]
+        decode = reference_pixels([p.read_bytes() for p in train_paths], geometry)
         model = zoo.build("lenet5", num_classes=10)
         model.compile(optimizer=keras.optimizers.Adam(3e-3),
                       loss="sparse_categorical_crossentropy", metrics=["accuracy"])
         t = time.perf_counter()
-        model.fit(np.stack(decode), train_y, epochs=args.epochs, batch_size=64, verbose=0)
+        model.fit(decode, train_y, epochs=args.epochs, batch_size=64, verbose=0)
         print(f"trained lenet5 for {args.epochs} epochs in {time.perf_counter() - t:.1f} s")
         representative = work / "digits" / "train"
         class_names = [str(i) for i in range(10)]
@@ -168,8 +165,7 @@ def main(argv=None) -> int:
     print(f"exported {', '.join(formats)} in {time.perf_counter() - t:.1f} s")
 
     test_bytes = [p.read_bytes() for p in test_paths]
-    test_x = np.stack([bytes_to_pixels(tf.constant(b), size, channels, spec.crop_fraction,
-                                       spec.interpolation).numpy() for b in test_bytes])
+    test_x = reference_pixels(test_bytes, geometry)
     served = tf.saved_model.load(exported["savedmodel"])
     by_bytes = served.signatures["serving_default"]
     by_pixels = served.signatures["serving_pixels"]
@@ -188,10 +184,8 @@ def main(argv=None) -> int:
                 interpreters[fmt] = {b: tf.lite.Interpreter(model_path=exported[fmt],
                                                             num_threads=args.threads)
                                      for b in (1, 32, len(test_x))}
-    from zoo.export import _invoke_tflite  # the quantising runner export checks with
-
     for fmt, by_batch in interpreters.items():
-        results[fmt] = _invoke_tflite(by_batch[len(test_x)], test_x)
+        results[fmt] = invoke_tflite(by_batch[len(test_x)], test_x)
     if "onnx" in formats:
         results["onnx"] = run_onnx(exported["onnx"], test_x)
 
@@ -233,7 +227,7 @@ def main(argv=None) -> int:
                 "probabilities"].numpy(),
         }
         for fmt, by_batch in interpreters.items():
-            alternatives[fmt] = (lambda it=by_batch[batch]: _invoke_tflite(it, pixels))
+            alternatives[fmt] = (lambda it=by_batch[batch]: invoke_tflite(it, pixels))
         if "onnx" in formats:
             import onnxruntime
 

@@ -21,16 +21,11 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+import pipelines
 import zoo
-from zoo.export import (
-    FORMATS,
-    ExportCheckError,
-    bytes_to_pixels,
-    eval_transform,
-    existing_versions,
-    read_run_dir,
-    run_tflite,
-)
+from pipelines import transforms
+from zoo import deploy, rundir
+from zoo.deploy import FORMATS, ExportCheckError, existing_versions, run_tflite
 
 REPO = Path(__file__).resolve().parents[1]
 CLASS_NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
@@ -45,6 +40,26 @@ def encode(pixels: np.ndarray, fmt: str) -> bytes:
     mode = "L" if pixels.ndim == 2 else "RGB"
     Image.fromarray(pixels.astype("uint8"), mode).save(buffer, fmt)
     return buffer.getvalue()
+
+
+def bytes_eval(data: bytes, size, crop_fraction: float = 0.875, interpolation: str = "bilinear",
+               channels: int = 3) -> np.ndarray:
+    """The bytes path: what the SavedModel's serving_default and zoo evaluate run."""
+    transform = pipelines.make_eval_transform(size, crop_fraction, interpolation, channels)
+    return transform(tf.constant(data)).numpy()
+
+
+def pixels_eval(image: np.ndarray, size, crop_fraction: float = 0.875,
+                interpolation: str = "bilinear") -> np.ndarray:
+    """An independent eval crop of decoded pixels, from pipelines' public steps.
+
+    No decoding, no JPEG window, no EXIF, no format dispatch: cut the centre window,
+    resize it with antialiasing, round. The bytes path must agree with it on lossless files.
+    """
+    crop = transforms.center_crop(tf.constant(image), size, crop_fraction)
+    resized = transforms.resize_pixels(tf.cast(crop, tf.float32), size, interpolation,
+                                       antialias=True)
+    return tf.round(resized).numpy()
 
 
 @pytest.fixture(scope="module")
@@ -81,18 +96,13 @@ def trained(digits):
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory, trained, digits):
-    """A run directory written by hand, as the fine-tuning recipe will write it."""
+    """A run directory written by zoo.rundir, as the fine-tuning recipe writes it."""
     _, paths, _, _ = digits
-    run = tmp_path_factory.mktemp("run")
-    trained.save(run / "best.keras")
-    (run / "run.json").write_text(json.dumps({"model": "lenet5", "class_names": CLASS_NAMES,
-                                              "val_accuracy": 0.95, "status": "finished"}))
-    (run / "README.md").write_text("# LeNet-5 on digits\n\nA hand-written model card.\n")
-    samples = run / "samples"
-    samples.mkdir()
-    for path in paths[1500:1520]:
-        (samples / path.name).write_bytes(path.read_bytes())
-    return run
+    return rundir.write_run(
+        tmp_path_factory.mktemp("run"), model=trained, model_name="lenet5",
+        class_names=CLASS_NAMES, geometry=zoo.geometry("lenet5"),
+        card="# LeNet-5 on digits\n\nA hand-written model card.\n",
+        samples=paths[1500:1520], val_accuracy=0.95, status="finished")
 
 
 @pytest.fixture(scope="module")
@@ -114,10 +124,10 @@ def test_eval_transform_resizes_the_shorter_side_and_centre_crops():
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (64, 96, 3)).astype("uint8")
     # crop 0.5 of a 64-pixel shorter side resized to 64: the centre 32x32, pixel for pixel.
-    out = eval_transform(image, (32, 32), crop_fraction=0.5).numpy()
+    out = bytes_eval(encode(image, "PNG"), (32, 32), crop_fraction=0.5)
     np.testing.assert_array_equal(out, image[16:48, 32:64].astype("float32"))
     # An image already at the input size, crop 1.0: unchanged.
-    np.testing.assert_array_equal(eval_transform(image[:32, :32], 32, 1.0).numpy(),
+    np.testing.assert_array_equal(bytes_eval(encode(image[:32, :32], "PNG"), (32, 32), 1.0),
                                   image[:32, :32].astype("float32"))
 
 
@@ -135,7 +145,7 @@ def test_eval_transform_matches_pillow_resize_then_crop(shape, size, crop):
     resized = np.asarray(Image.fromarray(image).resize(new[::-1], Image.BILINEAR), "float32")
     top, left = (new[0] - size[0]) // 2, (new[1] - size[1]) // 2
     expected = resized[top:top + size[0], left:left + size[1]]
-    got = eval_transform(image, size, crop, "bilinear").numpy()
+    got = bytes_eval(encode(image, "PNG"), size, crop, "bilinear")
     assert got.shape == (*size, 3)
     # The window is cut in whole source pixels before the resize (the pipelines' way, which
     # lets a JPEG decode only the window): the grid moves by under half a source pixel.
@@ -143,24 +153,33 @@ def test_eval_transform_matches_pillow_resize_then_crop(shape, size, crop):
     assert np.all(np.isin(got, np.arange(256)))  # whole values, as Pillow gives
 
 
-def test_eval_transform_on_pixels_equals_the_bytes_path_for_png():
-    # eval_transform (decoded pixels, as predict on arrays) and bytes_to_pixels (the
-    # serving signature, the pipelines' eval path) give the same pixels for lossless files.
-    from pipelines.transforms import make_eval_transform
-
-    rng = np.random.default_rng(1)
-    for shape, size, crop, channels in [((97, 131, 3), (56, 56), 0.875, 3),
-                                        ((131, 97, 3), (64, 48), 0.875, 3),
-                                        ((40, 48, 3), (32, 32), 1.0, 1)]:
-        pixels = rng.integers(0, 256, shape)
-        data = tf.constant(encode(pixels, "PNG"))
-        served = bytes_to_pixels(data, size, channels, crop, "bilinear").numpy()
-        evaluated = make_eval_transform(size, crop, "bilinear", channels)(data).numpy()
-        on_pixels = eval_transform(pixels.astype("uint8"), size, crop, "bilinear")
-        if channels == 1:
-            on_pixels = tf.image.rgb_to_grayscale(on_pixels)
-        np.testing.assert_array_equal(served, evaluated)
-        np.testing.assert_allclose(on_pixels.numpy(), served, atol=1e-4)
+@pytest.mark.parametrize("shape,size,crop,channels", [
+    ((97, 131, 3), (56, 56), 0.875, 3),
+    ((131, 97, 3), (64, 48), 0.875, 3),
+    pytest.param((40, 48, 3), (32, 32), 1.0, 1, marks=pytest.mark.xfail(
+        strict=True, reason="pipelines' eval dataset casts the grayscale of the rounded RGB "
+        "crop to uint8 (truncating, e.g. 157.74 -> 157) for its cache, while the bytes path "
+        "and the train path keep 157.74: evaluate and serve differ by up to one grey level "
+        "for 1-channel models. Reported to pipelines; remove this mark with the fix.")),
+])
+def test_bytes_path_equals_from_files_and_the_crop_of_decoded_pixels(tmp_path, shape, size,
+                                                                     crop, channels):
+    """The bytes path (the serving signature's) against two routes that share no decoder
+    dispatch with it: pipelines.from_files on the file (the scan's kind and orientation,
+    zoo evaluate's path), and the centre crop and resize of the array itself."""
+    pixels = np.random.default_rng(1).integers(0, 256, shape)
+    path = tmp_path / "image.png"
+    path.write_bytes(encode(pixels, "PNG"))
+    served = bytes_eval(path.read_bytes(), size, crop, "bilinear", channels)
+    files = pipelines.from_files([path], image_size=size, crop_fraction=crop,
+                                 interpolation="bilinear", channels=channels)
+    evaluated = np.concatenate([batch.numpy() for batch in files.dataset])[0]
+    on_pixels = pixels_eval(pixels.astype("uint8"), size, crop, "bilinear")
+    if channels == 1:
+        on_pixels = tf.image.rgb_to_grayscale(on_pixels).numpy()
+    assert served.shape == (*size, channels)
+    np.testing.assert_allclose(on_pixels, served, atol=1e-4)
+    np.testing.assert_array_equal(served, evaluated)
 
 
 @pytest.mark.parametrize("orientation", [1, 3, 6, 8])
@@ -176,11 +195,11 @@ def test_jpegs_are_turned_upright_by_their_exif_orientation(orientation):
     Image.fromarray(image).save(buffer, "JPEG", exif=exif, quality=95)
     upright = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(buffer.getvalue()))),
                          "float32")
-    # The serving path against the eval transform of Pillow's upright image: the same
+    # The serving path against the eval crop of Pillow's upright image: the same
     # geometry only if the orientation was applied (a sideways image is far off).
     size = upright.shape[:2]
-    got = bytes_to_pixels(tf.constant(buffer.getvalue()), size, 3, 0.875).numpy()
-    expected = eval_transform(upright, size, 0.875).numpy()
+    got = bytes_eval(buffer.getvalue(), size, 0.875)
+    expected = pixels_eval(upright, size, 0.875)
     assert got.shape == expected.shape == upright.shape
     assert np.mean(np.abs(got - expected)) < 2.0  # two JPEG decoders, same geometry
 
@@ -205,6 +224,31 @@ def test_export_layout_report_and_assets(exported, run_dir):
     # No Python-only operation may sit in the graph: TF Serving (C++) could not load it.
     graph = (version / "saved_model.pb").read_bytes()
     assert b"PyFunc" not in graph
+
+
+def test_export_and_predict_serve_the_geometry_the_run_recorded(tmp_path, trained, digits):
+    """A run whose data used another crop than the spec's: export and predict use the run's."""
+    from zoo.predict import Predictor
+
+    _, paths, _, _ = digits
+    geometry = zoo.geometry("lenet5", crop_fraction=0.75)
+    assert zoo.geometry("lenet5").crop_fraction == 1.0
+    run = rundir.write_run(tmp_path / "run", model=trained, model_name="lenet5",
+                           class_names=CLASS_NAMES, geometry=geometry)
+    result = zoo.export(run, tmp_path / "export")
+    report = json.loads(Path(result["report"]).read_text())
+    assert report["eval_transform"]["crop_fraction"] == 0.75
+    image = paths[1550].read_bytes()
+    served = tf.saved_model.load(result["savedmodel"]).signatures["serving_default"](
+        image_bytes=tf.constant([image]))["probabilities"].numpy()
+
+    def keras_at(crop_fraction):
+        return trained(bytes_eval(image, (32, 32), crop_fraction, "bilinear", 1)[None],
+                       training=False).numpy()
+
+    np.testing.assert_allclose(served, keras_at(0.75), atol=1e-5)
+    assert np.max(np.abs(served - keras_at(1.0))) > 1e-3  # the crop really matters here
+    np.testing.assert_allclose(Predictor(run).probabilities([image]), served, atol=1e-5)
 
 
 def test_savedmodel_stores_each_weight_once(exported, trained):
@@ -259,8 +303,7 @@ def test_savedmodel_loads_without_zoo_and_matches_keras(exported, trained, digit
         "serving_pixels": [["pixels", "float32", [None, 32, 32, 1]]],
     }
     # The Keras model on the transform done in this process (the evaluation path).
-    expected_pixels = np.stack([bytes_to_pixels(b, (32, 32), 1, 1.0, "bilinear").numpy()
-                                for b in images])
+    expected_pixels = np.stack([bytes_eval(b, (32, 32), 1.0, "bilinear", 1) for b in images])
     expected = trained(expected_pixels, training=False).numpy()
     for name in ("bytes", "b64"):
         result = answer["results"][name]
@@ -320,8 +363,7 @@ def test_bad_image_is_a_clear_request_error_and_serving_goes_on(served, digits, 
 
 
 def test_self_check_failure_is_loud_and_leaves_nothing(tmp_path, trained, monkeypatch):
-    module = sys.modules["zoo.export"]
-    original = module._write_savedmodel
+    original = deploy.savedmodel.write
 
     def write_a_different_model(source, probability_model, target, top_k, scratch):
         # A SavedModel whose classifier bias differs from the Keras model it is checked on.
@@ -333,7 +375,7 @@ def test_self_check_failure_is_loud_and_leaves_nothing(tmp_path, trained, monkey
         finally:
             bias.assign(saved)
 
-    monkeypatch.setattr(module, "_write_savedmodel", write_a_different_model)
+    monkeypatch.setattr(deploy.savedmodel, "write", write_a_different_model)
     out = tmp_path / "out"
     with pytest.raises(ExportCheckError, match=r"Self-check failed for the SavedModel's "
                        r"serving_default signature.*\(tolerance 1e-05\)"):
@@ -349,13 +391,12 @@ def test_crash_mid_export_never_leaves_a_version(tmp_path, trained):
     script = textwrap.dedent(f"""
         import os
         import sys
-        import zoo.export
-        module = sys.modules["zoo.export"]
+        import zoo.deploy as deploy
         def crash(fmt, staging):
             assert (staging / "saved_model.pb").is_file()
             os._exit(3)
-        module._after_format_hook = crash
-        module.export({str(model_path)!r}, {str(out)!r}, formats="savedmodel,tflite")
+        deploy._after_format_hook = crash
+        deploy.export({str(model_path)!r}, {str(out)!r}, formats="savedmodel,tflite")
     """)
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
@@ -379,12 +420,11 @@ def test_versions_and_overwrite(tmp_path, trained, monkeypatch):
     assert marker.exists()
 
     # A failure while overwriting keeps the old version.
-    module = sys.modules["zoo.export"]
 
     def fail(fmt, staging):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(module, "_after_format_hook", fail)
+    monkeypatch.setattr(deploy, "_after_format_hook", fail)
     with pytest.raises(RuntimeError, match="disk full"):
         zoo.export(trained, out, class_names=CLASS_NAMES, formats="tflite", version=1,
                    overwrite=True)
@@ -460,18 +500,19 @@ def test_onnx_matches_keras_in_onnxruntime(exported, trained, digits):
 
 
 def test_run_dir_contract_errors(tmp_path, run_dir):
+    # Broken run directories, which write_run cannot make, so their run.json is hand-written.
     with pytest.raises(FileNotFoundError, match="run.json"):
-        read_run_dir(tmp_path)
+        rundir.read_run(tmp_path)
     (tmp_path / "run.json").write_text(json.dumps({"model": "lenet5"}))
     with pytest.raises(ValueError, match="class_names"):
-        read_run_dir(tmp_path)
+        rundir.read_run(tmp_path)
     (tmp_path / "run.json").write_text(json.dumps({"model": "lenet5", "class_names": ["a"]}))
     with pytest.raises(FileNotFoundError, match="best.keras"):
-        read_run_dir(tmp_path)
+        rundir.read_run(tmp_path)
     (tmp_path / "best.keras").write_bytes((run_dir / "best.keras").read_bytes())
     with pytest.raises(ValueError, match="1 class names for a model with 10 outputs"):
         zoo.export(tmp_path, tmp_path / "out")
-    run = read_run_dir(run_dir)
+    run = rundir.read_run(run_dir)
     assert run.model_name == "lenet5" and run.class_names == CLASS_NAMES
     assert run.card_path.name == "README.md" and run.samples_dir.name == "samples"
 

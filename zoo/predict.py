@@ -1,7 +1,8 @@
 """Top-k predictions from a ``.keras`` file, a run directory or an exported SavedModel.
 
-The three inputs run the same evaluation path: for a Keras model the image bytes go through
-:func:`zoo.export.bytes_to_pixels` (the pipelines' eval path) eagerly; a SavedModel's
+The three inputs run the same evaluation path: for a Keras model (opened by
+``zoo.rundir.open_model``) the image bytes go through ``pipelines.make_eval_transform`` at
+the run's geometry eagerly (:func:`zoo.deploy.reference_pixels`); a SavedModel's
 ``serving_default`` signature runs the same function in its graph. Used by ``zoo predict``.
 """
 
@@ -11,17 +12,9 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-# Not `from zoo import export`: that name is the export function once zoo.export() was used.
-from zoo.export import (
-    CLASS_NAMES_FILE,
-    RUN_JSON,
-    _probability_model,
-    _resolve_source,
-    existing_versions,
-    load_keras_model,
-    read_run_dir,
-    reference_pixels,
-)
+from zoo import rundir
+from zoo.deploy import existing_versions, probability_model, reference_pixels, resolve_source
+from zoo.deploy.savedmodel import CLASS_NAMES_FILE
 
 
 class Predictor:
@@ -42,52 +35,38 @@ class Predictor:
         self.kind, self._model, self.class_names = self._load(class_names, model_name)
 
     def _load(self, class_names, model_name):
-        import tensorflow as tf
-
         path = self.path
         if path.is_file() and path.suffix == ".keras":
-            model = load_keras_model(path)
             # A .keras file inside a run directory takes that run's names and model.
-            if class_names is None and (path.parent / RUN_JSON).is_file():
-                run = read_run_dir(path.parent)
-                class_names, model_name = run.class_names, model_name or run.model_name
-            return ("keras", *self._keras_runner(model, class_names, model_name))
-        if path.is_dir() and (path / RUN_JSON).is_file():
-            run = read_run_dir(path)
-            model = load_keras_model(run.model_path)
-            return ("run", *self._keras_runner(model, run.class_names, run.model_name))
+            return ("keras", *self._keras_runner(path, class_names, model_name))
+        if path.is_dir() and (path / rundir.RUN_FILE).is_file():
+            # A run directory carries its own names and model name.
+            return ("run", *self._keras_runner(path, None, None))
         savedmodel = _savedmodel_dir(path)
         if savedmodel is not None:
-            loaded = tf.saved_model.load(str(savedmodel))
-            if "serving_default" not in loaded.signatures:
-                raise ValueError(f"The SavedModel at {savedmodel} has no serving_default "
-                                 f"signature; export it with zoo export.")
-            names_file = savedmodel / "assets" / CLASS_NAMES_FILE
-            names = (names_file.read_text(encoding="utf-8").splitlines()
-                     if names_file.is_file() else None)
             self.path = savedmodel
-            return "savedmodel", loaded.signatures["serving_default"], names
+            return ("savedmodel", *_load_savedmodel(savedmodel))
         if not path.exists():
             raise FileNotFoundError(f"No model at {path}.")
         raise ValueError(f"{path} is not a .keras file, a run directory (with "
-                         f"{RUN_JSON}) or a SavedModel (with saved_model.pb, "
+                         f"{rundir.RUN_FILE}) or a SavedModel (with saved_model.pb, "
                          f"or numbered version directories holding one).")
 
     @staticmethod
-    def _keras_runner(model, class_names, model_name):
+    def _keras_runner(path, class_names, model_name):
         import warnings
 
         with warnings.catch_warnings():
             # Without names the labels are class indices; printing them says as much.
             warnings.simplefilter("ignore")
-            source = _resolve_source(model, class_names, model_name, None)
-        probability_model = _probability_model(source.model)
+            source = resolve_source(path, class_names=class_names, model_name=model_name)
+        model = probability_model(source.model)
 
         def run(images: list[bytes]):
             import numpy as np
 
-            pixels = reference_pixels(images, source)
-            return np.asarray(probability_model(pixels, training=False))
+            pixels = reference_pixels(images, source.geometry)
+            return np.asarray(model(pixels, training=False))
 
         return run, source.class_names
 
@@ -155,6 +134,20 @@ class Predictor:
         names = self.class_names
         return [{"label": names[i] if names else str(i), "score": float(probs[i]),
                  "class_id": int(i)} for i in order]
+
+
+def _load_savedmodel(savedmodel: Path):
+    """The ``serving_default`` signature of a SavedModel and its class names (or None)."""
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(str(savedmodel))
+    if "serving_default" not in loaded.signatures:
+        raise ValueError(f"The SavedModel at {savedmodel} has no serving_default "
+                         f"signature; export it with zoo export.")
+    names_file = savedmodel / "assets" / CLASS_NAMES_FILE
+    names = (names_file.read_text(encoding="utf-8").splitlines()
+             if names_file.is_file() else None)
+    return loaded.signatures["serving_default"], names
 
 
 def _savedmodel_dir(path: Path) -> Path | None:

@@ -16,7 +16,6 @@ from pipeline_helpers import photo
 import pipelines
 import zoo
 from pipelines import transforms
-from zoo.export import bytes_to_pixels
 from zoo.predict import Predictor
 
 WIDTH, HEIGHT = 40, 30
@@ -87,6 +86,11 @@ def opaque(base, alpha) -> dict[str, tuple[str, bytes]]:
     }
 
 
+def _served_pixels(data: bytes, crop_fraction: float = 0.875) -> tf.Tensor:
+    """The SavedModel's bytes path: pipelines.make_eval_transform, nothing else."""
+    return pipelines.make_eval_transform(OUT, crop_fraction, "bilinear", 3)(tf.constant(data))
+
+
 def _graph_decode(data: bytes) -> np.ndarray:
     return transforms.graph_decode(tf.constant(data)).numpy()
 
@@ -155,7 +159,7 @@ def _evaluated_pixels(paths, crop_fraction: float = 0.875) -> np.ndarray:
 def test_served_pixels_are_the_evaluated_pixels(mixed_files):
     evaluated = _evaluated_pixels(mixed_files)
     for path, expected in zip(mixed_files, evaluated):
-        served = bytes_to_pixels(tf.constant(path.read_bytes()), OUT, 3, 0.875, "bilinear")
+        served = _served_pixels(path.read_bytes(), 0.875)
         np.testing.assert_array_equal(served.numpy(), expected, err_msg=path.name)
 
 
@@ -207,7 +211,7 @@ def test_files_tensorflow_cannot_read_train_with_pillow_and_are_refused_when_ser
                           (animated, "Unsupported WebP: an animation")):
         assert pipelines.probe(str(path))[0] == transforms.KIND_PIL
         with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape(message)):
-            bytes_to_pixels(tf.constant(path.read_bytes()), OUT, 3)
+            _served_pixels(path.read_bytes())
     model_path = tmp_path / "lenet5.keras"
     zoo.build("lenet5", num_classes=2, input_shape=(*OUT, 3)).save(model_path)
     answers = Predictor(model_path, class_names=["a", "b"]).predict([one_bit, animated])

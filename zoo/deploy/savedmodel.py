@@ -1,0 +1,171 @@
+"""The SavedModel: a graph that takes image bytes, base64 text or pixels, and gives labels.
+
+Its signatures, all with the outputs ``probabilities`` [B, C] float32, ``scores`` [B, k]
+float32, ``labels`` [B, k] string and ``class_ids`` [B, k] int32 (the top ``k`` classes,
+best first, ``k`` set at export):
+
+- ``serving_default``: ``image_bytes``, a [B] string tensor of encoded images (JPEG, PNG,
+  GIF, BMP or WebP). Decoding, the grayscale conversion, the resize, the centre crop and
+  the normalisation all happen inside, exactly as at evaluation: the signature runs the
+  pipelines' eval path (``pipelines.make_eval_transform``) at the exported geometry, so a
+  JPEG is turned upright by its EXIF orientation and only its crop window is decoded, as in
+  ``zoo evaluate``. Through TF Serving's REST API, send the bytes base64-encoded in
+  ``{"b64": ...}`` objects: the server decodes them into this string tensor (the ``_bytes``
+  suffix is the name other servers, such as Vertex AI, look for).
+- ``serving_b64``: ``image_b64``, the same images as base64 *text* (standard or URL-safe
+  alphabet, padding and line breaks optional, a ``data:image/...;base64,`` prefix allowed),
+  for clients that cannot use the ``{"b64": ...}`` wrapper.
+- ``serving_pixels``: ``pixels``, float32 [B, H, W, C] in [0, 255] at the model's input
+  size, already decoded and cropped; the Keras model's own input.
+
+A bad image (not an image, empty, truncated) makes the request fail with
+``InvalidArgumentError`` and the decoder's message ("Unknown image file format...",
+"Input is empty", "Invalid JPEG data..."), as does a file the graph's decoder does not read
+("Unsupported BMP (4 bits per pixel, compression 0)...", "Unsupported WebP: an
+animation"). TF Serving answers that with HTTP 400 / gRPC ``INVALID_ARGUMENT`` for that
+request and goes on serving. TensorFlow has no in-graph way to catch a failed decode per
+image, so a batch with one bad image fails as a whole; the client learns which one by
+resending singly (``zoo predict`` does that).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from zoo.deploy import parity
+
+SIGNATURES = ("serving_default", "serving_b64", "serving_pixels")
+CLASS_NAMES_FILE = "class_names.txt"
+MODEL_CARD = "README.md"
+
+
+def write(source, probability_model, target: Path, top_k: int, scratch: Path) -> None:
+    """Writes the SavedModel with its three signatures, the class names and the card.
+
+    Args:
+        source: The :class:`zoo.deploy.source.Source` exported (class names, geometry,
+            card).
+        probability_model: The Keras model with probabilities as its one output.
+        target: The directory to write (the version's staging directory).
+        top_k: How many labels and scores the signatures return.
+        scratch: A temporary directory for the class-names asset before it is copied.
+    """
+    import keras
+    import tensorflow as tf
+
+    geometry = source.geometry
+    height, width = geometry.image_size
+    channels = geometry.channels
+    table = _label_table(source.class_names, scratch / CLASS_NAMES_FILE)
+    k = min(top_k, len(source.class_names))
+    transform = parity.eval_transform(geometry)
+
+    def outputs(pixels):
+        probabilities = probability_model(pixels, training=False)
+        scores, class_ids = tf.math.top_k(probabilities, k=k)
+        labels = table.lookup(tf.cast(class_ids, tf.int64))
+        return {"probabilities": probabilities, "scores": scores, "labels": labels,
+                "class_ids": class_ids}
+
+    def from_bytes(image_bytes):
+        pixels = tf.map_fn(transform, image_bytes, fn_output_signature=tf.TensorSpec(
+            [height, width, channels], tf.float32))
+        return outputs(pixels)
+
+    def from_b64(image_b64):
+        return from_bytes(tf.io.decode_base64(_urlsafe_base64(image_b64)))
+
+    archive = keras.export.ExportArchive()
+    # The model is deliberately not passed to archive.track(): the endpoints capture its
+    # variables anyway, and tracking the Keras wrappers as well stores every weight twice
+    # (keras-team/keras#23553: twice the size on disk and in a server's memory).
+    archive.track(table)
+    archive.add_endpoint("serving_default", from_bytes,
+                         [tf.TensorSpec([None], tf.string, name="image_bytes")])
+    archive.add_endpoint("serving_b64", from_b64,
+                         [tf.TensorSpec([None], tf.string, name="image_b64")])
+    archive.add_endpoint("serving_pixels", outputs,
+                         [tf.TensorSpec([None, height, width, channels], tf.float32,
+                                        name="pixels")])
+    archive.write_out(str(target), verbose=False)
+    # The card is documentation for people and servers' model browsers, not read by the
+    # graph, so it goes into assets/ as a plain file.
+    (target / "assets").mkdir(exist_ok=True)
+    (target / "assets" / MODEL_CARD).write_text(source.card, encoding="utf-8")
+
+
+def _label_table(class_names: Sequence[str], names_file: Path):
+    """A lookup table from class id to name, initialised from an asset file.
+
+    The labels the graph returns are the file shipped in ``assets/``, so the two cannot
+    disagree.
+    """
+    import tensorflow as tf
+
+    names_file.write_text("".join(f"{c}\n" for c in class_names), encoding="utf-8")
+    return tf.lookup.StaticHashTable(
+        tf.lookup.TextFileInitializer(str(names_file), tf.int64,
+                                      tf.lookup.TextFileIndex.LINE_NUMBER, tf.string,
+                                      tf.lookup.TextFileIndex.WHOLE_LINE),
+        default_value="")
+
+
+def _urlsafe_base64(text):
+    """Base64 text in any common spelling, as the URL-safe alphabet tf.io.decode_base64 reads."""
+    import tensorflow as tf
+
+    text = tf.strings.regex_replace(text, r"^data:[^,]*,", "")
+    text = tf.strings.regex_replace(text, r"\s", "")
+    return tf.strings.regex_replace(tf.strings.regex_replace(text, r"\+", "-"), "/", "_")
+
+
+def check(path: Path, class_names: Sequence[str], images: Sequence[bytes], pixels,
+          expected) -> dict:
+    """Loads the SavedModel back and checks each signature against the Keras model.
+
+    Args:
+        path: The SavedModel directory.
+        class_names: The class names the labels must be.
+        images: The sample images, encoded (for the bytes and base64 signatures).
+        pixels: Their eval pixels (for the pixels signature).
+        expected: The Keras model's probabilities on ``pixels``.
+
+    Returns:
+        The worst figures over the signatures, and each signature's under ``signatures``.
+
+    Raises:
+        ExportCheckError: When a signature is missing, differs beyond the tolerance, or
+            its labels are not the class names of its top-k ids.
+    """
+    import base64
+
+    import tensorflow as tf
+
+    signatures = tf.saved_model.load(str(path)).signatures
+    missing = sorted(set(SIGNATURES) - set(signatures))
+    if missing:
+        raise parity.ExportCheckError(f"The SavedModel at {path} lacks signatures {missing}.")
+    results = {
+        "serving_default": signatures["serving_default"](
+            image_bytes=tf.constant(list(images))),
+        "serving_b64": signatures["serving_b64"](
+            image_b64=tf.constant([base64.b64encode(b) for b in images])),
+        "serving_pixels": signatures["serving_pixels"](pixels=tf.constant(pixels)),
+    }
+    checks = {}
+    for signature, out in results.items():
+        result = parity.compare("savedmodel", out["probabilities"].numpy(), expected)
+        # Labels must be the class names of the top-k ids the model itself would give.
+        labels = [[x.decode("utf-8") for x in row] for row in out["labels"].numpy()]
+        names = [[class_names[i] for i in row] for row in out["class_ids"].numpy()]
+        if labels != names:
+            raise parity.ExportCheckError(
+                f"Self-check failed for {signature}: its labels {labels[:2]} do not match "
+                f"the class names of its top-k ids {names[:2]}.")
+        parity.enforce(f"the SavedModel's {signature} signature", result)
+        checks[signature] = result
+    return {"max_abs_diff": max(c["max_abs_diff"] for c in checks.values()),
+            "top1_agreement": min(c["top1_agreement"] for c in checks.values()),
+            "samples": len(images), "tolerance": parity.TOLERANCES["savedmodel"],
+            "signatures": checks}

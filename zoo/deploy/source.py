@@ -1,0 +1,149 @@
+"""What an export is made from: the model, its class names, geometry, card and samples.
+
+The run directory, ``.keras`` file or ``keras.Model`` is opened by ``zoo.rundir.open_model``
+(the one reader of run directories); this module adds what export asks of it: one image
+input of a fixed size, one class name per output, a model card, and a model whose one
+output is probabilities.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class Source:
+    """The model to export and what goes with it.
+
+    Attributes:
+        model: The ``keras.Model``.
+        model_name: The zoo name.
+        class_names: One name per model output.
+        class_names_from: Where the names came from (``"argument"``, the run's file,
+            ``"indices"``).
+        geometry: The eval geometry the SavedModel serves (``zoo.Geometry``; the image
+            size is the model's input).
+        card: The model card's Markdown text.
+        samples_dir: The run's sample images, or None.
+    """
+
+    model: Any
+    model_name: str
+    class_names: list[str]
+    class_names_from: str
+    geometry: Any
+    card: str
+    samples_dir: Path | None = None
+
+
+def resolve_source(model_or_run_dir, *, class_names: Sequence[str] | None = None,
+                   model_name: str | None = None,
+                   model_card: str | os.PathLike | None = None) -> Source:
+    """Opens what is to be exported and checks it can be.
+
+    Args:
+        model_or_run_dir: A ``keras.Model``, a ``.keras`` file or a run directory.
+        class_names: One name per output; default: the run's, else the class indices
+            (with a warning).
+        model_name: The zoo name, when the model's own name is not registered.
+        model_card: A Markdown file, or the card's text (anything with a line break);
+            default: the run's card, else a generated one.
+
+    Raises:
+        ValueError: For a model without one fixed-size image input, class names that do
+            not match its outputs or hold line breaks, or an unknown zoo model.
+        FileNotFoundError: For a missing model, run directory file or card file.
+    """
+    from zoo import rundir
+
+    opened = rundir.open_model(model_or_run_dir, model_name=model_name)
+    model = opened.model
+    shape = model.input_shape
+    if not isinstance(shape, tuple) or len(shape) != 4 or None in shape[1:]:
+        raise ValueError(f"Export needs one image input with a fixed size, (batch, height, "
+                         f"width, channels); {model.name!r} takes {shape}.")
+    names, origin = _class_names(model, class_names, opened)
+    card = _read_card(model_card) if model_card is not None else opened.card
+    source = Source(model=model, model_name=opened.model_name, class_names=names,
+                    class_names_from=origin, geometry=opened.geometry, card="",
+                    samples_dir=opened.samples_dir)
+    source.card = card if card is not None else default_card(source)
+    return source
+
+
+def _class_names(model, given: Sequence[str] | None, opened) -> tuple[list[str], str]:
+    outputs = model.outputs[0].shape[-1]
+    if given is not None:
+        names, origin = [str(c) for c in given], "argument"
+    elif opened.class_names is not None:
+        names, origin = list(opened.class_names), opened.class_names_from
+    else:
+        warnings.warn(f"No class names given for {model.name!r}; the labels will be the class "
+                      f"indices '0'..'{outputs - 1}'. Pass class_names= (--labels FILE).",
+                      stacklevel=4)
+        names, origin = [str(i) for i in range(outputs)], "indices"
+    if len(names) != outputs:
+        raise ValueError(f"{len(names)} class names for a model with {outputs} outputs "
+                         f"({origin}); give one name per output.")
+    bad = [c for c in names if "\n" in c or "\r" in c]
+    if bad:
+        raise ValueError(f"Class names cannot contain line breaks (they are stored one a "
+                         f"line): {bad[:3]}.")
+    return names, origin
+
+
+def _read_card(model_card: str | os.PathLike) -> str:
+    if isinstance(model_card, str) and "\n" in model_card:
+        return model_card  # the card's text itself
+    card_path = Path(model_card)
+    if not card_path.is_file():
+        raise FileNotFoundError(f"No model card file at {card_path}; pass a Markdown file "
+                                f"or the card's text (with its line breaks).")
+    return card_path.read_text(encoding="utf-8")
+
+
+def default_card(source: Source) -> str:
+    """The card written when none is given: architecture, input, eval transform, classes."""
+    from zoo import __version__
+
+    names = ", ".join(source.class_names[:20]) + (" ..." if len(source.class_names) > 20
+                                                   else "")
+    geometry = source.geometry
+    height, width = geometry.image_size
+    return (f"# {source.model_name}\n\n"
+            f"Exported by zoo {__version__}; no model card was given.\n\n"
+            f"- Architecture: `{source.model_name}` (see `zoo info {source.model_name}`)\n"
+            f"- Input: {height}x{width}, {geometry.channels} "
+            f"channel(s); eval transform: crop fraction {geometry.crop_fraction}, "
+            f"{geometry.interpolation}\n"
+            f"- Classes ({len(source.class_names)}): {names}\n")
+
+
+def probability_model(model):
+    """Returns a model whose one output is probabilities: the first head, softmax if logits.
+
+    Args:
+        model: A ``keras.Model`` (softmax or logits; auxiliary heads allowed).
+
+    Returns:
+        ``model`` itself when it already has one probability output, else a wrapper.
+    """
+    import keras
+
+    outputs = model.outputs
+    last = outputs[0]._keras_history[0]  # the layer that made the output
+    activation = getattr(getattr(last, "activation", None), "__name__", None)
+    if len(outputs) == 1 and activation != "linear":
+        return model
+    inputs = keras.Input(model.input_shape[1:], name="pixels")
+    result = model(inputs, training=False)
+    if isinstance(result, (list, tuple)):
+        result = result[0]  # the main head; auxiliary heads only help training
+    if activation == "linear":
+        result = keras.layers.Activation("softmax", dtype="float32", name="probabilities")(result)
+    return keras.Model(inputs, result, name=model.name)

@@ -6,35 +6,36 @@ Example:
     >>> data.train, data.val, data.class_names, data.skipped, data.counts
 
 Pixels leave every pipeline as float32 RGB in [0, 255], channels last; normalisation is the
-model's first layer.
+model's first layer. The modules, by stage: ``scan`` (walk folders), ``probe`` (check
+files), ``split`` (split and manifest), ``cache`` (content-keyed caches), ``dataset`` (the
+``tf.data`` graph), ``transforms`` and ``augment`` (per image and batch), ``options`` (the
+entry points' shared options); the entry points are ``folder`` and ``tfds``.
 """
 
 from pipelines.augment import PRESETS, Plan
-from pipelines.folder import (
-    BadImage,
-    EvalFiles,
-    ImageData,
-    balanced_class_weights,
-    from_files,
-    from_folder,
-    probe,
-    read_manifest,
-    stratified_split,
-)
+from pipelines.dataset import EvalFiles
+from pipelines.folder import from_files, from_folder
+from pipelines.imagedata import ImageData, balanced_class_weights
+from pipelines.probe import BadImage, probe
+from pipelines.scan import IMAGE_EXTENSIONS, class_folders, list_images
+from pipelines.split import read_manifest, stratified_split
 from pipelines.tfds import from_tfds
 from pipelines.transforms import jpeg_orientation, make_eval_transform
 
 __all__ = [
+    "IMAGE_EXTENSIONS",
     "PRESETS",
     "BadImage",
     "EvalFiles",
     "ImageData",
     "Plan",
     "balanced_class_weights",
+    "class_folders",
     "from_files",
     "from_folder",
     "from_tfds",
     "jpeg_orientation",
+    "list_images",
     "make_eval_transform",
     "probe",
     "read_manifest",

@@ -134,7 +134,7 @@ import itertools, os, sys, time
 sys.path.insert(0, sys.argv[1])
 import tensorflow as tf
 import pipelines
-from pipelines import folder
+from pipelines import dataset
 
 root, cache, ready, go = sys.argv[2:6]
 calls = itertools.count()
@@ -152,7 +152,7 @@ def gated_read(source, label, kind, orientation):
     data.set_shape([])
     return data, label, kind, orientation
 
-folder._read = gated_read
+dataset.read_element = gated_read
 pipelines.from_folder(root, cache=cache, image_size=(16, 16), validation_split=0.5,
                       augment="none", shuffle=False, deterministic=True, imbalance_warning=None)
 print("filled", flush=True)
@@ -212,7 +212,7 @@ def test_without_file_locks_a_leftover_lock_file_gives_a_clear_error(folders, tm
         if not path.name.endswith(".lock"):
             path.unlink()
     (cache / f"{prefix}_0.lockfile").write_text("Created at: 0")
-    monkeypatch.setattr(pipelines.folder, "fcntl", None, raising=False)
+    monkeypatch.setattr(pipelines.cache, "fcntl", None, raising=False)
     with pytest.raises(RuntimeError, match="no locks to tell which.*delete the files"):
         pipelines.from_folder(folders[0], cache=cache, **SETTINGS)
 

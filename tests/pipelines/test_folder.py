@@ -146,14 +146,15 @@ def test_imbalance_warns_with_class_weights(tmp_path):
 
 
 def test_model_name_gives_size_crop_and_channels():
-    from zoo.registry import get_spec
+    from pipelines.options import resolve_options
+    from zoo.models import get_spec
 
     root_spec = get_spec("lenet5")
-    geometry = pipelines.folder.resolve_geometry("lenet5")
+    geometry = resolve_options(model="lenet5").geometry
     assert geometry.image_size == tuple(root_spec.input_size[:2])
     assert geometry.channels == root_spec.input_size[2]
     assert geometry.crop_fraction == root_spec.crop_fraction
-    geometry = pipelines.folder.resolve_geometry("resnet50", image_size=(96, 96))
+    geometry = resolve_options(model="resnet50", image_size=(96, 96)).geometry
     assert geometry.image_size == (96, 96)
     assert geometry.crop_fraction == get_spec("resnet50").crop_fraction
 

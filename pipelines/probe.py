@@ -1,0 +1,269 @@
+"""Checking image files: sniffing the format, a cheap look at the end, full decodes.
+
+:func:`probe` says whether a file can be used and how to decode it; every bad file gets a
+reason (:class:`BadImage`) that is shown to the user, and the file is left where it is.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import io
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import tensorflow as tf
+
+from pipelines import transforms
+from pipelines.transforms import KIND_GRAPH, KIND_JPEG, KIND_PIL
+from pipelines.warn import warn_user
+
+# Pillow format names that this module reads; everything else is "unsupported".
+SUPPORTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "BMP", "DIB", "GIF", "WEBP"})
+
+
+class BadImage(Exception):
+    """A file that cannot be used; the message is the reason shown to the user."""
+
+
+@dataclass(frozen=True)
+class ImageFile:
+    """One checked image.
+
+    Attributes:
+        path: Absolute path.
+        label: Class index.
+        kind: ``transforms.KIND_JPEG`` (fused decode), ``KIND_GRAPH`` or ``KIND_PIL``.
+        orientation: EXIF orientation (1 to 8) of a ``KIND_JPEG`` file.
+        nbytes: File size.
+        short_side: The image's shorter side in pixels.
+        fmt: Its format as ``transforms.GRAPH_FORMATS`` names it (``"png"``, ...).
+    """
+
+    path: str
+    label: int
+    kind: int
+    orientation: int = 1
+    nbytes: int = 0
+    short_side: int = 0
+    fmt: str = ""
+
+
+_MAGIC = (
+    (b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"), (b"BM", "BMP"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"),
+    (b"\x00\x00\x01\x00", "ICO"), (b"8BPS", "PSD"), (b"%PDF", "PDF"),
+)
+
+
+def _sniff(head: bytes) -> str | None:
+    for magic, name in _MAGIC:
+        if head.startswith(magic):
+            return name
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WEBP"
+    if head[4:12] in (b"ftypheic", b"ftypheix", b"ftypmif1", b"ftyphevc", b"ftypmsf1"):
+        return "HEIC"
+    if head[4:12] in (b"ftypavif", b"ftypavis"):
+        return "AVIF"
+    return None
+
+
+def _looks_like_text(head: bytes) -> str | None:
+    stripped = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if stripped.startswith((b"<!doctype html", b"<html", b"<head", b"<body")):
+        return "HTML"
+    if stripped.startswith((b"<?xml", b"<svg")):
+        return "XML/SVG"
+    if stripped and all(32 <= c < 127 or c in (9, 10, 13) for c in stripped[:256]):
+        return "text"
+    return None
+
+
+def _complete(data_tail: bytes, fmt: str, size: int, header: bytes) -> bool:
+    """Whether the file's end looks like a complete image of ``fmt`` (a cheap truncation test).
+
+    A miss is not a verdict: the caller then decodes the file fully, since some valid files
+    carry data after their end marker (phone photos append a video or maker notes).
+    """
+    if fmt in ("JPEG", "MPO"):
+        return data_tail.rstrip(b"\x00\r\n ").endswith(b"\xff\xd9")
+    if fmt == "PNG":
+        return b"IEND" in data_tail[-16:]
+    if fmt == "GIF":
+        return data_tail.rstrip(b"\x00").endswith(b";")
+    if fmt in ("BMP", "DIB") and len(header) >= 6:
+        return size >= int.from_bytes(header[2:6], "little")
+    if fmt == "WEBP" and len(header) >= 8:
+        return size >= int.from_bytes(header[4:8], "little") + 8
+    return False
+
+
+@tf.function(input_signature=[tf.TensorSpec([], tf.string)])
+def _graph_decode(data: tf.Tensor) -> tf.Tensor:
+    # Traced once: the eager check of thousands of files runs the same graph each time.
+    return transforms.graph_decode(data)
+
+
+def _full_decode(data: bytes, kind: int) -> None:
+    """Decodes with the decoder training will use; raises :class:`BadImage` on failure."""
+    try:
+        if kind == KIND_JPEG:
+            tf.io.decode_jpeg(data, channels=3)
+        elif kind == KIND_GRAPH:
+            _graph_decode(tf.constant(data))
+        else:
+            transforms.pil_decode(data)
+    except Exception as error:  # noqa: BLE001 - every decoder error means the same here
+        message = str(error).strip().splitlines()[-1] if str(error).strip() else repr(error)
+        # TensorFlow wraps its decoder's words in "{{function_node ...}} ... [Op:DecodeJpeg]".
+        message = re.sub(r"\{\{function_node [^}]*\}\}\s*|\s*\[Op:\w+\]", "", message)
+        raise BadImage(f"truncated or corrupt image data ({message[:160]})") from None
+
+
+def _read_ends(path: str) -> tuple[int, bytes, bytes]:
+    """``(size, first 64 bytes, last 64 bytes)``; :class:`BadImage` if empty or unreadable."""
+    try:
+        size = os.path.getsize(path)
+        if size == 0:
+            raise BadImage("empty file (0 bytes)")
+        with open(path, "rb") as handle:
+            head = handle.read(64)
+            handle.seek(max(0, size - 64))
+            tail = handle.read(64)
+    except BadImage:
+        raise
+    except OSError as error:
+        raise BadImage(f"unreadable ({error.strerror or error})") from None
+    return size, head, tail
+
+
+def _check_sniffed(head: bytes) -> str:
+    """The format the first bytes name; :class:`BadImage` for non-images and other formats."""
+    fmt = _sniff(head)
+    if fmt is None:
+        text = _looks_like_text(head)
+        if text:
+            raise BadImage(f"not an image: the file holds {text} (a saved web page or a "
+                           "download error?)")
+        raise BadImage("not an image: unknown file format")
+    if fmt not in SUPPORTED_FORMATS:
+        raise BadImage(f"unsupported format {fmt}; convert it to JPEG or PNG")
+    return fmt
+
+
+def _read_header(data: bytes, fmt: str) -> tuple[str, int, int, int]:
+    """``(Pillow's format, width, height, EXIF orientation)`` from the header, by Pillow."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            pil_format = image.format or fmt
+            width, height = image.size
+            orientation = 1
+            if pil_format in ("JPEG", "MPO"):
+                orientation = int(image.getexif().get(0x0112, 1) or 1)
+                if not 1 <= orientation <= 8:
+                    orientation = 1
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise BadImage(f"corrupt {fmt} header ({error})") from None
+    if pil_format not in SUPPORTED_FORMATS:
+        raise BadImage(f"unsupported format {pil_format}; convert it to JPEG or PNG")
+    if width < 1 or height < 1:
+        raise BadImage(f"empty image ({width}x{height})")
+    return pil_format, width, height, orientation
+
+
+def probe(path: str, full: bool = False) -> tuple[int, int, int, int, str]:
+    """Checks one file and says how to decode it.
+
+    The fast check reads the header with Pillow and the file's last bytes; a file whose end
+    does not look complete, and every file when ``full`` is set, is decoded fully with the
+    decoder training will use.
+
+    Args:
+        path: The file.
+        full: Decode every file fully.
+
+    Returns:
+        ``(kind, orientation, nbytes, short_side, fmt)``, ``fmt`` one of
+        ``transforms.GRAPH_FORMATS``.
+
+    Raises:
+        BadImage: With the reason the file cannot be used.
+    """
+    size, head, tail = _read_ends(path)
+    fmt = _check_sniffed(head)
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except OSError as error:
+        raise BadImage(f"unreadable ({error.strerror or error})") from None
+    pil_format, width, height, orientation = _read_header(data, fmt)
+    # JPEGs take the fused crop-and-decode path, the other formats TensorFlow's decoders as
+    # in a serving signature; Pillow only what those do not read (transforms.graph_supported).
+    if pil_format in ("JPEG", "MPO"):
+        kind = KIND_JPEG
+    else:
+        kind = KIND_GRAPH if transforms.graph_supported(head) else KIND_PIL
+    complete = _complete(tail, pil_format, size, head)
+    if not complete and kind == KIND_JPEG:
+        # Pillow first: it finds a cut-off JPEG as TensorFlow does, without the line
+        # TensorFlow's decoder writes to the terminal ("Premature end of JPEG data").
+        _full_decode(data, KIND_PIL)
+    if full or not complete:
+        _full_decode(data, kind)
+    format_name = {"JPEG": "jpeg", "MPO": "jpeg", "DIB": "bmp"}.get(pil_format,
+                                                                    pil_format.lower())
+    return kind, orientation, size, min(width, height), format_name
+
+
+def check_files(paths: Sequence[str], full: bool) -> dict[str, tuple | str]:
+    """Probes files in parallel threads (I/O and decoders release the GIL).
+
+    Args:
+        paths: The files.
+        full: Decode every file fully (see :func:`probe`).
+
+    Returns:
+        ``{path: probe's tuple}`` for a good file, ``{path: reason}`` for a bad one.
+    """
+    workers = min(8, 2 * (os.cpu_count() or 1))
+    results: dict[str, tuple | str] = {}
+
+    def one(path):
+        try:
+            return path, probe(path, full=full)
+        except BadImage as reason:
+            return path, str(reason)
+
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        for path, result in pool.map(one, paths):
+            results[path] = result
+    return results
+
+
+def report_skipped(skipped: Sequence[tuple[str, str]], root: Path | None,
+                   limit: int = 10) -> None:
+    """Warns once, listing up to ``limit`` skipped files with their reasons.
+
+    Args:
+        skipped: ``(path, reason)`` pairs.
+        root: Paths are shown relative to it, when given.
+        limit: At most this many are listed.
+    """
+    if not skipped:
+        return
+    lines = []
+    for path, reason in skipped[:limit]:
+        shown = os.path.relpath(path, root) if root is not None else path
+        lines.append(f"  {shown}: {reason}")
+    more = f"\n  ... and {len(skipped) - limit} more (see .skipped)" if len(skipped) > limit else ""
+    warn_user(f"Skipped {len(skipped)} file(s) that cannot be used; they were left "
+              f"untouched:\n" + "\n".join(lines) + more)
+
+
+__all__ = ["SUPPORTED_FORMATS", "BadImage", "ImageFile", "check_files", "probe",
+           "report_skipped"]

@@ -1,0 +1,169 @@
+"""Splitting a folder into train and validation, and the split manifest (``split.json``).
+
+The split is stratified and seeded by a hash of each path, so it is the same on every
+machine; the manifest records it, and passing the manifest back reproduces it exactly.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from pipelines.warn import warn_user
+
+MANIFEST_NAME = "split.json"
+MANIFEST_FORMAT = "zoo.pipelines.split/1"
+
+
+def _split_key(seed: int, relpath: str) -> str:
+    return hashlib.sha256(f"{seed}:{relpath}".encode()).hexdigest()
+
+
+def stratified_split(items: Sequence[tuple[str, int]], validation_split: float,
+                     seed: int) -> tuple[list, list]:
+    """Splits ``(relpath, label)`` items per class, by a seeded hash of each path.
+
+    Written by hand rather than with scikit-learn's ``train_test_split`` because the split
+    must be the same on every machine and library version for a seed (a hash of the path
+    is; a generator's stream is not promised to be), classes with one image must not raise,
+    and adding files must not reshuffle the others.
+
+    Args:
+        items: ``(relative path, label)`` pairs.
+        validation_split: Fraction of each class for validation, in [0, 1).
+        seed: Split seed.
+
+    Returns:
+        ``(train, val)`` lists of ``(relpath, label)``, each sorted by path.
+    """
+    by_class: dict[int, list[str]] = {}
+    for relpath, label in items:
+        by_class.setdefault(label, []).append(relpath)
+    train, val = [], []
+    for label, paths in sorted(by_class.items()):
+        ordered = sorted(paths, key=lambda p: _split_key(seed, p))
+        n_val = int(round(len(ordered) * validation_split))
+        if validation_split > 0 and len(ordered) >= 2:
+            n_val = min(max(n_val, 1), len(ordered) - 1)  # both sides see every class
+        else:
+            n_val = 0
+        val += [(p, label) for p in ordered[:n_val]]
+        train += [(p, label) for p in ordered[n_val:]]
+    return sorted(train), sorted(val)
+
+
+def read_manifest(path: str | os.PathLike) -> dict:
+    """Reads a split manifest written by :func:`pipelines.from_folder`.
+
+    Raises:
+        ValueError: If the file is not such a manifest.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / MANIFEST_NAME
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"No split manifest at {path}; pass the {MANIFEST_NAME} "
+                                "written by an earlier from_folder(out_dir=...).") from None
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not a JSON split manifest ({error}).") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
+        raise ValueError(f"{path} is not a split manifest of format {MANIFEST_FORMAT!r}.")
+    return manifest
+
+
+def write_manifest(out_dir: str | os.PathLike | None, manifest: dict) -> Path | None:
+    """Writes ``manifest`` as ``<out_dir>/split.json``; nothing when ``out_dir`` is None.
+
+    Returns:
+        The file written, or None.
+    """
+    if out_dir is None:
+        return None
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / MANIFEST_NAME
+    path.write_text(json.dumps(manifest, indent=1))
+    return path
+
+
+def listed_in_manifest(manifest: str | os.PathLike, root: Path,
+                       scanned: dict[str, list[tuple[str, str]]],
+                       skipped: list[tuple[str, str]]) -> tuple[dict, list[str], dict]:
+    """The files of a manifest written earlier that are still on disk, split as it says.
+
+    Files listed there but missing now are added to ``skipped``; files on disk that it does
+    not list are left out, with one warning.
+
+    Args:
+        manifest: The manifest file (or its directory).
+        root: The image folder.
+        scanned: What the scan found, ``{split: [(path, class name)]}``.
+        skipped: Extended in place.
+
+    Returns:
+        ``({split: [(path, class name)]}, class names, the manifest as read)``.
+    """
+    loaded = read_manifest(manifest)
+    class_names = list(loaded["class_names"])
+    listed = {split: [(str(root / rel), class_names[label]) for rel, label in entries]
+              for split, entries in loaded["splits"].items()}
+    on_disk = {p for files in scanned.values() for p, _ in files}
+    in_manifest = {p for files in listed.values() for p, _ in files}
+    new = sorted(on_disk - in_manifest)
+    if new:
+        warn_user(f"{len(new)} image(s) under {root} are not in the manifest "
+                  f"{manifest} and are left out, e.g. {os.path.relpath(new[0], root)}.")
+    for path in sorted(in_manifest - on_disk):
+        skipped.append((path, "listed in the manifest but missing now"))
+    listed = {split: [(p, c) for p, c in files if p in on_disk]
+              for split, files in listed.items()}
+    return listed, class_names, loaded
+
+
+def folder_manifest(*, root: Path, layout: str, seed: int, validation_split: float,
+                    class_names: Sequence[str], split_files: dict[str, list],
+                    skipped: Sequence[tuple[str, str]], loaded: dict | None = None,
+                    manifest: str | os.PathLike | None = None) -> dict:
+    """The manifest of a folder's split (format :data:`MANIFEST_FORMAT`).
+
+    Args:
+        root: The image folder.
+        layout: The scan's layout.
+        seed: The split seed.
+        validation_split: The fraction held out.
+        class_names: Class names, by label.
+        split_files: ``{split: [(relative path, label)]}``.
+        skipped: ``(path, reason)`` of the files left out.
+        loaded: The manifest this split was read from, if any.
+        manifest: Where that manifest was.
+
+    Returns:
+        The manifest as a dict.
+    """
+    out = {
+        "format": MANIFEST_FORMAT,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "root": str(root.resolve()),
+        "layout": layout,
+        "seed": seed,
+        "validation_split": validation_split,
+        "class_names": list(class_names),
+        "splits": {split: [[rel, label] for rel, label in entries]
+                   for split, entries in split_files.items()},
+        "skipped": [[os.path.relpath(p, root), r] for p, r in skipped],
+    }
+    if loaded is not None:
+        out["from_manifest"] = str(Path(manifest).resolve())
+        out["seed"] = loaded.get("seed", seed)
+        out["validation_split"] = loaded.get("validation_split", validation_split)
+    return out
+
+
+__all__ = ["MANIFEST_FORMAT", "MANIFEST_NAME", "folder_manifest", "listed_in_manifest",
+           "read_manifest", "stratified_split", "write_manifest"]

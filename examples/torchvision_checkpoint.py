@@ -121,11 +121,14 @@ def main() -> None:
 
         import pipelines
 
-        # The evaluation transform of the model's spec: resize, centre crop, no normalising.
-        spec = zoo.describe(args.model, measure=False)
+        # The evaluation transform of the model with these weights (resize, centre crop,
+        # no normalising: that is the model's first layer), at the model's input size.
+        geometry = zoo.geometry(args.model, args.checkpoint,
+                                image_size=tuple(model.input_shape[1:3]),
+                                channels=model.input_shape[3])
         transform = pipelines.make_eval_transform(
-            model.input_shape[1:3], spec["crop_fraction"], spec["interpolation"],
-            model.input_shape[3])
+            geometry.image_size, geometry.crop_fraction, geometry.interpolation,
+            geometry.channels)
         pixels = transform(tf.constant(Path(args.image).read_bytes()))[None]
         probabilities = np.asarray(model(pixels, training=False))[0]
         print(f"{args.image}: class {int(probabilities.argmax())} "

@@ -134,11 +134,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     summary = run_demo(args.out, epochs=args.epochs)
     print(f"\nvalidation accuracy: {summary['val_accuracy']:.4f}  (run: {summary['run_dir']})")
-    if "export" in summary:
-        print(f"exported: {summary['export'].get('savedmodel')}")
-        pred = summary["prediction"]
-        print(f"the export says {summary['sample']} is {pred['labels'][0]} "
-              f"({pred['scores'][0]:.3f})")
+    print(f"exported: {summary['export'].get('savedmodel')}")
+    pred = summary["prediction"]
+    print(f"the export says {summary['sample']} is {pred['labels'][0]} "
+          f"({pred['scores'][0]:.3f})")
     return 0
 
 

@@ -15,6 +15,7 @@ place that knows its layout, so the writer (:func:`zoo.finetune`) and the reader
       README.md         the model card (optional)
       samples/          a few images of the task, for the export's self-check (optional)
       history.csv       per-epoch metrics (written by Keras' CSVLogger during training)
+      metrics.json      the report's figures (zoo.recipes.reports; evaluate writes one too)
 
 ``geometry`` is the eval transform the data of the run used (``ImageData.geometry``), so
 evaluation and export serve exactly what the model was validated with.
@@ -49,6 +50,7 @@ CARD_FILE = "README.md"
 CLASS_NAMES_FILE = "class_names.txt"
 SAMPLES_DIR = "samples"
 HISTORY_FILE = "history.csv"
+METRICS_FILE = "metrics.json"
 SCHEMA = 2
 
 # run.json keys write_run sets itself; **info may not override them.

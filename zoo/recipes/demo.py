@@ -63,13 +63,11 @@ def run_demo(out_dir: str | Path = "runs/demo", *, epochs: int | None = None,
     result = finetune("lenet5", data_root, weights=None, epochs=epochs,
                       out_dir=out_dir / "run", overwrite=overwrite, verbose=2)
     summary = {"val_accuracy": result.metrics["val_accuracy"], "run_dir": str(result.run_dir)}
-    export = getattr(zoo, "export", None)
-    if export is not None:
-        paths = export(result.run_dir, out_dir / "export", overwrite=True)
-        summary["export"] = {k: str(v) for k, v in paths.items()}
-        sample = sorted((data_root / "7").glob("*.png"))[0]
-        summary["prediction"] = _predict_with_savedmodel(paths["savedmodel"], sample)
-        summary["sample"] = str(sample)
+    paths = zoo.export(result.run_dir, out_dir / "export", overwrite=True)
+    summary["export"] = {k: str(v) for k, v in paths.items()}
+    sample = sorted((data_root / "7").glob("*.png"))[0]
+    summary["prediction"] = _predict_with_savedmodel(paths["savedmodel"], sample)
+    summary["sample"] = str(sample)
     return summary
 
 

@@ -98,5 +98,5 @@ def evaluate(model_or_run: str | os.PathLike, data: str | os.PathLike, *,
     skipped = [[str(p), r] for p, r in passed_over] + [list(s) for s in files.skipped]
     metrics.update(out_dir=str(out), skipped=skipped, model=opened.description,
                    reference=opened.reference)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    (out / rundir.METRICS_FILE).write_text(json.dumps(metrics, indent=2))
     return metrics

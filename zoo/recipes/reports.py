@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from zoo import rundir
+
 MAX_GRID = 16
 
 
@@ -317,7 +319,7 @@ def write_report(run_dir: Path, model, dataset, class_names: list[str],
         plots["gradcam"] = plot_gradcam(model, samples[picked], class_names, layer,
                                         run_dir / "gradcam.png")
     metrics["plots"] = {k: str(Path(v).name) for k, v in plots.items()}
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    (run_dir / rundir.METRICS_FILE).write_text(json.dumps(metrics, indent=2))
     return metrics
 
 
@@ -334,7 +336,7 @@ def _write_unmeasured_report(run_dir: Path, history: dict) -> dict:
     if history:
         plots["training_curves"] = plot_history(history, run_dir / "training_curves.png")
     metrics["plots"] = {k: str(Path(v).name) for k, v in plots.items()}
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    (run_dir / rundir.METRICS_FILE).write_text(json.dumps(metrics, indent=2))
     return metrics
 
 
@@ -349,8 +351,6 @@ def model_card(info: dict, metrics: dict) -> str:
     Returns:
         The Markdown text.
     """
-    from zoo import rundir
-
     norm, geometry, data = info["preprocessing"], info["geometry"], info["data"]
     recipe = "\n".join(f"- {k}: {v}" for k, v in info["recipe"].items())
     shape = [*geometry["image_size"], geometry["channels"]]

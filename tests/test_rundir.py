@@ -100,18 +100,19 @@ def test_what_finetune_writes_is_what_the_readers_read(small_digits, tmp_path):
 def test_a_schema_1_run_dir_still_opens(tmp_path):
     # What zoo wrote before run.json had a schema: geometry at the top level. Written
     # literally here, since reading it is the point.
-    model = _tiny_model()
+    # Three channels where the spec's default is one: the recorded shape must win.
+    model = zoo.build("lenet5", num_classes=3, input_shape=(32, 32, 3))
     model.save(tmp_path / "best.keras")
     (tmp_path / "run.json").write_text(json.dumps({
         "status": "finished", "model": "lenet5", "weights": None,
-        "class_names": ["a", "b", "c"], "image_size": [32, 32], "crop_fraction": 0.9,
+        "class_names": ["a", "b", "c"], "image_size": [32, 32, 3], "crop_fraction": 0.9,
         "interpolation": "area", "val_accuracy": 0.5}))
     run = rundir.read_run(tmp_path)
     assert run.schema == 1 and run.class_names == ["a", "b", "c"]
     assert run.geometry.crop_fraction == 0.9 and run.geometry.interpolation == "area"
-    assert run.geometry.image_size == (32, 32)
+    assert run.geometry.image_size == (32, 32) and run.geometry.channels == 3
     opened = rundir.open_model(tmp_path)
-    assert opened.geometry.crop_fraction == 0.9 and opened.geometry.channels == 1
+    assert opened.geometry.crop_fraction == 0.9 and opened.geometry.channels == 3
     # The oldest runs may leave the geometry out: the architecture's defaults then.
     (tmp_path / "run.json").write_text(json.dumps({"model": "lenet5",
                                                    "class_names": ["a", "b", "c"]}))

@@ -270,7 +270,11 @@ def _run_geometry(info: dict, schema: int, meta_path: Path) -> Geometry:
 
         recorded = {k: info[k] for k in _SCHEMA1_GEOMETRY if info.get(k) is not None}
         if "image_size" in recorded:
-            recorded["image_size"] = tuple(recorded["image_size"])[:2]
+            # Schema 1 wrote the input shape, [height, width, channels].
+            shape = tuple(recorded["image_size"])
+            recorded["image_size"] = shape[:2]
+            if len(shape) == 3:
+                recorded.setdefault("channels", shape[2])
         return zoo.geometry(str(info["model"]), **recorded)
     except (TypeError, ValueError) as error:
         raise ValueError(f"{meta_path}: cannot read the eval geometry: {error}. Fix the "

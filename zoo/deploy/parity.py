@@ -74,7 +74,7 @@ def sample_images(given, samples_dir: Path | None) -> list[bytes]:
     Raises:
         FileNotFoundError: When the folder holds no images.
     """
-    from pipelines.scan import list_images
+    from pipelines import list_images
 
     if given is None:
         given = samples_dir

@@ -27,7 +27,7 @@ def representative_pixels(folder: str | os.PathLike, geometry):
     Raises:
         FileNotFoundError: When the folder holds no images.
     """
-    from pipelines.scan import IMAGE_EXTENSIONS, list_images
+    from pipelines import IMAGE_EXTENSIONS, list_images
 
     paths = list_images(folder, limit=MAX_REPRESENTATIVE_IMAGES)
     if not paths:

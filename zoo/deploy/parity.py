@@ -11,6 +11,10 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from zoo.registry import Geometry
 
 # Largest |probability difference| from the Keras model that the self-check accepts; formats
 # not listed (the quantised ones) are measured and reported, not enforced.
@@ -64,7 +68,8 @@ def read_images(paths: Iterable[str | os.PathLike]) -> list[bytes]:
     return [Path(p).read_bytes() for p in paths]
 
 
-def sample_images(given, samples_dir: Path | None) -> list[bytes]:
+def sample_images(given: str | os.PathLike | Sequence[str | os.PathLike] | None,
+                  samples_dir: Path | None) -> list[bytes]:
     """The self-check's images: those given, else the run's samples, else synthetic ones.
 
     Args:
@@ -89,7 +94,7 @@ def sample_images(given, samples_dir: Path | None) -> list[bytes]:
     return images
 
 
-def reference_pixels(images: Sequence[bytes], geometry):
+def reference_pixels(images: Sequence[bytes], geometry: Geometry):
     """Decodes and transforms encoded images eagerly, as the bytes signature does in-graph.
 
     Args:
@@ -110,7 +115,7 @@ def reference_pixels(images: Sequence[bytes], geometry):
     return np.stack([transform(image).numpy() for image in images])
 
 
-def eval_transform(geometry):
+def eval_transform(geometry: Geometry):
     """``pipelines.make_eval_transform`` at a geometry: bytes -> float32 [H, W, C].
 
     Raises:

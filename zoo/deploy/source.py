@@ -13,7 +13,10 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from zoo.registry import Geometry
 
 
 @dataclass
@@ -36,7 +39,7 @@ class Source:
     model_name: str
     class_names: list[str]
     class_names_from: str
-    geometry: Any
+    geometry: Geometry
     card: str
     samples_dir: Path | None = None
 

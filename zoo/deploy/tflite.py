@@ -9,10 +9,13 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from zoo.deploy import parity
 from zoo.deploy.quiet import quiet_call
+
+if TYPE_CHECKING:
+    from zoo.registry import Geometry
 
 VARIANTS = ("tflite", "tflite-fp16", "tflite-dynamic", "tflite-int8")
 
@@ -21,7 +24,7 @@ VARIANTS = ("tflite", "tflite-fp16", "tflite-dynamic", "tflite-int8")
 MAX_REPRESENTATIVE_IMAGES = 300
 
 
-def representative_pixels(folder: str | os.PathLike, geometry):
+def representative_pixels(folder: str | os.PathLike, geometry: Geometry):
     """The int8 calibration set: a folder's images (at most a few hundred) as eval pixels.
 
     Raises:

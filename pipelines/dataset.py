@@ -176,11 +176,15 @@ def _eval_batches(ds: tf.data.Dataset, *, geometry, batch_size, num_classes, lab
         image = transforms.eval_crop(data, kind, orientation, size_hw,
                                      crop_fraction=geometry.crop_fraction,
                                      interpolation=geometry.interpolation, **decoding)
-        image = transforms.to_channels(image, geometry.channels)
-        image.set_shape([size_hw[0], size_hw[1], geometry.channels])
-        # uint8 until batching: a quarter of the memory in the cache, and exact, since the
-        # eval path rounds to whole pixel values.
+        image.set_shape([size_hw[0], size_hw[1], 3])
+        # uint8 RGB until batching: a quarter of the memory in the cache, and exact, since
+        # the eval crop rounds to whole pixel values. The grey level of a 1-channel model is
+        # not whole, so it is taken after the cache, as the bytes path takes it.
         return tf.cast(image, tf.uint8), tf.cast(label, tf.int32)
+
+    def to_pixels(images, labels):
+        images = transforms.to_channels(tf.cast(images, tf.float32), geometry.channels)
+        return images, labels
 
     # No ignore_errors here: eval files are fully decoded when checked, so the epoch is
     # exact, in file order, and of known length.
@@ -189,8 +193,7 @@ def _eval_batches(ds: tf.data.Dataset, *, geometry, batch_size, num_classes, lab
         name=cache_name, key=key)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder, num_parallel_calls=AUTOTUNE,
                   deterministic=deterministic)
-    ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=AUTOTUNE,
-                deterministic=deterministic)
+    ds = ds.map(to_pixels, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
     return augment_module.finish_batches(ds, None, num_classes=num_classes,
                                          label_mode=label_mode)
 
@@ -234,7 +237,7 @@ def build_dataset(ds: tf.data.Dataset, *, training: bool, size: int | None,
         read_files: Whether sources are paths to read.
         cache: True caches in memory, a path is a directory for file caches, False does
             not cache. The train path caches encoded bytes (the random crops differ every
-            epoch); the eval path caches its finished uint8 images. A cache is filled before
+            epoch); the eval path caches its finished uint8 RGB images. A cache is filled before
             this returns. File caches are named ``<cache>/<cache_name>.cache-<key>.*``, the
             key a hash of ``cache_key``, the split's name, a format version and, on the eval
             path, the geometry and a digest of the decoding code and library versions: other

@@ -146,7 +146,7 @@ def _datasets(files: dict[str, list[ImageFile]], num_classes: int, options: Opti
         deterministic=options.deterministic, cache_key=cache_key(train_files),
         **decoders(train_files), **common)}
     geometry = options.geometry
-    per_image = geometry.image_size[0] * geometry.image_size[1] * geometry.channels
+    per_image = geometry.image_size[0] * geometry.image_size[1] * 3  # cached as uint8 RGB
     for split in ("val", "test"):
         fs = files.get(split) or []
         out[split] = build_dataset(

@@ -153,15 +153,9 @@ def test_eval_transform_matches_pillow_resize_then_crop(shape, size, crop):
     assert np.all(np.isin(got, np.arange(256)))  # whole values, as Pillow gives
 
 
-@pytest.mark.parametrize("shape,size,crop,channels", [
-    ((97, 131, 3), (56, 56), 0.875, 3),
-    ((131, 97, 3), (64, 48), 0.875, 3),
-    pytest.param((40, 48, 3), (32, 32), 1.0, 1, marks=pytest.mark.xfail(
-        strict=True, reason="pipelines' eval dataset casts the grayscale of the rounded RGB "
-        "crop to uint8 (truncating, e.g. 157.74 -> 157) for its cache, while the bytes path "
-        "and the train path keep 157.74: evaluate and serve differ by up to one grey level "
-        "for 1-channel models. Reported to pipelines; remove this mark with the fix.")),
-])
+@pytest.mark.parametrize("shape,size,crop,channels", [((97, 131, 3), (56, 56), 0.875, 3),
+                                                      ((131, 97, 3), (64, 48), 0.875, 3),
+                                                      ((40, 48, 3), (32, 32), 1.0, 1)])
 def test_bytes_path_equals_from_files_and_the_crop_of_decoded_pixels(tmp_path, shape, size,
                                                                      crop, channels):
     """The bytes path (the serving signature's) against two routes that share no decoder

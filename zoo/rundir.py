@@ -393,9 +393,10 @@ def _open_zoo_name(name: str, weights) -> Opened:
                          "another tag, or a file): a random network has nothing to measure "
                          "or serve.")
     weight_set = weights_module.resolve(spec, weights)
-    # Catalog weights say at which size they were evaluated; a local file does not.
-    model = zoo.build(spec.name, weights=weights,
-                      input_shape=weight_set.input_size if weight_set.url else None)
+    # The weights say at which size they were evaluated; a local file gets the spec's.
+    geometry = zoo.geometry(spec.name, weight_set)
+    model = zoo.build(spec.name, weights=weight_set,
+                      input_shape=(*geometry.image_size, geometry.channels))
     names, wnids, origin = weight_set.class_names(), None, "weights"
     outputs = int(model.outputs[0].shape[-1])
     if weight_set.labels == "imagenet-1k" or (names is None and outputs == 1000):
@@ -410,6 +411,6 @@ def _open_zoo_name(name: str, weights) -> Opened:
     reference = {k: getattr(weight_set, k) for k in ("top1", "top5", "metrics_source")}
     return Opened(model=model, model_name=spec.name, class_names=names,
                   class_names_from=origin,
-                  geometry=_fitted(zoo.geometry(spec.name, weight_set), model),
+                  geometry=_fitted(geometry, model),
                   description=f"{spec.name} ({weight_set.tag})", reference=reference,
                   wnids=wnids)

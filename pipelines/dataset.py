@@ -166,6 +166,16 @@ def _train_batches(ds: tf.data.Dataset, *, size, geometry, plan, batch_size, num
                                          label_mode=label_mode)
 
 
+def cached_dtype(channels: int) -> tf.DType:
+    """The dtype the eval path caches its finished images in, for ``channels``."""
+    # uint8 RGB: a quarter of the memory of float32, and exact, since the eval crop rounds
+    # to whole pixel values. A grey level is not whole (157.74), so 1-channel images stay
+    # float32, as the bytes path gives them (truncating them to uint8 was up to one level
+    # off). Converting cached uint8 RGB to grey after the cache instead made TensorFlow log
+    # an error line on this CPU ("oneDNN supports DT_UINT8 only on platforms with AVX-512").
+    return tf.uint8 if channels == 3 else tf.float32
+
+
 def _eval_batches(ds: tf.data.Dataset, *, geometry, batch_size, num_classes, label_mode,
                   read_files, cache, cache_name, key, deterministic, drop_remainder,
                   decoding) -> tf.data.Dataset:
@@ -176,15 +186,9 @@ def _eval_batches(ds: tf.data.Dataset, *, geometry, batch_size, num_classes, lab
         image = transforms.eval_crop(data, kind, orientation, size_hw,
                                      crop_fraction=geometry.crop_fraction,
                                      interpolation=geometry.interpolation, **decoding)
-        image.set_shape([size_hw[0], size_hw[1], 3])
-        # uint8 RGB until batching: a quarter of the memory in the cache, and exact, since
-        # the eval crop rounds to whole pixel values. The grey level of a 1-channel model is
-        # not whole, so it is taken after the cache, as the bytes path takes it.
-        return tf.cast(image, tf.uint8), tf.cast(label, tf.int32)
-
-    def to_pixels(images, labels):
-        images = transforms.to_channels(tf.cast(images, tf.float32), geometry.channels)
-        return images, labels
+        image = transforms.to_channels(image, geometry.channels)
+        image.set_shape([size_hw[0], size_hw[1], geometry.channels])
+        return tf.cast(image, cached_dtype(geometry.channels)), tf.cast(label, tf.int32)
 
     # No ignore_errors here: eval files are fully decoded when checked, so the epoch is
     # exact, in file order, and of known length.
@@ -193,7 +197,8 @@ def _eval_batches(ds: tf.data.Dataset, *, geometry, batch_size, num_classes, lab
         name=cache_name, key=key)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder, num_parallel_calls=AUTOTUNE,
                   deterministic=deterministic)
-    ds = ds.map(to_pixels, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+    ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=AUTOTUNE,
+                deterministic=deterministic)
     return augment_module.finish_batches(ds, None, num_classes=num_classes,
                                          label_mode=label_mode)
 
@@ -237,12 +242,13 @@ def build_dataset(ds: tf.data.Dataset, *, training: bool, size: int | None,
         read_files: Whether sources are paths to read.
         cache: True caches in memory, a path is a directory for file caches, False does
             not cache. The train path caches encoded bytes (the random crops differ every
-            epoch); the eval path caches its finished uint8 RGB images. A cache is filled before
-            this returns. File caches are named ``<cache>/<cache_name>.cache-<key>.*``, the
-            key a hash of ``cache_key``, the split's name, a format version and, on the eval
-            path, the geometry and a digest of the decoding code and library versions: other
-            inputs make another cache beside it, and a cache whose fill was interrupted is
-            filled again, never read (see :func:`pipelines.cache.file_cache`).
+            epoch); the eval path caches its finished images (see :func:`cached_dtype`). A
+            cache is filled before this returns. File caches are named
+            ``<cache>/<cache_name>.cache-<key>.*``, the key a hash of ``cache_key``, the
+            split's name, a format version and, on the eval path, the geometry and a digest
+            of the decoding code and library versions: other inputs make another cache
+            beside it, and a cache whose fill was interrupted is filled again, never read
+            (see :func:`pipelines.cache.file_cache`).
         cache_bytes: Estimated memory the cache would take; over ``DEFAULT_CACHE_LIMIT`` an
             in-memory cache is not made.
         shuffle: Shuffle the train path every epoch (seeded).
@@ -343,5 +349,6 @@ def eval_files(paths: Iterable[str | os.PathLike], labels: Sequence[int] | None,
     return EvalFiles(ds, [f.path for f in kept], skipped)
 
 
-__all__ = ["EVAL_PIXEL_CODE", "EvalFiles", "build_dataset", "decoders", "eval_code_digest",
+__all__ = ["EVAL_PIXEL_CODE", "EvalFiles", "build_dataset", "cached_dtype", "decoders",
+           "eval_code_digest",
            "eval_files", "read_element", "records"]

@@ -23,7 +23,14 @@ import zoo
 from pipelines import augment as augment_module
 from pipelines import transforms
 from pipelines.cache import files_cache_key, is_file_cache
-from pipelines.dataset import EvalFiles, build_dataset, decoders, eval_files, records
+from pipelines.dataset import (
+    EvalFiles,
+    build_dataset,
+    cached_dtype,
+    decoders,
+    eval_files,
+    records,
+)
 from pipelines.imagedata import ImageData, warn_if_imbalanced
 from pipelines.options import Options, check_writes_outside, resolve_options
 from pipelines.probe import ImageFile, check_files, report_skipped
@@ -146,7 +153,8 @@ def _datasets(files: dict[str, list[ImageFile]], num_classes: int, options: Opti
         deterministic=options.deterministic, cache_key=cache_key(train_files),
         **decoders(train_files), **common)}
     geometry = options.geometry
-    per_image = geometry.image_size[0] * geometry.image_size[1] * 3  # cached as uint8 RGB
+    per_image = (geometry.image_size[0] * geometry.image_size[1] * geometry.channels
+                 * cached_dtype(geometry.channels).size)
     for split in ("val", "test"):
         fs = files.get(split) or []
         out[split] = build_dataset(

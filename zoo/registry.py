@@ -354,12 +354,3 @@ def eval_geometry(spec: Spec | None, weight_set: Weights | None = None, *,
     return geometry.replace(image_size=image_size, crop_fraction=crop_fraction,
                             interpolation=interpolation, channels=channels)
 
-
-def __getattr__(name: str):
-    # TRANSITION (removed before this restructuring lands): the model API moved to
-    # zoo.models; code not yet switched keeps working meanwhile.
-    if name in ("get_spec", "build", "list_models", "describe", "count_params", "count_macs"):
-        import importlib
-
-        return getattr(importlib.import_module("zoo.models"), name)
-    raise AttributeError(f"module 'zoo.registry' has no attribute {name!r}")

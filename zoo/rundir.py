@@ -153,7 +153,7 @@ def write_run(run_dir: str | os.PathLike, *, model, model_name: str,
     if not isinstance(geometry, Geometry):
         raise TypeError(f"geometry must be a zoo.Geometry; got {type(geometry).__name__}.")
     names = [str(c) for c in class_names]
-    _check_class_names(names, int(model.outputs[0].shape[-1]), "write_run")
+    check_class_names(names, int(model.outputs[0].shape[-1]), "write_run")
     root = Path(run_dir)
     root.mkdir(parents=True, exist_ok=True)
     model.save(root / MODEL_FILE)
@@ -180,7 +180,14 @@ def _copy_samples(samples: Iterable[str | os.PathLike], folder: Path) -> None:
         shutil.copyfile(source, folder / f"{index:02d}_{source.name}")
 
 
-def _check_class_names(names: list[str], outputs: int, origin: str) -> None:
+def check_class_names(names: list[str], outputs: int, origin: str) -> None:
+    """Raises a clear ValueError unless there is one storable name per model output.
+
+    Args:
+        names: The class names.
+        outputs: The model's output size.
+        origin: Where the names came from, for the message.
+    """
     if len(names) != outputs:
         raise ValueError(f"{len(names)} class names for a model with {outputs} outputs "
                          f"({origin}); give one name per output.")

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from zoo import rundir
+
 if TYPE_CHECKING:
     from zoo.registry import Geometry
 
@@ -62,8 +64,6 @@ def resolve_source(model_or_run_dir, *, class_names: Sequence[str] | None = None
             not match its outputs or hold line breaks, or an unknown zoo model.
         FileNotFoundError: For a missing model, run directory file or card file.
     """
-    from zoo import rundir
-
     opened = rundir.open_model(model_or_run_dir, model_name=model_name)
     model = opened.model
     shape = model.input_shape
@@ -90,13 +90,7 @@ def _class_names(model, given: Sequence[str] | None, opened) -> tuple[list[str],
                       f"indices '0'..'{outputs - 1}'. Pass class_names= (--labels FILE).",
                       stacklevel=4)
         names, origin = [str(i) for i in range(outputs)], "indices"
-    if len(names) != outputs:
-        raise ValueError(f"{len(names)} class names for a model with {outputs} outputs "
-                         f"({origin}); give one name per output.")
-    bad = [c for c in names if "\n" in c or "\r" in c]
-    if bad:
-        raise ValueError(f"Class names cannot contain line breaks (they are stored one a "
-                         f"line): {bad[:3]}.")
+    rundir.check_class_names(names, int(outputs), origin)
     return names, origin
 
 

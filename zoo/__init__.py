@@ -17,7 +17,7 @@ __version__ = "0.1.0"
 # Public name -> module that defines it.
 _EXPORTS = {
     "Geometry": "zoo.registry",
-    "Recipe": "zoo.recipes.finetune",
+    "Recipe": "zoo.recipes.recipe",
     "Spec": "zoo.registry",
     "Weights": "zoo.registry",
     "build": "zoo.models",

@@ -178,3 +178,12 @@ def test_cli_info_shows_the_default_class_count(capsys):
     assert f"{params:,}" in out
     assert main(["info", "resnet18"]) == 0
     assert re.search(r"^num_classes\s+1000 ", capsys.readouterr().out, re.MULTILINE)
+
+
+def test_cli_info_shows_each_weight_set_s_eval_transform(capsys):
+    assert main(["info", "resnet50"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^weights:torchvision_v2 .* eval 224 of 232 \(bilinear\)$", out,
+                     re.MULTILINE), out
+    assert re.search(r"^weights:torchvision_v1 .* eval 224 of 256 \(bilinear\)$", out,
+                     re.MULTILINE), out

@@ -75,7 +75,8 @@ def cmd_info(args: argparse.Namespace) -> int:
         ["published GMACs", published],
         ["input size", "x".join(map(str, info["input_size"]))
          + f" (minimum {'x'.join(map(str, info['min_input_size']))})"],
-        ["eval transform", f"crop fraction {info['crop_fraction']}, {info['interpolation']}"],
+        ["eval transform", f"crop fraction {info['crop_fraction']}, {info['interpolation']}"
+         + (" (without weights; each weight set has its own)" if info["weights"] else "")],
         ["preprocessing", str(info["preprocessing"])],
         ["twins", ", ".join(f"{lib}: {tw}" for lib, tw in info["twins"].items()) or "-"],
         ["options", ", ".join(f"{k}={v!r}" for k, v in info["family_options"].items()) or "-"],
@@ -89,7 +90,8 @@ def cmd_info(args: argparse.Namespace) -> int:
             rows.append([f"weights:{tag}",
                          f"{alias}{meta.get('source', '?')}"
                          + (f", top-1 {top1}" if top1 is not None else "")
-                         + (f", {meta.get('preprocessing')}" if meta.get("preprocessing") else "")])
+                         + (f", {meta.get('preprocessing')}" if meta.get("preprocessing") else "")
+                         + _weights_transform(meta)])
     else:
         rows.append(["weights", "none"])
     print(_format_table(rows, ["", args.name]))
@@ -98,6 +100,14 @@ def cmd_info(args: argparse.Namespace) -> int:
 
         print("\n" + textwrap.fill(" ".join(info["notes"].split()), width=96))
     return 0
+
+
+def _weights_transform(meta: dict) -> str:
+    """A weight set's eval transform in torchvision's terms: crop of resize, interpolation."""
+    if not meta.get("input_size") or not meta.get("resize_size"):
+        return ""
+    return (f", eval {meta['input_size'][0]} of {meta['resize_size']} "
+            f"({meta.get('interpolation') or 'bilinear'})")
 
 
 def cmd_pull(args: argparse.Namespace) -> int:

@@ -154,6 +154,16 @@ def _check_sniffed(head: bytes) -> str:
     return fmt
 
 
+def _too_large(pixels: int | None, size: str | None = None) -> str:
+    """The reason for a file whose header claims more pixels than Pillow will decode."""
+    from PIL import Image
+
+    claimed = f"{size} = {pixels} pixels" if size else f"{pixels} pixels"
+    return (f"image too large: its header claims {claimed}, over the limit of "
+            f"{Image.MAX_IMAGE_PIXELS} (a decompression bomb?); resize it if it is a real "
+            "photo")
+
+
 def _read_header(data: bytes, fmt: str) -> tuple[str, int, int, int]:
     """``(Pillow's format, width, height, EXIF orientation)`` from the header, by Pillow."""
     from PIL import Image, UnidentifiedImageError
@@ -167,8 +177,16 @@ def _read_header(data: bytes, fmt: str) -> tuple[str, int, int, int]:
                 orientation = int(image.getexif().get(0x0112, 1) or 1)
                 if not 1 <= orientation <= 8:
                     orientation = 1
+    except Image.DecompressionBombError as error:
+        # Pillow refuses to open it (over twice its MAX_IMAGE_PIXELS); so must training.
+        claimed = re.search(r"\((\d+) pixels\)", str(error))
+        raise BadImage(_too_large(int(claimed.group(1)) if claimed else None)) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise BadImage(f"corrupt {fmt} header ({error})") from None
+    if Image.MAX_IMAGE_PIXELS and width * height > Image.MAX_IMAGE_PIXELS:
+        # Between Pillow's warning and its refusal: decoding would take gigabytes per file
+        # (and the serving graph refuses such files too), so it is no training image either.
+        raise BadImage(_too_large(width * height, f"{width}x{height}"))
     if pil_format not in SUPPORTED_FORMATS:
         raise BadImage(f"unsupported format {pil_format}; convert it to JPEG or PNG")
     if width < 1 or height < 1:

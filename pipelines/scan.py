@@ -34,34 +34,76 @@ def is_image_path(path: str | os.PathLike) -> bool:
     return os.path.splitext(os.fspath(path))[1].lower() in IMAGE_EXTENSIONS
 
 
+def _inside(real: str, bound: str) -> bool:
+    return real == bound or real.startswith(bound.rstrip(os.sep) + os.sep)
+
+
+def _link_outside(path: str, bound: str) -> str | None:
+    """The reason to pass over ``path`` if it is a link that leads outside ``bound``."""
+    if not os.path.islink(path) or not os.path.exists(path):
+        return None  # not a link, or a broken one (the check reports it as unreadable)
+    target = os.path.realpath(path)
+    if _inside(target, bound):
+        return None
+    return (f"symbolic link leading outside its folder ({os.path.basename(bound)}/) to "
+            f"{target}; not followed, so that no image counts in another class or twice. "
+            "Copy the file in, or link the whole class folder instead")
+
+
+def _walk_files(current: str, files: list[str], bound: str,
+                first_seen: dict[str, str]) -> Iterator[tuple[str, str | None]]:
+    for name in sorted(files):
+        path = os.path.join(current, name)
+        if is_hidden(name):
+            yield path, "hidden file"
+        elif not is_image_path(name):
+            extension = os.path.splitext(name)[1] or "no extension"
+            yield path, (f"not an image file name ({extension}); accepted: "
+                         f"{', '.join(sorted(IMAGE_EXTENSIONS))}")
+        elif (outside := _link_outside(path, bound)) is not None:
+            yield path, outside
+        else:
+            real = os.path.realpath(path)
+            if real in first_seen:
+                yield path, (f"the same file as {first_seen[real]} (reached twice through a "
+                             "link); counted once")
+            else:
+                first_seen[real] = path
+                yield path, None
+
+
 def walk(folder: str | os.PathLike) -> Iterator[tuple[str, str | None]]:
     """Every file and hidden folder below ``folder``, sorted, symlinks followed once.
 
+    Links are followed only while they stay inside ``folder`` (resolved, so a class folder
+    that is itself a link works): a link out of it (``cats/loop -> ..``, or a file linked
+    in from another class or from outside the root) would put other folders' images here.
+
     Yields:
         ``(path, None)`` for an image file name, ``(path, reason)`` for anything passed
-        over: hidden files and folders (not entered), other file names.
+        over: hidden files and folders (not entered), other file names, links leading
+        outside ``folder`` (not followed), and a file reached a second time through a link.
     """
+    bound = os.path.realpath(folder)
     seen: set[str] = set()
+    first_seen: dict[str, str] = {}
     for current, dirs, files in os.walk(folder, followlinks=True):
         real = os.path.realpath(current)
-        if real in seen:  # a symlink loop
+        if real in seen:  # a symlink loop inside the folder
             dirs[:] = []
             continue
         seen.add(real)
+        entered = []
         for name in sorted(dirs):
-            if is_hidden(name):
-                yield os.path.join(current, name), "hidden folder"
-        dirs[:] = sorted(d for d in dirs if not is_hidden(d))
-        for name in sorted(files):
             path = os.path.join(current, name)
             if is_hidden(name):
-                yield path, "hidden file"
-            elif not is_image_path(name):
-                extension = os.path.splitext(name)[1] or "no extension"
-                yield path, (f"not an image file name ({extension}); accepted: "
-                             f"{', '.join(sorted(IMAGE_EXTENSIONS))}")
+                yield path, "hidden folder"
+            elif (outside := _link_outside(path, bound)) is not None:
+                yield path, outside
             else:
-                yield path, None
+                entered.append(name)
+        dirs[:] = entered
+        yield from _walk_files(current, files, bound, first_seen)
 
 
 def list_images(folder: str | os.PathLike, limit: int | None = None) -> list[Path]:

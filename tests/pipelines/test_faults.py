@@ -3,6 +3,7 @@ test (a decompression bomb, a symlink loop, swapped files with restored mtimes, 
 
 from __future__ import annotations
 
+import os
 import struct
 import warnings
 import zlib
@@ -71,3 +72,41 @@ def test_serving_path_keeps_refusing_a_decompression_bomb():
     transform = pipelines.make_eval_transform((32, 32), 0.875, "bilinear", 3)
     with pytest.raises((tf.errors.InvalidArgumentError, tf.errors.ResourceExhaustedError)):
         transform(tf.constant(_bomb_png()))
+
+
+@pytest.mark.skipif(not hasattr(os, "symlink"), reason="needs symlinks")
+def test_symlink_loop_up_to_the_root_puts_no_other_class_in_a_class(tmp_path):
+    root = make_folder(tmp_path / "data", {"class_a": 5, "class_b": 5, "class_c": 5})
+    outside = tmp_path / "elsewhere.jpg"
+    outside.write_bytes((root / "class_b" / "000.jpg").read_bytes())
+    os.symlink("..", root / "class_a" / "loop")  # class_a/loop -> the root
+    os.symlink(root / "class_c", root / "class_b" / "c_too")  # another class, linked in
+    os.symlink(outside, root / "class_b" / "outside.jpg")  # a file outside the root
+    os.symlink("000.jpg", root / "class_c" / "again.jpg")  # the same file, twice
+    os.mkdir(root / "class_c" / "sub")
+    os.symlink("../001.jpg", root / "class_c" / "sub" / "fine.jpg")  # twice, inside
+    before = tree_fingerprint(root)
+    with pytest.warns(UserWarning, match="Skipped"):
+        data = pipelines.from_folder(root, image_size=32, batch_size=4, cache=False,
+                                     augment=None, validation_split=0.4)
+    used = data.train_files + data.val_files
+    # Every image once, in its own class only, in one split only.
+    assert len(used) == 15 and len({p for p, _ in used}) == 15
+    for path, label in used:
+        assert Path(path).parent.name == data.class_names[label], path
+    reasons = {os.path.relpath(p, root): r for p, r in data.skipped}
+    for link in ("class_a/loop", "class_b/c_too", "class_b/outside.jpg"):
+        assert "symbolic link leading outside" in reasons[link]
+    for twice in ("class_c/again.jpg", "class_c/sub/fine.jpg"):
+        assert "reached twice" in reasons[twice]
+    assert tree_fingerprint(root) == before
+
+
+@pytest.mark.skipif(not hasattr(os, "symlink"), reason="needs symlinks")
+def test_a_class_folder_that_is_itself_a_link_is_used(tmp_path):
+    store = make_folder(tmp_path / "store", {"dogs": 4})
+    root = make_folder(tmp_path / "data", {"cats": 4})
+    os.symlink(store / "dogs", root / "dogs")
+    data = pipelines.from_folder(root, image_size=32, batch_size=4, cache=False,
+                                 augment=None, validation_split=0.25)
+    assert data.class_names == ["cats", "dogs"] and not data.skipped

@@ -42,9 +42,11 @@ def is_file_cache(cache: Any) -> bool:
 def files_cache_key(files: Sequence[ImageFile]) -> str:
     """A digest of what decides a split's cached elements, for ``build_dataset(cache_key=)``.
 
-    Covers each file's path, size, modification time (ns), label, decoder kind and EXIF
-    orientation, in order: a file rewritten since (a new size or mtime), added, removed or
-    relabelled gives another key, hence another cache. The files' contents are not hashed.
+    Covers each file's path, size, modification time (ns), content digest (taken by the
+    check, :attr:`ImageFile.digest`), label, decoder kind and EXIF orientation, in order: a
+    file rewritten since, added, removed or relabelled gives another key, hence another
+    cache. The digest matters where size and mtime say nothing: two class folders swapped
+    in an archive unpacked with one timestamp keep every path, size and mtime.
 
     Args:
         files: The split's checked files, in dataset order.
@@ -59,8 +61,8 @@ def files_cache_key(files: Sequence[ImageFile]) -> str:
             size, mtime = stat.st_size, stat.st_mtime_ns
         except OSError:  # gone since the check: the fill will say so, with the path
             size, mtime = -1, -1
-        digest.update(f"{f.path}\0{size}\0{mtime}\0{f.label}\0{f.kind}\0{f.orientation}\n"
-                      .encode("utf-8", "surrogateescape"))
+        digest.update(f"{f.path}\0{size}\0{mtime}\0{f.digest}\0{f.label}\0{f.kind}\0"
+                      f"{f.orientation}\n".encode("utf-8", "surrogateescape"))
     return digest.hexdigest()
 
 

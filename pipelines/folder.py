@@ -240,12 +240,13 @@ def from_folder(
             under a directory (a path, e.g. inside the run dir; not inside ``root``), or
             not (False). Caches are filled before this returns. A file cache is named by a
             key over everything that decides its content (each file's path, size, mtime,
-            label and decoder; on the val and test splits also image size, crop fraction,
-            interpolation, channels and the decoding code), so folders and settings can
-            share one directory, and a changed file makes a new cache rather than reading
-            the old one. Caches of other keys are left in place (delete the directory to
-            reclaim the space); an unfinished cache left by an interrupted run is deleted
-            and filled again, and another process filling the same cache is waited for.
+            a hash of its bytes, label and decoder; on the val and test splits also image
+            size, crop fraction, interpolation, channels and the decoding code), so folders
+            and settings can share one directory, and a changed file makes a new cache
+            rather than reading the old one. Caches of other keys are left in place (delete
+            the directory to reclaim the space); an unfinished cache left by an interrupted
+            run is deleted and filled again, and another process filling the same cache is
+            waited for.
         shuffle: Shuffle the training images every epoch.
         deterministic: Fix the order of the train path under parallel maps (slower); the
             val path is always in order.

@@ -7,6 +7,7 @@ reason (:class:`BadImage`) that is shown to the user, and the file is left where
 from __future__ import annotations
 
 import concurrent.futures
+import hashlib
 import io
 import os
 import re
@@ -40,6 +41,7 @@ class ImageFile:
         nbytes: File size.
         short_side: The image's shorter side in pixels.
         fmt: Its format as ``transforms.GRAPH_FORMATS`` names it (``"png"``, ...).
+        digest: A short hash of the file's bytes as checked, part of a file cache's key.
     """
 
     path: str
@@ -49,6 +51,7 @@ class ImageFile:
     nbytes: int = 0
     short_side: int = 0
     fmt: str = ""
+    digest: str = ""
 
 
 _MAGIC = (
@@ -194,7 +197,7 @@ def _read_header(data: bytes, fmt: str) -> tuple[str, int, int, int]:
     return pil_format, width, height, orientation
 
 
-def probe(path: str, full: bool = False) -> tuple[int, int, int, int, str]:
+def probe(path: str, full: bool = False) -> tuple[int, int, int, int, str, str]:
     """Checks one file and says how to decode it.
 
     The fast check reads the header with Pillow and the file's last bytes; a file whose end
@@ -206,8 +209,9 @@ def probe(path: str, full: bool = False) -> tuple[int, int, int, int, str]:
         full: Decode every file fully.
 
     Returns:
-        ``(kind, orientation, nbytes, short_side, fmt)``, ``fmt`` one of
-        ``transforms.GRAPH_FORMATS``.
+        ``(kind, orientation, nbytes, short_side, fmt, digest)``, ``fmt`` one of
+        ``transforms.GRAPH_FORMATS``, ``digest`` a short hash of the bytes read (the check
+        reads the whole file anyway; hashing it costs far less than the read).
 
     Raises:
         BadImage: With the reason the file cannot be used.
@@ -235,7 +239,10 @@ def probe(path: str, full: bool = False) -> tuple[int, int, int, int, str]:
         _full_decode(data, kind)
     format_name = {"JPEG": "jpeg", "MPO": "jpeg", "DIB": "bmp"}.get(pil_format,
                                                                     pil_format.lower())
-    return kind, orientation, size, min(width, height), format_name
+    # The whole file, not only its ends: two same-size JPEGs padded with zeros (or sharing
+    # one camera's EXIF block) can agree on both ends and still hold other pixels.
+    digest = hashlib.blake2b(data, digest_size=12).hexdigest()
+    return kind, orientation, size, min(width, height), format_name, digest
 
 
 def check_files(paths: Sequence[str], full: bool) -> dict[str, tuple | str]:

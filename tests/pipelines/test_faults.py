@@ -110,3 +110,46 @@ def test_a_class_folder_that_is_itself_a_link_is_used(tmp_path):
     data = pipelines.from_folder(root, image_size=32, batch_size=4, cache=False,
                                  augment=None, validation_split=0.25)
     assert data.class_names == ["cats", "dogs"] and not data.skipped
+
+
+def _same_size_folder(root: Path) -> Path:
+    """Two classes of four JPEGs, all padded to 4096 bytes and given one mtime (an archive
+    unpacked with one timestamp)."""
+    import numpy as np
+    from PIL import Image
+    from pipeline_helpers import jpeg_bytes
+
+    make_folder(root, {"cat": 4, "dog": 4}, size=(32, 32))
+    for path in sorted(root.rglob("*.jpg")):
+        data = jpeg_bytes(np.asarray(Image.open(path).convert("RGB")))
+        path.write_bytes(data + b"\0" * (4096 - len(data)))  # decoders stop at the end marker
+        os.utime(path, ns=(1_600_000_000 * 10**9, 1_600_000_000 * 10**9))
+    return root
+
+
+def _all_pixels(data) -> dict:
+    import numpy as np
+
+    return {split: np.concatenate([x.numpy() for x, _ in getattr(data, split)])
+            for split in ("train", "val")}
+
+
+def test_swapped_class_folders_with_same_sizes_and_mtimes_get_a_new_cache(tmp_path):
+    import numpy as np
+
+    root = _same_size_folder(tmp_path / "data")
+    settings = dict(image_size=(16, 16), validation_split=0.5, augment="none", shuffle=False,
+                    deterministic=True, imbalance_warning=None)
+    pipelines.from_folder(root, cache=tmp_path / "cache", **settings)  # fills the caches
+    stats = {p.relative_to(root): (p.stat().st_size, p.stat().st_mtime_ns)
+             for p in root.rglob("*.jpg")}
+    (root / "cat").rename(root / "tmp")
+    (root / "dog").rename(root / "cat")
+    (root / "tmp").rename(root / "dog")
+    for rel, (size, mtime) in stats.items():  # every path, size and mtime as before
+        assert (root / rel).stat().st_size == size
+        os.utime(root / rel, ns=(mtime, mtime))
+    expected = _all_pixels(pipelines.from_folder(root, cache=False, **settings))
+    got = _all_pixels(pipelines.from_folder(root, cache=tmp_path / "cache", **settings))
+    for split in ("train", "val"):
+        np.testing.assert_array_equal(got[split], expected[split])

@@ -45,6 +45,8 @@ from pipelines.warn import warn_user
 
 # {split: [(path, class name)]}: files found, before they are numbered by class.
 Listing = dict[str, list[tuple[str, str]]]
+# from_folder's default, which split folders quietly override (any other value is a choice).
+DEFAULT_VALIDATION_SPLIT = 0.2
 
 
 def _open_root(root: str | os.PathLike) -> Path:
@@ -164,6 +166,19 @@ def _datasets(files: dict[str, list[ImageFile]], num_classes: int, options: Opti
     return out
 
 
+def _warn_unused_split(scan: Scan, validation_split: float, manifest) -> None:
+    """Warns when ``validation_split`` was chosen but split folders decide the split."""
+    if (manifest is not None or scan.layout != "split_folders" or "val" not in scan.files
+            or validation_split == DEFAULT_VALIDATION_SPLIT):
+        return
+    # class_roots holds train/ first, then the folder used for validation.
+    val_dir = scan.class_roots[1]
+    hint = (" To train without validation, move it out of the folder, or use root/train "
+            "alone." if not validation_split else "")
+    warn_user(f"validation_split={validation_split!r} is not used: {val_dir} holds the "
+              f"validation images (split folders), and they are used as they are.{hint}")
+
+
 def _select(root: Path, scan: Scan, manifest, full: bool, skipped: list):
     """The files to use, checked: ``(listing, probe results, class names, manifest read)``."""
     if manifest is not None:
@@ -187,7 +202,7 @@ def from_folder(
     *,
     image_size: Sequence[int] | int | None = None,
     batch_size: int = 32,
-    validation_split: float = 0.2,
+    validation_split: float = DEFAULT_VALIDATION_SPLIT,
     seed: int = 0,
     augment: Any = "standard",
     model: str | None = None,
@@ -215,7 +230,10 @@ def from_folder(
         image_size: Output ``(height, width)``; defaults to the model's input size, else
             224x224.
         batch_size: Batch size.
-        validation_split: Fraction of each class held out, for the one-folder layout.
+        validation_split: Fraction of each class held out, for the one-folder layout. With
+            split folders (``root/train`` and ``root/val``) the validation folder is used
+            whatever this says; a value other than the default then warns (``0`` does not
+            train without validation there: move ``val/`` aside for that).
         seed: Seed of the split, the shuffling and the augmentation.
         augment: See :func:`pipelines.augment.resolve`.
         model: A zoo model name; with its weights it gives image size, crop fraction,
@@ -275,6 +293,7 @@ def from_folder(
     check_writes_outside(root, options)
 
     scan = scan_tree(root)
+    _warn_unused_split(scan, validation_split, manifest)
     skipped = list(scan.skipped)
     listed, results, class_names, loaded = _select(root, scan, manifest, check == "full",
                                                    skipped)

@@ -153,3 +153,18 @@ def test_swapped_class_folders_with_same_sizes_and_mtimes_get_a_new_cache(tmp_pa
     got = _all_pixels(pipelines.from_folder(root, cache=tmp_path / "cache", **settings))
     for split in ("train", "val"):
         np.testing.assert_array_equal(got[split], expected[split])
+
+
+def test_validation_split_zero_beside_a_val_folder_warns(tmp_path):
+    root = tmp_path / "data"
+    make_folder(root / "train", {"cats": 4, "dogs": 4})
+    make_folder(root / "val", {"cats": 2, "dogs": 2})
+    settings = dict(image_size=32, batch_size=4, cache=False, augment=None)
+    with pytest.warns(UserWarning, match=r"validation_split=0 is not used: .*val holds the "
+                      r"validation images.*To train without validation") as caught:
+        data = pipelines.from_folder(root, validation_split=0, **settings)
+    assert caught[0].filename == __file__  # names the caller's line
+    assert len(data.val_files) == 4  # decided: val/ is still used, and the user is told
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pipelines.from_folder(root, **settings)  # the default says nothing

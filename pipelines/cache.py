@@ -13,6 +13,8 @@ import hashlib
 import json
 import os
 import re
+import sys
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -157,6 +159,57 @@ def fill(ds: tf.data.Dataset) -> None:
     ds.reduce(np.int64(0), lambda count, _: count + 1)
 
 
+# What tf.data's file-cache writer logs when it is destroyed, even after a complete pass
+# (its check looks for a shard index that finishing the cache has just merged and removed).
+_FALSE_TRUNCATION_LINE = b"The calling iterator did not fully read the dataset being cached"
+
+
+def _forward_lines(source: int, target: int, dropped: bytes) -> None:
+    """Copies lines from fd ``source`` to fd ``target`` until EOF, leaving out ``dropped``."""
+    pending = b""
+    try:
+        while chunk := os.read(source, 65536):
+            *lines, pending = (pending + chunk).split(b"\n")
+            kept = b"".join(line + b"\n" for line in lines if dropped not in line)
+            if kept:
+                os.write(target, kept)
+        if pending and dropped not in pending:
+            os.write(target, pending)
+    except OSError:  # the terminal went away: nothing left to forward to
+        pass
+    finally:
+        os.close(source)
+
+
+@contextlib.contextmanager
+def _stderr_without(dropped: bytes) -> Iterator[None]:
+    """Runs the block with fd 2 passed through a filter that drops lines holding ``dropped``.
+
+    At the file-descriptor level, because TensorFlow's C++ logging writes there directly;
+    every other line (Python's too) still reaches the original stderr, in order.
+    """
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr to protect
+        yield
+        return
+    read_end, write_end = os.pipe()
+    sys.stderr.flush()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+    pump = threading.Thread(target=_forward_lines, args=(read_end, saved, dropped),
+                            daemon=True)
+    pump.start()
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)  # closes the pipe's last write end, so the pump sees EOF
+        pump.join(timeout=10)
+        if not pump.is_alive():  # else a child process still holds the pipe: keep its fd
+            os.close(saved)
+
+
 def file_cache(ds: tf.data.Dataset, prefix: Path) -> tf.data.Dataset:
     """``ds.cache(prefix)``, complete on return; an unfinished cache is never read."""
     prefix.parent.mkdir(parents=True, exist_ok=True)
@@ -172,7 +225,8 @@ def file_cache(ds: tf.data.Dataset, prefix: Path) -> tf.data.Dataset:
         if locked:
             remove_unfinished(prefix)
         try:
-            fill(ds)
+            with _stderr_without(_FALSE_TRUNCATION_LINE):
+                fill(ds)
         except tf.errors.AlreadyExistsError:
             raise RuntimeError(
                 f"The file cache {prefix} is being filled by another run, or a run filling it "

@@ -262,7 +262,41 @@ def _gif(data: tf.Tensor, reader: _Bytes, max_blocks: int = 4096) -> tf.Tensor:
     transparent = (control > 0) & (image > 0)
     transparent &= tf.equal(reader.byte(tf.maximum(control, 0) + 3) % 2, 1)
     patched = tf.cond(transparent, opaque_white, lambda: data)
-    return tf.io.decode_gif(patched)[0]
+    return _on_canvas(patched, reader, image, transparent)
+
+
+def _on_canvas(data: tf.Tensor, reader: _Bytes, image: tf.Tensor,
+               transparent: tf.Tensor) -> tf.Tensor:
+    """The first frame placed at its offset on a canvas of the logical screen's size.
+
+    TensorFlow's decoder returns an image of the frame's size with the frame drawn at its
+    offset inside it, so a frame smaller than the canvas comes out shifted, cut off and
+    edged in black. Pillow shows the canvas; so does this: the frame is decoded at (0, 0)
+    (its offset bytes zeroed) and put on a canvas grown as Pillow grows it when the frame
+    reaches past the screen, filled as Pillow fills it: white where a transparent index
+    is set (transparency composites over white), else colour 0 of the frame's palette.
+    """
+    little = tf.constant(True)
+    found = image > 0
+    at = tf.maximum(image, 0)
+    left = tf.where(found, reader.u16(at + 1, little), 0)
+    top = tf.where(found, reader.u16(at + 3, little), 0)
+    moved = tf.cond(found & ((left > 0) | (top > 0)),
+                    lambda: _replace(data, at + 1, tf.constant(b"\0\0\0\0"), 4),
+                    lambda: data)
+    frame = tf.io.decode_gif(moved)[0]
+    height, width = tf.shape(frame)[0], tf.shape(frame)[1]
+    canvas_height = tf.maximum(reader.u16(8, little), top + height)
+    canvas_width = tf.maximum(reader.u16(6, little), left + width)
+    padding = [[top, canvas_height - top - height], [left, canvas_width - left - width]]
+    local = tf.where(found, reader.byte(at + 9), 0) >= 128
+    table = tf.where(local, at + 10, 13)
+    has_table = local | (reader.byte(10) >= 128)
+    colour_0 = tf.stack([reader.byte(table + i) for i in range(3)])
+    fill = tf.where(transparent, 255, tf.where(has_table, colour_0, 0))
+    inside = tf.pad(tf.ones([height, width, 1], tf.bool), padding + [[0, 0]])
+    return tf.where(inside, tf.pad(frame, padding + [[0, 0]]),
+                    tf.cast(fill, tf.uint8)[tf.newaxis, tf.newaxis])
 
 
 def _bmp(data: tf.Tensor, reader: _Bytes) -> tf.Tensor:

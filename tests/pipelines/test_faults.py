@@ -3,6 +3,7 @@ test (a decompression bomb, a symlink loop, swapped files with restored mtimes, 
 
 from __future__ import annotations
 
+import io
 import os
 import struct
 import warnings
@@ -203,3 +204,54 @@ def test_a_complete_file_cache_fill_logs_no_truncation_line(tmp_path):
     # stderr is whole again around and after the fill: other lines still get through.
     assert "BEFORE" in done.stderr and "AFTER" in done.stderr
     assert sorted(p.name for p in (tmp_path / "cache").glob("*.index"))  # filled for real
+
+
+def _offset_gif(transparent: bool = True) -> bytes:
+    """A 16x16 canvas holding one 8x8 frame at (4, 4), as trimming tools write them."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(3)
+    indices = rng.integers(0, 15, (8, 8), dtype=np.uint8)
+    indices[0, :3] = 15  # a few transparent pixels inside the frame too
+    frame = Image.fromarray(indices, "P")
+    palette = rng.integers(0, 256, 48, dtype=np.uint8).tolist()
+    frame.putpalette(palette)
+    buffer = io.BytesIO()
+    frame.save(buffer, "GIF", **({"transparency": 15} if transparent else {}))
+    data = bytearray(buffer.getvalue())
+    data[6:10] = struct.pack("<HH", 16, 16)  # the logical screen
+    pos = 13 + (3 << ((data[10] & 7) + 1) if data[10] & 0x80 else 0)
+    while data[pos] == 0x21:  # skip extensions: label, then sub-blocks up to the empty one
+        pos += 2
+        while data[pos]:
+            pos += data[pos] + 1
+        pos += 1
+    assert data[pos] == 0x2C and struct.unpack("<HH", data[pos + 5:pos + 9]) == (8, 8)
+    data[pos + 1:pos + 5] = struct.pack("<HH", 4, 4)  # the frame's offset on the canvas
+    return bytes(data)
+
+
+@pytest.mark.parametrize("transparent", [True, False])
+def test_a_gif_frame_smaller_than_its_canvas_decodes_as_pillow_shows_it(tmp_path,
+                                                                      transparent):
+    import numpy as np
+    import tensorflow as tf
+    from PIL import Image
+
+    from pipelines import transforms
+
+    data = _offset_gif(transparent)
+    with Image.open(io.BytesIO(data)) as image:
+        assert image.size == (16, 16)
+    expected = transforms.pil_decode(data)  # Pillow: the frame at (4, 4) on the canvas
+    assert expected.shape == (16, 16, 3)
+    graph = transforms.graph_decode(tf.constant(data)).numpy()
+    np.testing.assert_array_equal(graph, expected)
+    # The serving bytes path and the folder path (training, evaluation) agree with it.
+    served = pipelines.make_eval_transform((16, 16), 1.0, "bilinear", 3)(tf.constant(data))
+    np.testing.assert_allclose(served.numpy(), expected, atol=1)
+    (tmp_path / "one.gif").write_bytes(data)
+    files = pipelines.from_files([str(tmp_path / "one.gif")], image_size=16, crop_fraction=1.0)
+    pixels = next(iter(files.dataset)).numpy()[0]
+    np.testing.assert_allclose(pixels, expected, atol=1)

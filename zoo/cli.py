@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import os
 import sys
 import warnings
@@ -162,11 +163,21 @@ def _recipe_options(args: argparse.Namespace) -> dict:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Fine-tunes a model on a folder of images."""
-    from zoo.recipes.finetune import finetune
+    from zoo.recipes.finetune import default_run_dir, finetune
 
     weights = None if args.weights in ("none", "None", "") else args.weights
-    result = finetune(args.model, args.data, weights=weights, epochs=args.epochs,
-                      out_dir=args.out, overwrite=args.overwrite, **_recipe_options(args))
+    try:
+        result = finetune(args.model, args.data, weights=weights, epochs=args.epochs,
+                          out_dir=args.out, overwrite=args.overwrite,
+                          resume="changed" if args.resume_changed else None,
+                          **_recipe_options(args))
+    except KeyboardInterrupt:
+        # Ctrl-C: the state of the last finished epoch is saved (crash-safe) in the run dir.
+        run_dir = args.out or default_run_dir(args.model, args.data)
+        print(f"\nzoo train: interrupted. The state at the end of the last finished epoch is "
+              f"saved in {run_dir}; run the same command again to resume from there.",
+              file=sys.stderr)
+        return 130
     from zoo.distribute import is_chief
 
     if result.metrics.get("val_accuracy") is None:
@@ -336,7 +347,11 @@ def _add_recipe_commands(sub) -> None:
     p.add_argument("--epochs", type=int, default=None,
                    help="total epochs; with weights, a quarter (at least 1) trains the head")
     p.add_argument("--overwrite", action="store_true",
-                   help="start again over a finished run (the old one is kept, renamed)")
+                   help="start again over a run, finished or not (the old one is kept, "
+                   "renamed)")
+    p.add_argument("--resume-changed", action="store_true", dest="resume_changed",
+                   help="resume an interrupted run with other options on purpose (the "
+                   "change and its epoch are recorded in run.json)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("lr-find", help="learning-rate range test with plot and suggestion",
@@ -426,6 +441,18 @@ def main(argv: list[str] | None = None) -> int:
         # Errors of the user's making get one clear line, not a traceback.
         print(f"zoo {args.command}: {error}", file=sys.stderr)
         return 2
+    except OSError as error:
+        from zoo.rundir import DISK_FULL, free_space_line
+
+        # A full or read-only disk is the machine's state, not a bug: say where, one line.
+        if error.errno in DISK_FULL:
+            print(f"zoo {args.command}: {free_space_line(error)}", file=sys.stderr)
+        elif error.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+            print(f"zoo {args.command}: cannot write {error.filename} ({error.strerror}); "
+                  "choose a folder you can write to (--out).", file=sys.stderr)
+        else:
+            raise
+        return 1
     finally:
         warnings.formatwarning = previous
 

@@ -16,6 +16,9 @@ place that knows its layout, so the writer (:func:`zoo.finetune`) and the reader
       samples/          a few images of the task, for the export's self-check (optional)
       history.csv       per-epoch metrics (written by Keras' CSVLogger during training)
       metrics.json      the report's figures (zoo.recipes.reports; evaluate writes one too)
+      start.json        while a run is unfinished: what it started with (model, weights,
+                        recipe, data fingerprint) and the changes made on purpose since
+      .zoo.lock         the one writer's lock (``fcntl.flock``; the holder's pid inside)
 
 ``geometry`` is the eval transform the data of the run used (``ImageData.geometry``), so
 evaluation and export serve exactly what the model was validated with.
@@ -31,10 +34,14 @@ eval geometry, model card, the publisher's reference figures.
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import json
 import logging
 import os
 import shutil
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +58,8 @@ CLASS_NAMES_FILE = "class_names.txt"
 SAMPLES_DIR = "samples"
 HISTORY_FILE = "history.csv"
 METRICS_FILE = "metrics.json"
+START_FILE = "start.json"
+LOCK_FILE = ".zoo.lock"
 SCHEMA = 2
 
 # run.json keys write_run sets itself; **info may not override them.
@@ -156,18 +165,240 @@ def write_run(run_dir: str | os.PathLike, *, model, model_name: str,
     check_class_names(names, int(model.outputs[0].shape[-1]), "write_run")
     root = Path(run_dir)
     root.mkdir(parents=True, exist_ok=True)
-    model.save(root / MODEL_FILE)
-    (root / CLASS_NAMES_FILE).write_text("".join(f"{c}\n" for c in names), encoding="utf-8")
+    save_model(model, root / MODEL_FILE)
+    write_text(root / CLASS_NAMES_FILE, "".join(f"{c}\n" for c in names))
     if card is not None:
-        (root / CARD_FILE).write_text(card, encoding="utf-8")
+        write_text(root / CARD_FILE, card)
     _copy_samples(samples, root / SAMPLES_DIR)
     document = {"schema": SCHEMA, "model": model_name, "class_names": names,
                 "geometry": geometry.as_dict(), **info}
-    text = json.dumps(document, indent=2, default=str)
-    staging = root / f".{RUN_FILE}.tmp"
-    staging.write_text(text, encoding="utf-8")
-    os.replace(staging, root / RUN_FILE)
+    write_json(root / RUN_FILE, document)
     return root
+
+
+# ------------------------------------------------------------------- crash-safe writes
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+
+def _sync(path: Path) -> None:
+    # On the disk before the rename makes it the file: a power cut then leaves the old one.
+    with open(path, "rb+") as handle:
+        os.fsync(handle.fileno())
+
+
+def _staged(path: Path) -> Path:
+    """A temporary name beside ``path`` keeping its suffixes (Keras checks them)."""
+    return path.with_name(f".tmp-{os.getpid()}-{path.name}")
+
+
+def _into_place(write, path: str | os.PathLike) -> Path:
+    """Runs ``write(staging_path)``, then renames the staged file onto ``path``.
+
+    A crash at any moment leaves either the old file or the new one, never half of one;
+    a failed write leaves no staging file behind.
+    """
+    path = Path(path)
+    staging = _staged(path)
+    try:
+        write(staging)
+        _sync(staging)
+        os.replace(staging, path)
+    except OSError as error:
+        # h5py reports a full disk as a plain OSError whose text holds errno 28.
+        if error.errno in DISK_FULL or "No space left" in str(error):
+            raise OSError(errno.ENOSPC, "No space left on device", str(path)) from error
+        raise
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            staging.unlink()
+    return path
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    """Writes a text file crash-safely (a temporary file renamed into place)."""
+    return _into_place(lambda p: p.write_text(text, encoding="utf-8"), path)
+
+
+def write_json(path: str | os.PathLike, document: Any) -> Path:
+    """Writes JSON crash-safely; values that are not JSON data are stored as strings."""
+    return write_text(path, json.dumps(document, indent=2, default=str))
+
+
+def save_model(model, path: str | os.PathLike) -> Path:
+    """Saves a ``keras.Model`` as ``.keras`` crash-safely."""
+    return _into_place(model.save, path)
+
+
+def save_weights(model, path: str | os.PathLike) -> Path:
+    """Saves a model's weights (``.weights.h5``, optimizer state included) crash-safely."""
+    return _into_place(model.save_weights, path)
+
+
+def free_space_line(error: OSError) -> str:
+    """One line for a full disk: where, and how much space is left there.
+
+    Args:
+        error: The ``OSError`` (``ENOSPC`` or ``EDQUOT``) a write raised.
+    """
+    where = Path(error.filename or ".")
+    folder = next((p for p in (where, *where.parents) if p.is_dir()), Path("."))
+    try:
+        free = shutil.disk_usage(folder).free
+        left = f"{free / 1e6:.1f} MB free there"
+    except OSError:
+        left = "free space unknown"
+    return (f"no space left on the device writing {where} ({left}). Free some space (or "
+            f"choose another --out) and run the same command again to resume.")
+
+
+# ------------------------------------------------------------------------- one writer
+
+
+class RunDirBusy(FileExistsError):
+    """Another process holds the run directory's lock."""
+
+
+class RunLock:
+    """The one writer's lock of a run directory, held until :meth:`release`.
+
+    ``fcntl.flock`` on ``LOCK_FILE``: the kernel releases it when the process ends in any
+    way (SIGKILL included), so a dead run never blocks the next one.
+
+    Attributes:
+        run_dir: The run directory.
+        created: Whether this lock created the directory (then an empty one is removed
+            when the run fails).
+    """
+
+    def __init__(self, run_dir: str | os.PathLike):
+        self.run_dir = Path(run_dir)
+        self.created = False
+        self._fd: int | None = None
+
+    def acquire(self) -> RunLock:
+        """Creates the directory if needed and takes the lock, or refuses at once.
+
+        Raises:
+            RunDirBusy: When another process holds it; the message names its pid.
+        """
+        self.created = not self.run_dir.exists()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        path = self.run_dir / LOCK_FILE
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise RunDirBusy(
+                f"{self.run_dir} is in use by another zoo process (pid {holder}); one run "
+                f"directory has one writer. Wait for it to finish, stop it (kill {holder}), "
+                f"or choose another out_dir (--out).") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+        return self
+
+    def set_aside(self) -> Path:
+        """Renames the directory to ``<name>.old-<time>`` and locks a fresh, empty one.
+
+        Returns:
+            Where the old directory went.
+        """
+        kept = self.run_dir.with_name(f"{self.run_dir.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
+        # Still holding the old lock while renaming: no other process can start in between.
+        self.run_dir.rename(kept)
+        self.release()
+        self.acquire()
+        return kept
+
+    def release(self, failed: bool = False) -> None:
+        """Releases the lock.
+
+        Args:
+            failed: The run failed: when nothing but the lock is in the directory, the
+                lock file is removed, and the directory too if this lock created it (a
+                failed command leaves no empty run folder; a folder that was there stays).
+        """
+        if self._fd is None:
+            return
+        if failed:
+            with contextlib.suppress(OSError):
+                if [p.name for p in self.run_dir.iterdir()] == [LOCK_FILE]:
+                    (self.run_dir / LOCK_FILE).unlink()
+                    if self.created:
+                        self.run_dir.rmdir()
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        os.close(self._fd)
+        self._fd = None
+
+
+@contextlib.contextmanager
+def locked(run_dir: str | os.PathLike):
+    """Holds the run directory's :class:`RunLock` inside the block.
+
+    A directory the block created is removed again when the block fails and left it
+    empty.
+    """
+    lock = RunLock(run_dir).acquire()
+    try:
+        yield lock
+    except BaseException:
+        lock.release(failed=True)
+        raise
+    lock.release()
+
+
+# ------------------------------------------------------------------ the start record
+
+
+def read_start(run_dir: str | os.PathLike) -> dict | None:
+    """What an unfinished run started with (``START_FILE``), or None.
+
+    An unreadable record (cut off, edited) counts as none, with a warning: it guards a
+    resume, it holds no results.
+    """
+    path = Path(run_dir) / START_FILE
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        log.warning("%s is not valid JSON (%s); the options of the interrupted run cannot "
+                    "be checked.", path, error)
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def write_start(run_dir: str | os.PathLike, record: dict) -> Path:
+    """Writes the start record crash-safely."""
+    return write_json(Path(run_dir) / START_FILE, record)
+
+
+def differences(started: dict, now: dict, prefix: str = "") -> dict[str, tuple]:
+    """The keys whose values differ between two start records, nested keys flattened.
+
+    Args:
+        started: The record the run started with.
+        now: The record of this call.
+        prefix: Prepended to the names (the path of the nested dictionaries).
+
+    Returns:
+        ``{name: (then, now)}``, nested keys named with dots (``recipe.batch_size``);
+        ``changes`` (the record's own log) is left out.
+    """
+    found: dict[str, tuple] = {}
+    for key in sorted(set(started) | set(now)):
+        if key == "changes":
+            continue
+        then, current = started.get(key), now.get(key)
+        if isinstance(then, dict) and isinstance(current, dict):
+            found.update(differences(then, current, f"{prefix}{key}."))
+        elif then != current:
+            found[f"{prefix}{key}"] = (then, current)
+    return found
 
 
 def _copy_samples(samples: Iterable[str | os.PathLike], folder: Path) -> None:

@@ -15,7 +15,6 @@ The options are :class:`~zoo.recipes.recipe.Recipe`'s.
 from __future__ import annotations
 
 import contextlib
-import csv
 import dataclasses
 import hashlib
 import json
@@ -38,11 +37,13 @@ from zoo.recipes.optim import LayerwiseAdamW
 from zoo.recipes.recipe import Recipe, make_recipe, set_epochs
 from zoo.recipes.stages import (
     BACKUP_DIR,
+    STATE_FILE,
     NanGuard,
     StageRunner,
     layer_stages,
     one_hot,
     prepare_stage,
+    read_history_rows,
     set_trainable,
 )
 from zoo.registry import Geometry
@@ -75,6 +76,15 @@ class FinetuneResult:
 
 
 @dataclass
+class _Opening:
+    """How to open the run directory, and the stack that holds its lock."""
+
+    overwrite: bool
+    resume: str | None
+    stack: contextlib.ExitStack
+
+
+@dataclass
 class _Setup:
     """What :func:`_prepare` settles before anything trains."""
 
@@ -90,6 +100,7 @@ class _Setup:
     train: tf.data.Dataset
     val: tf.data.Dataset | None
     steps: int | None
+    changes: list = field(default_factory=list)  # options changed on purpose at a resume
 
 
 def finetune(
@@ -100,6 +111,7 @@ def finetune(
     epochs: int | None = None,
     out_dir: str | os.PathLike | None = None,
     overwrite: bool = False,
+    resume: str | None = None,
     strategy: str | None = None,
     precision: str | None = None,
     verbose: int | str = "auto",
@@ -118,8 +130,12 @@ def finetune(
         weights: Pretrained weights (tag or path), or None to train from scratch.
         epochs: Total epochs; with weights, a quarter (at least one) trains the head.
         out_dir: The run directory; defaults to ``runs/<model>-<data folder>``.
-        overwrite: Start again when ``out_dir`` holds a finished run (the old one is kept,
-            renamed).
+        overwrite: Start again when ``out_dir`` holds a run, finished or not (the old one
+            is kept beside it, renamed).
+        resume: None resumes an interrupted run only with the model, weights, recipe and
+            data it started with, and refuses another; ``"changed"`` continues it with
+            this call's options on purpose, recorded in ``run.json`` (``changes``, with the
+            epoch).
         strategy: Overrides the recipe's distribution strategy.
         precision: Overrides the recipe's precision policy.
         verbose: Keras progress-bar verbosity; unless 0, one line first says the strategy,
@@ -134,12 +150,26 @@ def finetune(
     Raises:
         ValueError: Among others, when the data has no validation split and the caller
             asked for something that needs one (``patience``, a callback that monitors a
-            ``val_`` metric), or passed ``validation_split`` with data it built itself.
+            ``val_`` metric), or passed ``validation_split`` with data it built itself; or
+            when an interrupted run in ``out_dir`` started with other options.
+        zoo.rundir.RunDirBusy: When another process is writing ``out_dir``.
     """
+    if resume not in (None, "changed"):
+        raise ValueError(f"resume must be None or 'changed'; got {resume!r}.")
     recipe = make_recipe(model_name, strategy=strategy, precision=precision, **recipe_options)
     set_epochs(recipe, epochs, pretrained=weights is not None)
     keras.utils.set_random_seed(recipe.seed)
-    setup = _prepare(model_name, data, weights, recipe, out_dir, overwrite, recipe_options)
+    with contextlib.ExitStack() as stack:
+        setup = _prepare(model_name, data, weights, recipe, out_dir,
+                         _Opening(overwrite, resume, stack), recipe_options)
+        result = _train(setup, model_name, weights, recipe, verbose, callbacks,
+                        recipe_options)
+    return result
+
+
+def _train(setup: _Setup, model_name: str, weights, recipe: Recipe, verbose: int | str,
+           callbacks: list | None, recipe_options: dict) -> FinetuneResult:
+    """Builds, runs the stages and writes the run directory (the lock held)."""
     if setup.val is None:
         _refuse_what_needs_validation(recipe_options, callbacks)
     policy = distribute.resolve_policy(recipe.precision)
@@ -164,25 +194,31 @@ def finetune(
 # ------------------------------------------------------------------------------- prepare
 
 
-def _prepare(model_name: str, data, weights, recipe: Recipe, out_dir, overwrite: bool,
+def _prepare(model_name: str, data, weights, recipe: Recipe, out_dir, opening: _Opening,
              recipe_options: dict) -> _Setup:
     """Strategy, run directory and data: everything settled before the model is built."""
     strategy = distribute.select_strategy(recipe.strategy)
     chief = distribute.is_chief(strategy)
     given_data = not isinstance(data, (str, os.PathLike))
-    data_name = "data" if given_data else Path(data).name
-    run_dir = Path(out_dir or Path("runs") / f"{model_name}-{data_name}")
+    run_dir = Path(out_dir or default_run_dir(model_name, data))
     write_dir = run_dir if chief else Path(tempfile.mkdtemp(prefix="zoo-worker-"))
-    if chief:
-        _open_run_dir(run_dir, None if given_data else Path(data), overwrite)
-    global_batch = recipe.batch_size * strategy.num_replicas_in_sync
-    data, data_root = _load_data(data, model_name, weights, recipe, global_batch, write_dir,
-                                 recipe_options)
     if given_data:
         # The caller built the pipeline; record what it does, not the recipe's default.
         recipe.augment = getattr(data, "augment", "given by the caller")
         recipe.validation_split = (getattr(data, "manifest", None) or {}).get(
             "validation_split", None if data.val is not None else 0.0)
+    start: dict = {"changes": []}
+    if chief:
+        _open_run_dir(run_dir, None if given_data else Path(data), opening.overwrite,
+                      opening.stack)
+        start = _guard_resume(run_dir, _start_record(model_name, weights, recipe, data),
+                              opening.resume)
+    global_batch = recipe.batch_size * strategy.num_replicas_in_sync
+    data, data_root = _load_data(data, model_name, weights, recipe, global_batch, write_dir,
+                                 recipe_options)
+    if chief:
+        # Written once the data is read: a command that fails before leaves no trace.
+        rundir.write_start(run_dir, start)
     class_names = list(data.class_names)
     train = one_hot(data.train, len(class_names))
     val = one_hot(data.val, len(class_names)) if data.val is not None else None
@@ -191,33 +227,103 @@ def _prepare(model_name: str, data, weights, recipe: Recipe, out_dir, overwrite:
                   data=data, data_root=data_root, class_names=class_names,
                   image_shape=tuple(int(s) for s in data.train.element_spec[0].shape[1:]),
                   geometry=_data_geometry(data, model_name, weights), train=train, val=val,
-                  steps=cardinality if cardinality > 0 else None)
+                  steps=cardinality if cardinality > 0 else None,
+                  changes=list(start["changes"]))
 
 
-def _open_run_dir(run_dir: Path, data_root: Path | None, overwrite: bool) -> None:
-    """Creates the run directory, refusing one inside the data and a finished run."""
+def default_run_dir(model_name: str, data) -> Path:
+    """Where a run goes without ``out_dir``: ``runs/<model>-<data folder>``."""
+    given_data = not isinstance(data, (str, os.PathLike))
+    return Path("runs") / f"{model_name}-{'data' if given_data else Path(data).name}"
+
+
+# What an unfinished run leaves; --overwrite sets a directory holding any of them aside.
+_RUN_FILES = (rundir.START_FILE, STATE_FILE, BACKUP_DIR, rundir.HISTORY_FILE)
+
+
+def _open_run_dir(run_dir: Path, data_root: Path | None, overwrite: bool,
+                  stack: contextlib.ExitStack) -> None:
+    """Creates and locks the run directory, refusing one inside the data and a finished run.
+
+    With ``overwrite``, a directory holding a run (finished or not) is set aside, renamed.
+    """
     run_dir = run_dir.resolve()
     if data_root is not None:
         root = data_root.resolve()
         if run_dir == root or root in run_dir.parents:
             raise ValueError(f"The run directory {run_dir} is inside the data folder {root}; "
                              "choose an out_dir outside it, so the images are never touched.")
+    lock = stack.enter_context(rundir.locked(run_dir))
     try:
         info = rundir.read_info(run_dir)
     except ValueError as error:
         # An unreadable run.json did not come from a finished run: resume over it.
         log.warning("%s", error)
         info = None
-    if (info or {}).get("status") == "finished":
-        if not overwrite:
-            raise FileExistsError(
-                f"{run_dir} already holds a finished run. Pass overwrite=True "
-                "(--overwrite) to start again (the old run is kept beside it, renamed), "
-                "or choose another out_dir.")
-        kept = run_dir.with_name(f"{run_dir.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
-        run_dir.rename(kept)
-        log.warning("Moved the previous run to %s.", kept)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    finished = (info or {}).get("status") == "finished"
+    if finished and not overwrite:
+        raise FileExistsError(
+            f"{run_dir} already holds a finished run. Pass overwrite=True "
+            "(--overwrite) to start again (the old run is kept beside it, renamed), "
+            "or choose another out_dir.")
+    if overwrite and (finished or any((run_dir / name).exists() for name in _RUN_FILES)):
+        log.warning("Moved the previous run to %s.", lock.set_aside())
+
+
+def _start_record(model_name: str, weights, recipe: Recipe, data) -> dict:
+    """What a run starts with, for the resume guard: model, weights, recipe, data."""
+    if isinstance(data, (str, os.PathLike)):
+        described = {"root": str(Path(data).resolve()),
+                     "fingerprint": _data_fingerprint(Path(data))}
+    else:
+        manifest = getattr(data, "manifest", None)
+        shape = {"class_names": list(getattr(data, "class_names", []) or []),
+                 "counts": getattr(data, "counts", None), "manifest": manifest,
+                 "batch_size": getattr(data, "batch_size", None)}
+        described = {"root": str(getattr(data, "root", None) or "given by the caller"),
+                     "fingerprint": hashlib.sha256(json.dumps(
+                         shape, sort_keys=True, default=str).encode()).hexdigest()[:16]}
+    return _jsonable({"model": model_name, "weights": weights,
+                      "recipe": dataclasses.asdict(recipe), "data": described})
+
+
+def _guard_resume(run_dir: Path, record: dict, resume: str | None) -> list:
+    """Checks an interrupted run's start record against this call's.
+
+    Returns:
+        The start record to write: this call's, with the changes made on purpose so far
+        (``resume="changed"``) under ``changes``, each
+        ``{"epoch": n, "options": {name: [then, now]}}``.
+
+    Raises:
+        ValueError: When the options differ and ``resume`` is not ``"changed"``, or the
+            model or weights differ (a run cannot go on with another network).
+    """
+    started = rundir.read_start(run_dir)
+    if started is None:
+        return {**record, "changes": []}
+    changed = rundir.differences(started, record)
+    # The data's root is shown, not compared: the same files moved are the same data.
+    shown = {name: pair for name, pair in changed.items() if name != "data.root"}
+    changes = list(started.get("changes", []))
+    if not shown:
+        return {**started, "changes": changes}
+    listed = "; ".join(f"{name.removeprefix('recipe.')} {then!r} then, {now!r} now"
+                       for name, (then, now) in shown.items())
+    if "data.fingerprint" in shown and "data.root" in changed:
+        listed += f" (data folder {changed['data.root'][0]} then)"
+    network = {"model", "weights"} & set(shown)
+    fresh = ("Start afresh with overwrite=True (--overwrite), which keeps the old run "
+             "beside it, renamed, or choose another out_dir (--out)")
+    if network or resume != "changed":
+        on_purpose = ("" if network else ", or continue it with these options on purpose "
+                      "with resume='changed' (--resume-changed), recorded in run.json")
+        raise ValueError(f"{run_dir} holds an interrupted run that started with other "
+                         f"options: {listed}. {fresh}{on_purpose}.")
+    epoch = len(_read_history(run_dir / rundir.HISTORY_FILE).get("loss", []))
+    changes.append({"epoch": epoch, "options": {k: list(v) for k, v in shown.items()}})
+    log.warning("Resuming %s at epoch %d with changed options: %s.", run_dir, epoch, listed)
+    return {**record, "changes": changes}
 
 
 def _load_data(data, model_name: str, weights, recipe: Recipe, global_batch: int,
@@ -330,22 +436,11 @@ def _final_model(model: keras.Model, setup: _Setup, model_name: str,
 
 
 def _read_history(path: Path) -> dict[str, list[float]]:
-    """The per-epoch metrics Keras' CSVLogger wrote, across resumed runs."""
-    if not path.exists():
-        return {}
+    """The per-epoch metrics of the run's history file, across resumed runs."""
     history: dict[str, list[float]] = {}
-    rows: dict[int, dict] = {}
-    with open(path, newline="") as handle:
-        for row in csv.DictReader(handle):
-            # A resumed epoch is logged again; the last row of an epoch wins.
-            rows[int(row.pop("epoch"))] = row
-    for _, row in sorted(rows.items()):
+    for _, row in sorted(read_history_rows(path).items()):
         for key, value in row.items():
-            # Keras' CSVLogger adds empty val_ columns to a run without validation: a key
-            # appears only with numbers.
-            with contextlib.suppress(TypeError, ValueError):
-                number = float(value)
-                history.setdefault(key, []).append(number)
+            history.setdefault(key, []).append(value)
     return history
 
 
@@ -378,6 +473,7 @@ def _write_run_dir(setup: _Setup, model: keras.Model, model_name: str, weights,
         "validation": "held out" if has_val else "none",
         "kept": "best val_accuracy" if has_val else "last epoch",
         "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+        **({"changes": setup.changes} if setup.changes else {}),
     })
     card = reports.model_card(info, metrics)
     for key in ("model", "class_names", "geometry"):
@@ -386,6 +482,8 @@ def _write_run_dir(setup: _Setup, model: keras.Model, model_name: str, weights,
                      class_names=setup.class_names, geometry=setup.geometry, card=card,
                      samples=_sample_files(setup.data), **info)
     shutil.rmtree(setup.write_dir / BACKUP_DIR, ignore_errors=True)
+    # run.json says what the run was now; the start record guarded only its resumes.
+    (setup.write_dir / rundir.START_FILE).unlink(missing_ok=True)
 
 
 def _data_fingerprint(root: Path | None) -> str:
@@ -439,16 +537,22 @@ def find_learning_rate(model_name: str, data, *, weights: str | None = "imagenet
     Returns:
         A :class:`zoo.recipes.lr_find.LRFindResult`.
     """
-    from zoo.recipes.lr_find import lr_find
-
     recipe = make_recipe(model_name, **recipe_options)
     keras.utils.set_random_seed(recipe.seed)
     out = Path(out_dir or Path("runs") / f"lr-find-{model_name}")
     data_root = Path(data) if isinstance(data, (str, os.PathLike)) else None
-    _open_run_dir(out, data_root, overwrite=False)
-    # The range test trains only: a pipeline without a validation split works as it is.
-    data, _ = _load_data(data, model_name, weights, recipe, recipe.batch_size, out,
-                         recipe_options)
+    with contextlib.ExitStack() as stack:
+        _open_run_dir(out, data_root, False, stack)
+        # The range test trains only: a pipeline without a validation split works as it is.
+        data, _ = _load_data(data, model_name, weights, recipe, recipe.batch_size, out,
+                             recipe_options)
+        return _range_test(model_name, data, weights, recipe, steps, out)
+
+
+def _range_test(model_name: str, data, weights, recipe: Recipe, steps: int, out: Path):
+    """Builds the model frozen as its first stage trains and runs the range test."""
+    from zoo.recipes.lr_find import lr_find
+
     num_classes = len(data.class_names)
     model = build(model_name, weights=weights, num_classes=num_classes,
                   input_shape=tuple(data.train.element_spec[0].shape[1:]),

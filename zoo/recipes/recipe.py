@@ -98,7 +98,51 @@ def make_recipe(model_name: str, **overrides) -> Recipe:
         except ValueError as error:
             raise ValueError(f"unfreeze must be 'all' or a number of stages; got "
                              f"{recipe.unfreeze!r}.") from error
+    check_recipe(recipe)
     return recipe
+
+
+# field: (lowest, highest, whether the lowest itself is allowed); None: no bound.
+_RANGES = {
+    "head_epochs": (0, None, True), "finetune_epochs": (0, None, True),
+    "scratch_epochs": (0, None, True), "batch_size": (1, None, True),
+    "head_lr": (0, None, False), "finetune_lr": (0, None, False),
+    "scratch_lr": (0, None, False), "layer_decay": (0, 1, False),
+    "warmup_epochs": (0, None, True), "weight_decay": (0, None, True),
+    "label_smoothing": (0, 1, True), "patience": (0, None, True),
+    "dropout": (0, 1, True), "scratch_bn_momentum": (0, 1, True),
+    "validation_split": (0, 1, True),
+}
+
+
+def check_recipe(recipe: Recipe) -> None:
+    """Refuses values no training can use (a negative rate trains to chance silently).
+
+    Raises:
+        ValueError: Naming the field, its command-line flag, the value and the range.
+    """
+    import math
+
+    for name, (low, high, low_allowed) in _RANGES.items():
+        value = getattr(recipe, name)
+        if value is None and name in ("dropout", "validation_split"):
+            continue
+        flag = f"--{name.replace('_', '-')}"
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        fits = number and math.isfinite(value) and (
+            value > low or (low_allowed and value == low)) and (
+            high is None or value <= high if name == "layer_decay" else
+            high is None or value < high)
+        if not fits:
+            if name.endswith("_lr"):
+                wanted = "a positive number"
+            elif high is None:
+                wanted = f"a number of at least {low}" if low_allowed else f"above {low}"
+            elif name == "layer_decay":
+                wanted = f"a number in ({low}, {high}]"
+            else:
+                wanted = f"a number in [{low}, {high})"
+            raise ValueError(f"{name} ({flag}) must be {wanted}; got {value!r}.")
 
 
 def set_epochs(recipe: Recipe, epochs: int | None, pretrained: bool) -> None:

@@ -8,9 +8,12 @@ scratch there is one stage (``"scratch"``) with everything trainable.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import logging
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -215,18 +218,30 @@ class StageRunner:
         state_file = self.write_dir / STATE_FILE
         state = json.loads(state_file.read_text()) if state_file.exists() else {}
         stage1_weights = self.write_dir / STAGE1_WEIGHTS
-        if state.get("stage1") == "done" and stage1_weights.exists():
-            self.model.load_weights(stage1_weights)
+        if state.get("stage1") == "done" and self._load_stage1(stage1_weights):
             self.best_val_accuracy = state.get("best_val_accuracy", -1.0)
             log.info("Stage 1 finished in an earlier run; resuming at stage 2.")
         else:
             self.run("head", 0, self.recipe.head_epochs)
-            self.model.save_weights(stage1_weights)
+            rundir.save_weights(self.model, stage1_weights)
             state.update(stage1="done", best_val_accuracy=self.best_val_accuracy)
-            state_file.write_text(json.dumps(state))
+            rundir.write_json(state_file, state)
         if self.recipe.finetune_epochs > 0:
             self.run("finetune", self.recipe.head_epochs, self.recipe.finetune_epochs)
         return self.history
+
+    def _load_stage1(self, path: Path) -> bool:
+        """Loads stage 1's weights; a missing or damaged file is set aside: stage 1 again."""
+        if not path.exists():
+            return False
+        try:
+            self.model.load_weights(path)
+            return True
+        except Exception as error:  # noqa: BLE001  (h5py raises OSError, RuntimeError, ...)
+            aside = set_aside(path)
+            log.warning("The stage 1 weights %s are damaged (%s); set aside as %s. Stage 1 "
+                        "trains again.", path, _first_line(error), aside.name)
+            return False
 
     def run(self, stage: str, epochs_before: int, epochs_here: int) -> None:
         """Compiles the model for ``stage`` and fits it, resuming an interrupted fit."""
@@ -245,7 +260,7 @@ class StageRunner:
         if guard.where is not None:
             self._refuse_nan(stage, peak_lr, guard.where)
         if self.val is None:
-            self.model.save(self.write_dir / rundir.MODEL_FILE)
+            rundir.save_model(self.model, self.write_dir / rundir.MODEL_FILE)
         for key, values in fit.history.items():
             self.history.setdefault(key, []).extend(float(v) for v in values)
         if fit.history.get("val_accuracy"):
@@ -257,17 +272,16 @@ class StageRunner:
         # cosine tail, says little about which epoch generalises best.
         best = self.best_val_accuracy
         selection = [
-            keras.callbacks.ModelCheckpoint(
-                str(self.write_dir / rundir.MODEL_FILE), monitor="val_accuracy", mode="max",
-                save_best_only=True, initial_value_threshold=best if best >= 0 else None),
+            BestCheckpoint(self.write_dir / rundir.MODEL_FILE,
+                           best=best if best >= 0 else None),
             keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max",
                                           patience=self.recipe.patience,
                                           restore_best_weights=True),
         ] if self.val is not None else []
         return [
-            keras.callbacks.BackupAndRestore(str(self.write_dir / BACKUP_DIR / stage)),
+            SafeBackup(self.write_dir / BACKUP_DIR / stage, aside=self.write_dir),
             *selection,
-            keras.callbacks.CSVLogger(str(self.write_dir / rundir.HISTORY_FILE), append=True),
+            HistoryLog(self.write_dir / rundir.HISTORY_FILE),
             keras.callbacks.TensorBoard(str(self.write_dir / "logs")),
         ]
 
@@ -280,3 +294,186 @@ class StageRunner:
             f"(peak learning rate {peak_lr:g}). Training stopped; {kept} in the run "
             "directory. Lower the learning rate, or check the data for broken labels, and "
             "run again with overwrite=True.")
+
+
+# ------------------------------------------------------------------ crash-safe callbacks
+# Keras' ModelCheckpoint, BackupAndRestore and CSVLogger write their files in place: a
+# crash or a full disk in the middle leaves half a file that every later resume trips on.
+# These write a temporary file and rename it into place (zoo.rundir), so the last good one
+# survives anything.
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}"[:200]
+
+
+def set_aside(path: Path, into: Path | None = None, prefix: str = "") -> Path:
+    """Renames a damaged file to ``<prefix><name>.damaged-<time>`` (kept, not deleted).
+
+    Args:
+        path: The damaged file.
+        into: The folder it goes to (default: its own).
+        prefix: Put before its name (which stage it was of).
+
+    Returns:
+        Where it went.
+    """
+    folder = into or path.parent
+    aside = folder / f"{prefix}{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}"
+    path.rename(aside)
+    return aside
+
+
+class SafeBackup(keras.callbacks.Callback):
+    """The training state at each epoch's end, crash-safe; restored when a fit starts.
+
+    Each epoch's state is its own ``epoch-NNNN.weights.h5`` (model and optimizer), written
+    to a temporary file and renamed; ``backup.json``, replaced the same way, names the last
+    two. A damaged file found at the start is reported by name and set aside, and the fit
+    resumes from the one before, or starts the stage again when none is left.
+
+    Args:
+        folder: The stage's backup folder (removed when the fit ends normally).
+        aside: Where damaged files are set aside (the run directory: they outlive the
+            backup folder, for a look at what happened).
+        keep: How many epochs' states to keep.
+    """
+
+    INDEX = "backup.json"
+
+    def __init__(self, folder: Path, aside: Path, keep: int = 2):
+        super().__init__()
+        self.folder = Path(folder)
+        self.aside = Path(aside)
+        self.keep = keep
+        self.entries: list[dict] = []
+
+    def _read_index(self) -> list[dict]:
+        index = self.folder / self.INDEX
+        if not index.exists():
+            return []
+        try:
+            entries = json.loads(index.read_text(encoding="utf-8"))["epochs"]
+            return [e for e in entries if isinstance(e.get("epoch"), int)]
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
+            aside = set_aside(index, self.aside, f"{self.folder.name}-")
+            log.warning("The backup index %s is damaged (%s); set aside as %s.", index,
+                        _first_line(error), aside.name)
+            return []
+
+    def on_train_begin(self, logs=None):
+        self.entries = self._read_index()
+        if not self.entries:
+            return
+        if self.model.optimizer is not None and not self.model.optimizer.built:
+            # The file holds the optimizer's variables too; they must exist to be loaded.
+            self.model.optimizer.build(self.model.trainable_variables)
+        start = [v.numpy() for v in self.model.variables]
+        for entry in reversed(list(self.entries)):
+            path = self.folder / entry["file"]
+            try:
+                self.model.load_weights(path)
+            except Exception as error:  # noqa: BLE001  (h5py: OSError, RuntimeError, ...)
+                self.entries.remove(entry)
+                aside = (set_aside(path, self.aside, f"{self.folder.name}-")
+                         if path.exists() else path)
+                log.warning("The backup %s is damaged or missing (%s); set aside as %s. %s",
+                            path, _first_line(error), aside.name,
+                            "Trying the one before." if self.entries else
+                            "No good backup is left: the stage starts again.")
+                continue
+            # Keras' fit starts at the model's initial epoch when one is set.
+            self.model._initial_epoch = entry["epoch"]
+            return
+        for variable, value in zip(self.model.variables, start):
+            variable.assign(value)  # a half-read file may have changed some of them
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.folder.mkdir(parents=True, exist_ok=True)
+        name = f"epoch-{epoch + 1:04d}.weights.h5"
+        rundir.save_weights(self.model, self.folder / name)
+        self.entries = [e for e in self.entries if e["file"] != name]
+        self.entries = (self.entries + [{"epoch": epoch + 1, "file": name}])[-self.keep:]
+        rundir.write_json(self.folder / self.INDEX, {"epochs": self.entries})
+        kept = {e["file"] for e in self.entries}
+        for old in self.folder.glob("epoch-*.weights.h5"):
+            if old.name not in kept:
+                old.unlink(missing_ok=True)
+
+    def on_train_end(self, logs=None):
+        # The fit ended normally: the state is in the model and the stage's files.
+        import shutil
+
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class BestCheckpoint(keras.callbacks.Callback):
+    """Saves the model as ``path`` whenever ``val_accuracy`` improves, crash-safely.
+
+    Args:
+        path: The ``.keras`` file.
+        best: The value to beat (an earlier stage's best), or None.
+    """
+
+    def __init__(self, path: Path, best: float | None = None):
+        super().__init__()
+        self.path = Path(path)
+        self.best = best
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get("val_accuracy")
+        if value is None or (self.best is not None and not float(value) > self.best):
+            return
+        self.best = float(value)
+        rundir.save_model(self.model, self.path)
+
+
+class HistoryLog(keras.callbacks.Callback):
+    """Per-epoch metrics in a CSV file, one row per epoch, rewritten crash-safely.
+
+    An epoch logged again after a resume replaces its row, so the file always has one
+    header and one row per epoch.
+    """
+
+    def __init__(self, path: Path):
+        super().__init__()
+        self.path = Path(path)
+
+    def on_epoch_end(self, epoch, logs=None):
+        rows = read_history_rows(self.path)
+        rows[epoch] = {k: float(v) for k, v in (logs or {}).items()
+                       if isinstance(v, (int, float)) or hasattr(v, "__float__")}
+        keys = sorted({k for row in rows.values() for k in row})
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=["epoch", *keys], lineterminator="\n")
+        writer.writeheader()
+        for number in sorted(rows):
+            writer.writerow({"epoch": number, **rows[number]})
+        rundir.write_text(self.path, out.getvalue())
+
+
+def read_history_rows(path: Path) -> dict[int, dict]:
+    """``{epoch: {metric: value}}`` from a history CSV; rows that are no epoch are skipped.
+
+    A history written by two processes at once (zoo before its run lock) has a second
+    header and mixed rows: those rows are left out rather than failing every later run.
+    """
+    if not path.exists():
+        return {}
+    rows: dict[int, dict] = {}
+    with open(path, newline="") as handle:
+        for row in csv.DictReader(handle):
+            try:
+                number = int(row.pop("epoch"))
+            except (TypeError, ValueError):
+                continue
+            values = {}
+            for key, value in row.items():
+                # Keras' CSVLogger wrote empty val_ columns without validation: numbers only.
+                try:
+                    values[key] = float(value)
+                except (TypeError, ValueError):
+                    continue
+            rows[number] = values  # a resumed epoch logged again: the last row wins
+    return rows

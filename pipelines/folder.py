@@ -133,6 +133,15 @@ def _count(files: dict[str, list[ImageFile]], class_names: list[str]) -> dict:
     for name in class_names:
         if counts["train"][name] == 0:
             warn_user(f"Class {name!r} has no training images (only validation ones).")
+    if sum(counts.get("val", {}).values()):
+        unseen = [name for name in class_names if not counts["val"][name]]
+        if unseen:
+            shown = ", ".join(f"{n!r} ({counts['train'][n]} image(s))" for n in unseen[:10])
+            more = f" and {len(unseen) - 10} more" if len(unseen) > 10 else ""
+            warn_user(f"{len(unseen)} class(es) have no validation images: {shown}{more}. "
+                      "A class needs at least 2 images to be split into both; validation "
+                      "says nothing about these (support 0 in per-class scores). Add "
+                      "images to them, or give them validation images in root/val.")
     return counts
 
 
@@ -301,19 +310,21 @@ def from_folder(
                          options)
     if check != "full":
         split_files = _check_eval_fully(root, split_files, results, skipped)
-    report_skipped(skipped, root)
 
     files = {split: [ImageFile(str(root / rel), label, *results[str(root / rel)])
                      for rel, label in entries] for split, entries in split_files.items()}
     if not files.get("train"):
+        report_skipped(skipped, root)
         raise ValueError(f"No training images left under {str(root)!r} after the split "
                          f"({len(skipped)} file(s) skipped; see the warning above).")
-    counts = _count(files, class_names)
     manifest_dict = folder_manifest(
         root=root, layout=scan.layout, seed=seed, validation_split=validation_split,
         class_names=class_names, split_files=split_files, skipped=skipped, loaded=loaded,
         manifest=manifest)
     manifest_path = write_manifest(options.out_dir, manifest_dict)
+    # After the manifest is written, so that the warning can point to it.
+    report_skipped(skipped, root, listed_in=manifest_path)
+    counts = _count(files, class_names)
     warn_if_imbalanced(counts["train"], class_names, imbalance_warning)
     _check_albumentations(options, files["train"][0].path)
 

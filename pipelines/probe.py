@@ -271,13 +271,15 @@ def check_files(paths: Sequence[str], full: bool) -> dict[str, tuple | str]:
 
 
 def report_skipped(skipped: Sequence[tuple[str, str]], root: Path | None,
-                   limit: int = 10) -> None:
+                   limit: int = 10, listed_in: str | os.PathLike | None = None) -> None:
     """Warns once, listing up to ``limit`` skipped files with their reasons.
 
     Args:
         skipped: ``(path, reason)`` pairs.
         root: Paths are shown relative to it, when given.
         limit: At most this many are listed.
+        listed_in: The split manifest (``split.json``) that lists them all, when one was
+            written: the place a command-line user can look (``.skipped`` is the API's).
     """
     if not skipped:
         return
@@ -285,7 +287,10 @@ def report_skipped(skipped: Sequence[tuple[str, str]], root: Path | None,
     for path, reason in skipped[:limit]:
         shown = os.path.relpath(path, root) if root is not None else path
         lines.append(f"  {shown}: {reason}")
-    more = f"\n  ... and {len(skipped) - limit} more (see .skipped)" if len(skipped) > limit else ""
+    where = (f"all are listed in {listed_in}, under \"skipped\"" if listed_in is not None
+             else "see .skipped")
+    more = (f"\n  ... and {len(skipped) - limit} more ({where})" if len(skipped) > limit
+            else "")
     warn_user(f"Skipped {len(skipped)} file(s) that cannot be used; they were left "
               f"untouched:\n" + "\n".join(lines) + more)
 

@@ -255,3 +255,34 @@ def test_a_gif_frame_smaller_than_its_canvas_decodes_as_pillow_shows_it(tmp_path
     files = pipelines.from_files([str(tmp_path / "one.gif")], image_size=16, crop_fraction=1.0)
     pixels = next(iter(files.dataset)).numpy()[0]
     np.testing.assert_allclose(pixels, expected, atol=1)
+
+
+def test_skip_warning_points_to_the_manifest_that_lists_every_skipped_file(tmp_path):
+    import json
+
+    root = _folder(tmp_path)
+    for i in range(12):
+        (root / "cats" / f"broken{i:02d}.jpg").write_bytes(b"")
+    with pytest.warns(UserWarning, match="Skipped 12 file") as caught:
+        data = pipelines.from_folder(root, image_size=32, batch_size=4, cache=False,
+                                     augment=None, out_dir=tmp_path / "run")
+    message = next(str(w.message) for w in caught if "Skipped" in str(w.message))
+    manifest = tmp_path / "run" / "split.json"
+    assert f"all are listed in {manifest}" in message and ".skipped" not in message
+    assert len(json.loads(manifest.read_text())["skipped"]) == 12 == len(data.skipped)
+    with pytest.warns(UserWarning, match=r"2 more \(see \.skipped\)"):  # no manifest: the API
+        pipelines.from_folder(root, image_size=32, batch_size=4, cache=False, augment=None)
+
+
+def test_a_class_with_one_image_left_out_of_validation_warns(tmp_path):
+    root = make_folder(tmp_path / "data", {"cats": 6, "dogs": 6, "rare": 1})
+    with pytest.warns(UserWarning, match=r"1 class\(es\) have no validation images: 'rare' "
+                      r"\(1 image\(s\)\)") as caught:
+        data = pipelines.from_folder(root, image_size=32, batch_size=4, cache=False,
+                                     augment=None, imbalance_warning=None)
+    assert data.counts["val"]["rare"] == 0 and data.counts["train"]["rare"] == 1
+    assert any(w.filename == __file__ for w in caught)
+    with warnings.catch_warnings():  # no validation split at all: nothing to say
+        warnings.simplefilter("error")
+        pipelines.from_folder(root, image_size=32, batch_size=4, cache=False, augment=None,
+                              imbalance_warning=None, validation_split=0)

@@ -369,7 +369,9 @@ class SafeBackup(keras.callbacks.Callback):
         if self.model.optimizer is not None and not self.model.optimizer.built:
             # The file holds the optimizer's variables too; they must exist to be loaded.
             self.model.optimizer.build(self.model.trainable_variables)
-        start = [v.numpy() for v in self.model.variables]
+        optimizer = list(self.model.optimizer.variables) if self.model.optimizer else []
+        variables = [*self.model.variables, *optimizer]
+        start = [v.numpy() for v in variables]
         for entry in reversed(list(self.entries)):
             path = self.folder / entry["file"]
             try:
@@ -386,7 +388,7 @@ class SafeBackup(keras.callbacks.Callback):
             # Keras' fit starts at the model's initial epoch when one is set.
             self.model._initial_epoch = entry["epoch"]
             return
-        for variable, value in zip(self.model.variables, start):
+        for variable, value in zip(variables, start):
             variable.assign(value)  # a half-read file may have changed some of them
 
     def on_epoch_end(self, epoch, logs=None):

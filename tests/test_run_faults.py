@@ -19,6 +19,7 @@ from pathlib import Path
 import keras
 import pytest
 
+import zoo
 from zoo import rundir
 from zoo.cli import main
 from zoo.recipes import finetune as ft
@@ -221,6 +222,32 @@ def test_a_damaged_backup_is_set_aside_and_the_run_goes_on(tmp_path, caplog):
                 overwrite=True, callbacks=[seen])
     assert seen.epochs == [0, 1, 2, 3, 4]
     assert len(list(tmp_path.glob("overwrite.old-*"))) == 1
+
+
+def test_a_run_interrupted_under_keras_backup_and_restore_still_resumes(tmp_path):
+    # What zoo before its crash-safe backup left: Keras' BackupAndRestore files, written
+    # here by Keras itself, through the recipe's own compile.
+    from zoo.recipes import stages as st
+
+    class Stop(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 2:
+                raise KeyboardInterrupt
+
+    run, data = tmp_path / "run", _digits()
+    recipe = ft.make_recipe("lenet5")
+    ft.set_epochs(recipe, 5, pretrained=False)
+    model = zoo.build("lenet5", num_classes=10, input_shape=(32, 32, 3))
+    st.prepare_stage(model, ft.layer_stages(model, "lenet5"), "scratch", recipe,
+                     steps_per_epoch=8, epochs=5)
+    backup = keras.callbacks.BackupAndRestore(str(run / "backup" / "scratch"))
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(st.one_hot(data.train, 10), epochs=5, verbose=0, callbacks=[backup, Stop()])
+    assert (run / "backup" / "scratch" / "latest.weights.h5").is_file()
+    seen = FirstEpoch()
+    ft.finetune("lenet5", data, weights=None, epochs=5, out_dir=run, verbose=0,
+                callbacks=[seen])
+    assert seen.epochs == [2, 3, 4]
 
 
 def test_a_full_disk_while_the_backup_is_written_is_one_line(tmp_path, small_digits):

@@ -352,7 +352,7 @@ class SafeBackup(keras.callbacks.Callback):
     def _read_index(self) -> list[dict]:
         index = self.folder / self.INDEX
         if not index.exists():
-            return []
+            return self._keras_backup()
         try:
             entries = json.loads(index.read_text(encoding="utf-8"))["epochs"]
             return [e for e in entries if isinstance(e.get("epoch"), int)]
@@ -361,6 +361,16 @@ class SafeBackup(keras.callbacks.Callback):
             log.warning("The backup index %s is damaged (%s); set aside as %s.", index,
                         _first_line(error), aside.name)
             return []
+
+    def _keras_backup(self) -> list[dict]:
+        """The state Keras' BackupAndRestore left (zoo before this callback), if any."""
+        weights = self.folder / "latest.weights.h5"
+        try:
+            meta = json.loads((self.folder / "training_metadata.json").read_text())
+        except (OSError, ValueError):
+            return []
+        epoch = meta.get("epoch") if isinstance(meta, dict) else None
+        return [{"epoch": epoch, "file": weights.name}] if isinstance(epoch, int) else []
 
     def on_train_begin(self, logs=None):
         self.entries = self._read_index()

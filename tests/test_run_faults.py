@@ -289,7 +289,8 @@ def test_a_full_disk_while_the_backup_is_written_is_one_line(tmp_path, small_dig
 # ------------------------------------------------------------------------ weak points
 
 
-def test_ctrl_c_in_training_stops_cleanly_and_says_how_to_resume(tmp_path, small_digits):
+def test_ctrl_c_in_training_stops_cleanly_and_says_how_to_resume(tmp_path, small_digits,
+                                                                  capsys):
     run = tmp_path / "run"
     train = subprocess.Popen(
         [sys.executable, "-m", "zoo.cli", "train", "--data", str(small_digits), "--model",
@@ -308,6 +309,18 @@ def test_ctrl_c_in_training_stops_cleanly_and_says_how_to_resume(tmp_path, small
     assert "Traceback" not in err
     assert f"saved in {run}" in err and "run the same command again to resume" in err
     assert list((run / "backup" / "scratch").glob("epoch-*.weights.h5"))
+    # The same command with another folder or batch size is refused, naming what differs.
+    other = tmp_path / "other"
+    shutil.copytree(small_digits, other)
+    next(other.rglob("*.png")).unlink()
+    command = ["train", "--model", "lenet5", "--weights", "none", "--epochs", "400", "--out",
+               str(run)]
+    for extra, named in [(["--data", str(other)], f"data folder {small_digits.resolve()}"),
+                         (["--data", str(small_digits), "--batch-size", "16"],
+                          "batch_size 64 then, 16 now")]:
+        assert main(command + extra) == 2
+        err = capsys.readouterr().err
+        assert named in err and "--overwrite" in err and "--resume-changed" in err, err
 
 
 def test_a_negative_learning_rate_is_refused(tmp_path, small_digits, capsys):

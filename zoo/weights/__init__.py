@@ -41,6 +41,7 @@ from zoo.weights.readers import (
     LayerWeights,
     UnsafePickleError,
     WeightsFileError,
+    damaged_file_errors,
     detect_format,
     read_keras_archive,
     read_keras_h5,
@@ -151,7 +152,7 @@ def _from_defaults(spec, path: str, source: str, like: str | None) -> Weights:
 def _is_legacy_h5(path: str) -> bool:
     import h5py
 
-    with h5py.File(path, "r") as f:
+    with damaged_file_errors(path, "HDF5 weights"), h5py.File(path, "r") as f:
         group = f.get("model_weights", f)
         return "layer_names" in group.attrs
 
@@ -159,7 +160,7 @@ def _is_legacy_h5(path: str) -> bool:
 def _torch_style_keys(path: str) -> bool:
     import struct
 
-    with open(path, "rb") as f:
+    with damaged_file_errors(path, "safetensors"), open(path, "rb") as f:
         (size,) = struct.unpack("<Q", f.read(8))
         keys = [k for k in json.loads(f.read(size)) if k != "__metadata__"]
     return bool(keys) and not all("/" in k for k in keys)

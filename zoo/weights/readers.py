@@ -17,13 +17,17 @@ from __future__ import annotations
 
 import _compat_pickle
 import collections
+import contextlib
 import io
 import json
 import os
 import pickle
+import re
 import struct
 import tarfile
 import zipfile
+import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -35,6 +39,83 @@ class UnsafePickleError(pickle.UnpicklingError, ValueError):
 
 class WeightsFileError(ValueError):
     """A weight file is damaged, of an unknown kind, or not the kind its name says."""
+
+
+# --------------------------------------------------------------------------------------
+# Damaged files
+# --------------------------------------------------------------------------------------
+
+# What the libraries raise on a file whose bytes are cut short or changed: h5py an OSError
+# ("truncated file", "bad object header"), a KeyError or a RuntimeError when HDF5 cannot
+# follow its own addresses; zipfile BadZipFile (no central directory at the end, a member
+# failing its CRC-32); zlib.error for a member that does not inflate; struct.error and
+# EOFError for a header that ends early; pickle errors and bad UTF-8 or JSON for changed
+# bytes inside a header. None of them names the file.
+_DAMAGE_ERRORS = (OSError, KeyError, RuntimeError, zipfile.BadZipFile, zlib.error,
+                  struct.error, EOFError, pickle.UnpicklingError, UnicodeDecodeError,
+                  json.JSONDecodeError)
+_HDF5_TRUNCATED = re.compile(r"truncated file: eof = (\d+).*stored_eof = (\d+)")
+_BAD_CRC = re.compile(r"Bad CRC-32 for file (.+)$")
+
+
+@contextlib.contextmanager
+def damaged_file_errors(path: str | os.PathLike, kind: str) -> Iterator[None]:
+    """Turns a library's error on a damaged file into a :class:`WeightsFileError`.
+
+    Args:
+        path: The file being read, named in the message.
+        kind: What the file is read as (``"HDF5 weights"``, ``".keras archive"``).
+
+    Raises:
+        WeightsFileError: Naming the file, what is wrong with it and what to do.
+    """
+    try:
+        yield
+    except (WeightsFileError, FileNotFoundError):
+        raise  # already named, or not there at all (the callers say so)
+    except PermissionError:
+        raise WeightsFileError(
+            f"Cannot read the weight file {os.fspath(path)!r}: permission denied. Make it "
+            "readable (chmod u+r) or copy it to a place you can read.") from None
+    except _DAMAGE_ERRORS as error:
+        if isinstance(error, UnsafePickleError):
+            raise
+        raise WeightsFileError(damage_message(path, kind, error)) from None
+
+
+def damage_message(path: str | os.PathLike, kind: str, error: BaseException) -> str:
+    """The message for a damaged weight file: which file, what is wrong, what to do.
+
+    Args:
+        path: The file.
+        kind: What it was read as.
+        error: What the library raised.
+
+    Returns:
+        One line.
+    """
+    text = str(error)
+    truncated = _HDF5_TRUNCATED.search(text)
+    bad_crc = _BAD_CRC.search(text)
+    cut = "cut short, as an interrupted download, copy or save leaves a file"
+    # A stored size past any real disk is a changed byte in the superblock, not a cut.
+    if truncated and int(truncated[1]) < int(truncated[2]) < 1 << 44:
+        what = (f"it is truncated, {int(truncated[1]):,} of the {int(truncated[2]):,} bytes "
+                f"its header records are there ({cut})")
+    elif bad_crc:
+        what = (f"its member {bad_crc[1]} fails its CRC-32 check: bytes changed after the "
+                "file was written (a bit flip on disk or in transfer, or an edit)")
+    elif isinstance(error, zipfile.BadZipFile):
+        what = (f"the zip directory at its end is missing or unreadable ({text}): the file "
+                f"is probably truncated, {cut}")
+    elif isinstance(error, (EOFError, struct.error)):
+        what = f"it ends early ({text or type(error).__name__}): it is truncated, {cut}"
+    else:
+        what = (f"its contents are unreadable ({type(error).__name__}: {text}): it was cut "
+                "short or its bytes changed")
+    return (f"Weight file {os.fspath(path)!r} ({kind}) is damaged: {what}. zoo did not "
+            "change it; replace it with a good copy (copy or download it again, or save it "
+            "again from the model that wrote it).")
 
 
 # --------------------------------------------------------------------------------------
@@ -64,12 +145,17 @@ def detect_format(path: str | os.PathLike) -> str:
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"Weight file {path!r} does not exist.")
-    with open(path, "rb") as f:
+    with damaged_file_errors(path, "weight file"), open(path, "rb") as f:
         head = f.read(16)
+    if not head:
+        raise WeightsFileError(
+            f"Weight file {path!r} is empty (0 bytes): a download, copy or save that never "
+            "wrote it. Replace it with a good copy.")
     if head.startswith(_HDF5_MAGIC):
         return "keras_h5"
     if head.startswith(_ZIP_MAGIC):
-        with zipfile.ZipFile(path) as archive:
+        with damaged_file_errors(path, "zip archive: .keras or torch .pth"), \
+                zipfile.ZipFile(path) as archive:
             names = archive.namelist()
         if "model.weights.h5" in names:
             return "keras"
@@ -318,7 +404,8 @@ def read_torch(path: str | os.PathLike) -> dict[str, np.ndarray]:
     with open(path, "rb") as f:
         head = f.read(4)
     if head.startswith(_ZIP_MAGIC):
-        state = _read_torch_zip(path)
+        with damaged_file_errors(path, "torch state dict, zip format"):
+            state = _read_torch_zip(path)
     elif tarfile.is_tarfile(path):
         raise WeightsFileError(
             f"{path!r} is in torch's tar format (torch < 0.4), which zoo does not read; load "
@@ -447,9 +534,15 @@ def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], di
         ``({name: array}, metadata)``; bfloat16 tensors are widened to float32.
 
     Raises:
-        WeightsFileError: If the header or the data offsets are malformed.
+        WeightsFileError: If the file is truncated, or the header or the data offsets are
+            malformed.
     """
     path = os.fspath(path)
+    with damaged_file_errors(path, "safetensors"):
+        return _read_safetensors(path)
+
+
+def _read_safetensors(path: str) -> tuple[dict[str, np.ndarray], dict]:
     size = os.path.getsize(path)
     with open(path, "rb") as f:
         (header_size,) = struct.unpack("<Q", f.read(8))
@@ -537,13 +630,19 @@ def read_keras_h5(path: str | os.PathLike | io.BytesIO, *, source: str | None = 
         The layers with weights.
 
     Raises:
-        WeightsFileError: If the file is HDF5 but not Keras weights.
+        WeightsFileError: If the file is damaged (truncated, changed bytes), or HDF5 but
+            not Keras weights.
     """
     import h5py
 
     if source is None:
         source = "<in-memory file>" if isinstance(path, io.BytesIO) else os.fspath(path)
-    with h5py.File(path, "r") as f:
+    with damaged_file_errors(source, "HDF5 weights"):
+        return _read_h5(h5py.File(path, "r"), source)
+
+
+def _read_h5(file, source: str) -> KerasWeights:
+    with file as f:
         group = f.get("model_weights", f)
         if "layer_names" in group.attrs:
             layers = []
@@ -587,9 +686,13 @@ def read_keras_archive(path: str | os.PathLike) -> KerasWeights:
 
     Returns:
         The layers with weights, with ``config`` set to the archive's model config.
+
+    Raises:
+        WeightsFileError: If the archive is damaged (truncated, a member failing its CRC)
+            or holds no ``model.weights.h5``.
     """
     path = os.fspath(path)
-    with zipfile.ZipFile(path) as archive:
+    with damaged_file_errors(path, ".keras archive"), zipfile.ZipFile(path) as archive:
         if "model.weights.h5" not in archive.namelist():
             raise WeightsFileError(f"{path!r} is not a .keras archive (no model.weights.h5).")
         config = json.loads(archive.read("config.json")) if "config.json" in \

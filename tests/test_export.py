@@ -615,3 +615,19 @@ def test_predict_on_something_else_says_what_it_takes(tmp_path, capsys):
 
     assert main(["predict", str(tmp_path), "x.png"]) == 2
     assert "not a .keras file, a run directory" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("which", ["run", "model", "keras"])
+def test_a_misspelt_model_name_is_named_with_the_closest_names(tmp_path, run_dir, trained,
+                                                               which, capsys):
+    source = {"run": run_dir, "model": trained, "keras": run_dir / "best.keras"}[which]
+    with pytest.raises(ValueError, match=r"Unknown model 'resnt18'\. Closest: resnet18") as error:
+        zoo.export(source, tmp_path / "out", model_name="resnt18", class_names=CLASS_NAMES)
+    assert "lenet5" not in str(error.value)
+    from zoo.cli import main
+
+    if which != "model":
+        assert main(["export", str(source), "--out", str(tmp_path / "out"),
+                     "--model-name", "resnt18"]) == 2
+        assert "Unknown model 'resnt18'. Closest: resnet18" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists() or existing_versions(tmp_path / "out") == []

@@ -61,9 +61,16 @@ def resolve_source(model_or_run_dir, *, class_names: Sequence[str] | None = None
 
     Raises:
         ValueError: For a model without one fixed-size image input, class names that do
-            not match its outputs or hold line breaks, or an unknown zoo model.
+            not match its outputs or hold line breaks, or an unknown zoo model (a
+            ``model_name`` that is no registered name is named with the closest ones).
         FileNotFoundError: For a missing model, run directory file or card file.
     """
+    if model_name is not None:
+        # Checked first: the typo is what is wrong, not the model it was given for (whose
+        # own name open_model would then be asked about). get_spec names the closest names.
+        from zoo.models import get_spec
+
+        model_name = get_spec(model_name).name
     opened = rundir.open_model(model_or_run_dir, model_name=model_name)
     model = opened.model
     shape = model.input_shape

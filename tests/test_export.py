@@ -335,6 +335,26 @@ def test_b64_signature_takes_every_common_spelling(served, digits):
         np.testing.assert_allclose(row, reference["probabilities"].numpy()[0], atol=1e-6)
 
 
+@pytest.mark.parametrize("shape", [(1, 33, 33, 1), (2, 32, 32, 3), (1, 64, 48, 1),
+                                   (1, 32, 32, 2)])
+def test_pixels_of_another_shape_are_refused_naming_the_expected_one(served, digits, shape):
+    signature = served.signatures["serving_pixels"]
+    pixels = np.full(shape, 128.0, dtype="float32")
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"serving_pixels takes float32 pixels of shape \[batch, 32, 32, 1\]"):
+        signature(pixels=tf.constant(pixels))
+    _, _, _, good = digits
+    assert signature(pixels=tf.constant(good[:1]))["labels"].shape == (1, 3)
+
+
+def test_nan_pixels_are_refused(served, digits):
+    _, _, _, pixels = digits
+    batch = pixels[:2].copy()
+    batch[1, 5, 7, 0] = np.nan
+    with pytest.raises(tf.errors.InvalidArgumentError, match="NaN or infinite pixels"):
+        served.signatures["serving_pixels"](pixels=tf.constant(batch))
+
+
 @pytest.mark.parametrize("bad,message", [
     ("truncated", "Invalid JPEG data"),
     ("text", "Unknown image file format"),

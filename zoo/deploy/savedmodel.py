@@ -16,7 +16,9 @@ best first, ``k`` set at export):
   alphabet, padding and line breaks optional, a ``data:image/...;base64,`` prefix allowed),
   for clients that cannot use the ``{"b64": ...}`` wrapper.
 - ``serving_pixels``: ``pixels``, float32 [B, H, W, C] in [0, 255] at the model's input
-  size, already decoded and cropped; the Keras model's own input.
+  size, already decoded and cropped; the Keras model's own input. Another size or channel
+  count fails with ``InvalidArgumentError`` naming the expected shape, and NaN or infinite
+  pixels are refused the same way.
 
 A bad image (not an image, empty, truncated) makes the request fail with
 ``InvalidArgumentError`` and the decoder's message ("Unknown image file format...",
@@ -76,6 +78,22 @@ def write(source, probability_model, target: Path, top_k: int, scratch: Path) ->
     def from_b64(image_b64):
         return from_bytes(tf.io.decode_base64(_urlsafe_base64(image_b64)))
 
+    def from_pixels(pixels):
+        # A signature's TensorSpec is not enforced when it is called (nor by TF Serving):
+        # without these checks another size is answered silently or fails deep inside a
+        # convolution, and NaN pixels give NaN probabilities with a label.
+        expected = f"[batch, {height}, {width}, {channels}]"
+        tf.debugging.assert_equal(
+            tf.shape(pixels)[1:], tf.constant([height, width, channels]),
+            message=f"serving_pixels takes float32 pixels of shape {expected} (this model's "
+                    "input, already decoded, resized and centre-cropped, values 0..255); "
+                    "send images of another size or channel count to serving_default as "
+                    "encoded bytes. The shape received")
+        tf.debugging.assert_all_finite(
+            pixels, message="serving_pixels got NaN or infinite pixels; send finite "
+                            "values in 0..255")
+        return outputs(pixels)
+
     archive = keras.export.ExportArchive()
     # The model is deliberately not passed to archive.track(): the endpoints capture its
     # variables anyway, and tracking the Keras wrappers as well stores every weight twice
@@ -85,7 +103,7 @@ def write(source, probability_model, target: Path, top_k: int, scratch: Path) ->
                          [tf.TensorSpec([None], tf.string, name="image_bytes")])
     archive.add_endpoint("serving_b64", from_b64,
                          [tf.TensorSpec([None], tf.string, name="image_b64")])
-    archive.add_endpoint("serving_pixels", outputs,
+    archive.add_endpoint("serving_pixels", from_pixels,
                          [tf.TensorSpec([None, height, width, channels], tf.float32,
                                         name="pixels")])
     archive.write_out(str(target), verbose=False)

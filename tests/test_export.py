@@ -651,3 +651,50 @@ def test_a_misspelt_model_name_is_named_with_the_closest_names(tmp_path, run_dir
                      "--model-name", "resnt18"]) == 2
         assert "Unknown model 'resnt18'. Closest: resnet18" in capsys.readouterr().err
     assert not (tmp_path / "out").exists() or existing_versions(tmp_path / "out") == []
+
+
+def test_the_next_export_removes_what_a_killed_export_left(tmp_path, trained):
+    """An export killed (SIGKILL) mid-way leaves its staging and scratch directories; the
+    next export removes those, and nothing else: not a live export's, not the user's."""
+    model_path = tmp_path / "lenet.keras"
+    trained.save(model_path)
+    out, temp = tmp_path / "out", tmp_path / "tmp"
+    temp.mkdir()
+    script = textwrap.dedent(f"""
+        import os
+        import signal
+        import zoo.deploy as deploy
+        def kill(fmt, staging):
+            os.kill(os.getpid(), signal.SIGKILL)
+        deploy._after_format_hook = kill
+        deploy.export({str(model_path)!r}, {str(out)!r}, formats="tflite")
+    """)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "TMPDIR": str(temp)}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env=env, cwd=REPO, timeout=240)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    staging = [p for p in out.iterdir() if p.name.startswith(".zoo-export-")]
+    scratch = [p for p in temp.iterdir() if p.name.startswith("zoo-export-scratch-")]
+    assert len(staging) == 1 and len(scratch) == 1
+    # What must stay: a user's folders with similar names, and a live export's staging.
+    keep = [out / ".zoo-export-notes", temp / "zoo-export-scratch-mine", out / "1-draft"]
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    keep.append(out / f".zoo-export-1-p{live.pid}-abcd1234")
+    try:
+        for path in keep:
+            path.mkdir()
+            os.utime(path, (0, 0))  # older than the next export, like the killed export's
+        # The next export, in a process of its own as a user's next command is.
+        again = textwrap.dedent(f"""
+            import zoo.deploy as deploy
+            deploy.export({str(model_path)!r}, {str(out)!r}, formats="tflite")
+        """)
+        proc = subprocess.run([sys.executable, "-c", again], capture_output=True, text=True,
+                              env=env, cwd=REPO, timeout=240)
+    finally:
+        live.kill()
+        live.wait()
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert not staging[0].exists() and not scratch[0].exists()
+    assert all(path.is_dir() for path in keep)
+    assert existing_versions(out) == [1] and (out / "1" / "model.tflite").is_file()

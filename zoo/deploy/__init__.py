@@ -49,7 +49,6 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -161,7 +160,7 @@ def export(
     pixels = reference_pixels(images, source.geometry)
     expected = np.asarray(model(pixels, training=False), dtype="float32")
     with layout.staged_version(target, overwrite) as staging, \
-            tempfile.TemporaryDirectory(prefix="zoo-export-scratch-") as scratch:
+            layout.scratch_directory() as scratch:
         checks = {}
         for fmt in chosen:
             checks[fmt] = _write_and_check(fmt, staging, source, model, top_k,

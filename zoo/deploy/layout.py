@@ -3,19 +3,31 @@
 A version is written into a hidden staging directory inside the export directory, then
 renamed into place, so that a server (or a person) never sees a half-written version: a
 crash leaves at most a ``.zoo-export-*`` directory, which TF Serving ignores because its
-name is not a number.
+name is not a number, and which the next export into that directory removes (with the
+scratch directory a killed export leaves under the temp dir).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 REPORT_FILE = "export.json"
+
+# When this process started, near enough: staging directories older than this are not ours.
+_PROCESS_START = time.time()
+SCRATCH_PREFIX = "zoo-export-scratch-"
+# zoo's own names only: ".zoo-export-<version>-p<pid>-<mkdtemp's 8 characters>", the
+# scratch directory "zoo-export-scratch-p<pid>-<8>", and the staging name of zoo versions
+# before the pid was in it (".zoo-export-<version>-<8>").
+_STAGING = re.compile(r"^\.zoo-export-\d+-(?:p(?P<pid>\d+)-)?[a-z0-9_]{8}$")
+_SCRATCH = re.compile(rf"^{SCRATCH_PREFIX}p(?P<pid>\d+)-[a-z0-9_]{{8}}$")
 
 # Format name -> file name inside the version directory ("savedmodel" is the directory).
 FORMATS: dict[str, str] = {
@@ -106,7 +118,9 @@ def staged_version(target: Path, overwrite: bool) -> Iterator[Path]:
     target.parent.mkdir(parents=True, exist_ok=True)
     # Inside the export directory, so the final rename stays on one filesystem and is
     # atomic; the leading dot and the non-numeric name keep TF Serving from loading it.
-    staging = Path(tempfile.mkdtemp(prefix=f".zoo-export-{target.name}-", dir=target.parent))
+    remove_leftovers(target.parent, _STAGING)
+    staging = Path(tempfile.mkdtemp(prefix=f".zoo-export-{target.name}-p{os.getpid()}-",
+                                    dir=target.parent))
     try:
         yield staging
         move_into_place(staging, target, overwrite)
@@ -131,3 +145,55 @@ def move_into_place(staging: Path, target: Path, overwrite: bool) -> None:
         shutil.rmtree(retired, ignore_errors=True)
     else:
         os.rename(staging, target)
+
+
+def scratch_directory() -> tempfile.TemporaryDirectory:
+    """A scratch directory under the temp dir, after removing those killed exports left."""
+    remove_leftovers(Path(tempfile.gettempdir()), _SCRATCH)
+    return tempfile.TemporaryDirectory(prefix=f"{SCRATCH_PREFIX}p{os.getpid()}-")
+
+
+def remove_leftovers(folder: Path, pattern: re.Pattern) -> list[Path]:
+    """Removes the staging or scratch directories a killed export left in ``folder``.
+
+    Only directories named as zoo names them are touched, and only those older than this
+    process whose writer (the pid in the name) is no longer running: a concurrent export's
+    staging directory is kept.
+
+    Args:
+        folder: The export directory, or the temp dir.
+        pattern: Which names are zoo's.
+
+    Returns:
+        The directories removed.
+    """
+    removed = []
+    try:
+        entries = list(folder.iterdir()) if folder.is_dir() else []
+    except OSError:
+        return removed  # unreadable: nothing of ours can be found there
+    for entry in entries:
+        match = pattern.match(entry.name)
+        if match is None or entry.is_symlink() or not entry.is_dir():
+            continue
+        pid = match.groupdict().get("pid")
+        try:
+            old = entry.stat().st_mtime < _PROCESS_START
+        except OSError:
+            continue
+        if old and (pid is None or not _running(int(pid))):
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+    return removed
+
+
+def _running(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # it exists, as another user's process
+    return True

@@ -23,7 +23,10 @@ class ImageData:
     Attributes:
         train: Batches of (float32 pixels ``[B, H, W, C]`` in [0, 255], labels). Labels are
             int32 ``[B]``, or float32 ``[B, num_classes]`` when ``label_mode`` is
-            ``"categorical"`` (always so with mixup / cutmix, where they are soft).
+            ``"categorical"`` (always so with mixup / cutmix, where they are soft) or
+            ``"multi_hot"``. Multi-hot labels are 0/1 per class and never smoothed by the
+            pipeline; with mixup / cutmix they are mixed as timm mixes them (the convex
+            combination of two images' multi-hot targets).
         val: The same for validation (never augmented, always in file order), or None.
         test: A separate test split when the source has one, else None.
         class_names: Class names; the label is the index.
@@ -35,17 +38,28 @@ class ImageData:
         crop_fraction: The eval centre-crop fraction.
         interpolation: Resize method.
         batch_size: Batch size.
-        label_mode: ``"int"`` or ``"categorical"``, for train and val alike.
+        label_mode: ``"int"``, ``"categorical"`` or (multi-label data) ``"multi_hot"``, for
+            train, val and test alike.
+        multi_label: Whether an image may carry several classes (label tables with a
+            delimiter, list-valued labels or ``multi_label=True``). Then ``label_mode`` is
+            ``"multi_hot"``, the labels of every split are float32 ``[B, num_classes]``
+            multi-hot, the ``*_files`` lists hold ``(path, tuple of class indices)`` and
+            ``counts[split][class]`` counts the images carrying the class (so the counts
+            of a split may add up to more than its images). False for folders and TFDS.
+        sampling: How the train stream draws images: ``"natural"`` (each image once per
+            epoch) or ``"balanced"`` (every class equally often, re-sampled with
+            replacement; one epoch is still ``len(train_files)`` images).
         soft_labels: Whether train labels are mixed (mixup / cutmix).
         augment: Name of the train augmentation.
         skipped: ``(path, reason)`` of every file left out.
         manifest: The split as a dict (also written to ``manifest_path``).
         manifest_path: Where the manifest was written, or None.
-        train_files: ``(path, label)`` of the training images.
+        train_files: ``(path, label)`` of the training images (the label a class index, or
+            a tuple of class indices when ``multi_label``).
         val_files: ``(path, label)`` of the validation images.
         test_files: ``(path, label)`` of the test images.
-        source: ``"folder"`` or ``"tfds"``.
-        root: The image folder, for folder data.
+        source: ``"folder"``, ``"table"`` (``from_csv`` / ``from_dataframe``) or ``"tfds"``.
+        root: The image folder (for tables: the folder the paths are relative to).
         steps_per_epoch: Batches in one pass of ``train`` (None when unknown).
     """
 
@@ -53,7 +67,8 @@ class ImageData:
                  label_mode: str, plan, skipped=(), manifest=None, manifest_path=None,
                  train_files=(), val_files=(), test=None, test_files=(),
                  counts: dict | Callable[[], dict] | None = None, source: str = "folder",
-                 root: str | None = None):
+                 root: str | None = None, multi_label: bool = False,
+                 sampling: str = "natural"):
         self.train = train
         self.val = val
         self.test = test
@@ -66,6 +81,8 @@ class ImageData:
         self.geometry = geometry
         self.batch_size = batch_size
         self.label_mode = label_mode
+        self.multi_label = bool(multi_label)
+        self.sampling = sampling
         self.soft_labels = plan.soft_labels
         self.augment = plan.name
         self.skipped = list(skipped)
@@ -82,7 +99,10 @@ class ImageData:
 
     @property
     def counts(self) -> dict[str, dict[str, int]]:
-        """Images per split and class: ``{"train": {"cat": 40, ...}, "val": {...}}``."""
+        """Images per split and class: ``{"train": {"cat": 40, ...}, "val": {...}}``.
+
+        For multi-label data, the images carrying each class.
+        """
         if callable(self._counts):
             self._counts = self._counts()
         return self._counts

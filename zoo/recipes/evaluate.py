@@ -22,19 +22,47 @@ def _label_of_folder(folder: str, opened: rundir.Opened) -> int | None:
 
 
 def _labelled_files(root: Path, folders: list[Path], opened: rundir.Opened):
-    """Every file of the class folders with its label, and what the scanner passed over."""
+    """Every file of the class folders with its label, and what the scanner passed over.
+
+    A class folder without images is not a class, as in training: it is passed over
+    (reported), not matched against the model's classes.
+    """
     from pipelines.scan import walk
 
-    paths, labels, passed_over = [], [], []
+    paths, labels, passed_over, used = [], [], [], []
     for folder in folders:
-        label = _label_of_folder(folder.name, opened)
+        found = []
         for path, reason in walk(folder):
             if reason is None:
-                paths.append(Path(path))
-                labels.append(label)
+                found.append(Path(path))
             else:
                 passed_over.append((path, reason))
+        if not found:
+            passed_over.append((str(folder), "class folder without usable images; not a class"))
+            continue
+        used.append(folder)
+        paths += found
+        labels += [_label_of_folder(folder.name, opened)] * len(found)
+    empty = sorted(set(folders) - set(used))
+    if empty:
+        log.warning("Skipped %d class folder(s) of %s without images (not classes, as in "
+                    "training): %s.", len(empty), root, ", ".join(f.name for f in empty[:10]))
+    _check_folders(root, used, opened)
     return paths, labels, passed_over
+
+
+def _warn_missing_classes(opened: rundir.Opened, labels: list[int], root: Path) -> None:
+    """Warns about the model's classes that have no image in the folder (not measured)."""
+    if opened.wnids:
+        return  # an ImageNet model: a folder of a few classes is the usual case
+    present = set(labels)
+    missing = [name for i, name in enumerate(opened.class_names) if i not in present]
+    if missing:
+        shown = ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else "")
+        log.warning("%d class(es) of %s have no images under %s: %s. They have support 0 "
+                    "in the per-class figures and count as F1 0 in macro_f1; add images of "
+                    "them to measure them.",
+                    len(missing), opened.description, root, shown)
 
 
 def _check_folders(root: Path, folders: list[Path], opened: rundir.Opened) -> None:
@@ -82,7 +110,6 @@ def evaluate(model_or_run: str | os.PathLike, data: str | os.PathLike, *,
     root, folders = class_folders(Path(data))
     if root != Path(data):
         log.info("Evaluating on %s.", root)
-    _check_folders(root, folders, opened)
     paths, labels, passed_over = _labelled_files(root, folders, opened)
     geometry = opened.geometry
     files = pipelines.from_files(paths, labels, image_size=geometry.image_size,
@@ -91,6 +118,9 @@ def evaluate(model_or_run: str | os.PathLike, data: str | os.PathLike, *,
                                  channels=geometry.channels, batch_size=batch_size)
     if not files.paths:
         raise ValueError(f"No usable images under {root}.")
+    kept = set(files.paths)
+    _warn_missing_classes(opened, [lab for p, lab in zip(paths, labels) if str(p) in kept],
+                          root)
     name = Path(str(model_or_run)).name.replace(".keras", "")
     out = Path(out_dir or Path("runs") / f"eval-{name}-{Path(data).name}")
     out.mkdir(parents=True, exist_ok=True)

@@ -216,6 +216,15 @@ def _into_place(write, path: str | os.PathLike) -> Path:
     return path
 
 
+def write_with(write, path: str | os.PathLike) -> Path:
+    """Writes ``path`` crash-safely with ``write(staging_path)`` (a plot's ``savefig``).
+
+    The staging name keeps ``path``'s suffix, so writers that infer the format from it
+    (matplotlib, Keras) write the right one.
+    """
+    return _into_place(write, path)
+
+
 def write_text(path: str | os.PathLike, text: str) -> Path:
     """Writes a text file crash-safely (a temporary file renamed into place)."""
     return _into_place(lambda p: p.write_text(text, encoding="utf-8"), path)

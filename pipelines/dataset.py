@@ -15,10 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import tensorflow as tf
 
 from pipelines import augment as augment_module
 from pipelines import cache as cache_module
+from pipelines import sampling as sampling_module
 from pipelines import transforms
 from pipelines.probe import ImageFile, check_files, report_skipped
 from pipelines.transforms import KIND_GRAPH, KIND_JPEG
@@ -37,11 +39,29 @@ def read_element(source, label, kind, orientation):
     return tf.io.read_file(source), label, kind, orientation
 
 
-def records(files: Sequence[ImageFile]) -> tf.data.Dataset:
-    """``(path, label, kind, orientation)`` elements of checked files, for :func:`build_dataset`."""
+def multi_hot(labels: Sequence[Sequence[int]], num_classes: int) -> np.ndarray:
+    """float32 ``[N, num_classes]``: 1 where an image carries the class."""
+    out = np.zeros((len(labels), num_classes), np.float32)
+    for row, indices in enumerate(labels):
+        out[row, list(indices)] = 1.0
+    return out
+
+
+def records(files: Sequence[ImageFile], multi_label_classes: int | None = None
+            ) -> tf.data.Dataset:
+    """``(path, label, kind, orientation)`` elements of checked files, for :func:`build_dataset`.
+
+    Args:
+        files: The checked files.
+        multi_label_classes: For multi-label files (labels are tuples of class indices),
+            the number of classes: labels become float32 multi-hot rows of that width.
+            None: labels are int32 class indices.
+    """
+    labels = [f.label for f in files]
     return tf.data.Dataset.from_tensor_slices((
         tf.constant([f.path for f in files], tf.string),
-        tf.constant([f.label for f in files], tf.int32),
+        tf.constant(multi_hot(labels, multi_label_classes)) if multi_label_classes
+        else tf.constant(labels, tf.int32),
         tf.constant([f.kind for f in files], tf.int32),
         tf.constant([f.orientation for f in files], tf.int32),
     ))
@@ -77,6 +97,11 @@ def _cache_key(cache: Any, cache_key: str | None, training: bool,
     return key
 
 
+def int_or_multi_hot(label: tf.Tensor) -> tf.Tensor:
+    """Class indices as int32; multi-hot rows (float32) as they are."""
+    return label if label.dtype == tf.float32 else tf.cast(label, tf.int32)
+
+
 def _train_decoder(plan, geometry: Geometry, read_files: bool, decoding: dict,
                    dct_scaling: bool):
     """``fn((source, label, kind, orientation), seed) -> (image, label)`` of the train path."""
@@ -101,7 +126,7 @@ def _train_decoder(plan, geometry: Geometry, read_files: bool, decoding: dict,
                                          interpolation=geometry.interpolation, **decoding)
             if plan.flip:
                 image = tf.image.stateless_random_flip_left_right(image, flip_seed)
-        return image, tf.cast(label, tf.int32)
+        return image, int_or_multi_hot(label)
 
     return decode_one
 
@@ -141,12 +166,14 @@ def _keep_length(ds: tf.data.Dataset, size: int | None) -> tf.data.Dataset:
 def _train_batches(ds: tf.data.Dataset, *, size, geometry, plan, batch_size, num_classes,
                    label_mode, seed, read_files, cache, cache_name, key, shuffle,
                    shuffle_buffer, deterministic, drop_remainder, decoding, dct_scaling,
-                   skip_errors) -> tf.data.Dataset:
+                   skip_errors, balanced_over) -> tf.data.Dataset:
     if cache and read_files:
         ds = cache_module.cached(ds.map(read_element, num_parallel_calls=AUTOTUNE), cache,
                                  name=cache_name, key=key)
         read_files = False
-    if shuffle:
+    if balanced_over:
+        ds = sampling_module.balanced(ds, balanced_over, size=size, seed=seed, shuffle=shuffle)
+    elif shuffle:
         ds = ds.shuffle(shuffle_buffer or size or 10_000, seed=seed,
                         reshuffle_each_iteration=True)
     # One stateless seed per element: the crop of an image depends on the seed and the
@@ -188,7 +215,7 @@ def _eval_batches(ds: tf.data.Dataset, *, geometry, batch_size, num_classes, lab
                                      interpolation=geometry.interpolation, **decoding)
         image = transforms.to_channels(image, geometry.channels)
         image.set_shape([size_hw[0], size_hw[1], geometry.channels])
-        return tf.cast(image, cached_dtype(geometry.channels)), tf.cast(label, tf.int32)
+        return tf.cast(image, cached_dtype(geometry.channels)), int_or_multi_hot(label)
 
     # No ignore_errors here: eval files are fully decoded when checked, so the epoch is
     # exact, in file order, and of known length.
@@ -226,7 +253,8 @@ def build_dataset(ds: tf.data.Dataset, *, training: bool, size: int | None,
                   formats: Sequence[str] = transforms.GRAPH_FORMATS,
                   skip_errors: bool = True,
                   cache_name: str = "train",
-                  cache_key: str | None = None) -> tf.data.Dataset:
+                  cache_key: str | None = None,
+                  balanced_over: Sequence[int] | None = None) -> tf.data.Dataset:
     """Turns ``(source, label, kind, orientation)`` elements into batches of pixels and labels.
 
     Args:
@@ -237,7 +265,8 @@ def build_dataset(ds: tf.data.Dataset, *, training: bool, size: int | None,
         plan: The augmentation plan (ignored on the eval path).
         batch_size: Batch size.
         num_classes: For one-hot labels.
-        label_mode: ``"int"`` or ``"categorical"``.
+        label_mode: ``"int"``, ``"categorical"`` or ``"multi_hot"`` (the elements' labels
+            are then multi-hot rows already).
         seed: Seed of shuffling and of the per-image random crops and flips.
         read_files: Whether sources are paths to read.
         cache: True caches in memory, a path is a directory for file caches, False does
@@ -269,6 +298,9 @@ def build_dataset(ds: tf.data.Dataset, *, training: bool, size: int | None,
             decoding fails although it passed the fast check, which does not decode every
             file, rather than stop training mid-epoch; the epoch keeps its length. The eval
             path never drops: its files are fully checked.
+        balanced_over: On the train path, the class indices to sample equally often
+            (``sampling="balanced"``, :func:`pipelines.sampling.balanced`); None keeps
+            every image once per epoch.
 
     Returns:
         The batched, prefetched dataset.
@@ -288,7 +320,7 @@ def build_dataset(ds: tf.data.Dataset, *, training: bool, size: int | None,
         dct_scaling = largest_side is None or largest_side >= 2 * max(geometry.image_size)
         ds = _train_batches(ds, size=size, plan=plan, seed=seed, shuffle=shuffle,
                             shuffle_buffer=shuffle_buffer, dct_scaling=dct_scaling,
-                            skip_errors=skip_errors, **common)
+                            skip_errors=skip_errors, balanced_over=balanced_over, **common)
     else:
         ds = _eval_batches(ds, **common)
     return _without_autotuning(ds, deterministic)
@@ -351,4 +383,4 @@ def eval_files(paths: Iterable[str | os.PathLike], labels: Sequence[int] | None,
 
 __all__ = ["EVAL_PIXEL_CODE", "EvalFiles", "build_dataset", "cached_dtype", "decoders",
            "eval_code_digest",
-           "eval_files", "read_element", "records"]
+           "eval_files", "int_or_multi_hot", "multi_hot", "read_element", "records"]

@@ -15,7 +15,8 @@ manifest), :mod:`pipelines.cache` and :mod:`pipelines.dataset` (the ``tf.data`` 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ from pipelines.probe import ImageFile, check_files, report_skipped
 from pipelines.scan import Scan, class_folders_without, scan_tree
 from pipelines.split import (
     folder_manifest,
+    iterative_split,
     listed_in_manifest,
     stratified_split,
     write_manifest,
@@ -47,6 +49,8 @@ from pipelines.warn import warn_user
 Listing = dict[str, list[tuple[str, str]]]
 # from_folder's default, which split folders quietly override (any other value is a choice).
 DEFAULT_VALIDATION_SPLIT = 0.2
+FOLDER_LAYOUT = ("root/<class>/*.jpg (or .png, .bmp, .gif, .webp), or root/train/<class>/ "
+                 "with root/val/<class>/")
 
 
 def _open_root(root: str | os.PathLike) -> Path:
@@ -58,6 +62,48 @@ def _open_root(root: str | os.PathLike) -> Path:
         raise ValueError(f"{str(root)!r} is a file; from_folder needs a folder with one "
                          "sub-folder per class (root/<class>/*.jpg).")
     return root
+
+
+@dataclass
+class Listed:
+    """What an entry point found, before the files are checked and split.
+
+    Attributes:
+        root: The folder the paths are relative to (in the manifest and in messages).
+        files: ``{split: [(path, class name, or a tuple of names when multi-label)]}``,
+            the split ``"all"`` when it is made here.
+        skipped: ``(path, reason)`` of everything passed over so far; extended later.
+        layout: The source's layout, recorded in the manifest.
+        expected: What the source should look like, for the error when nothing is usable.
+        source: ``ImageData.source``.
+        multi_label: Whether images carry tuples of classes.
+        class_names: The classes of a manifest read back (None: those of the files).
+        loaded: That manifest as read, and ``manifest`` where it was.
+        manifest: The manifest path or directory passed in.
+        manifest_extra: Fields the source adds to the manifest.
+        two_classes: Completes "a classifier needs at least two ...".
+        numeric_order: Order class names that are all integers as numbers ("2" < "10").
+        empty_classes: For folders: the class folders without any of the given classes.
+    """
+
+    root: Path
+    files: Listing
+    skipped: list
+    layout: str
+    expected: str
+    source: str = "folder"
+    multi_label: bool = False
+    class_names: list[str] | None = None
+    loaded: dict | None = None
+    manifest: str | os.PathLike | None = None
+    manifest_extra: dict = field(default_factory=dict)
+    two_classes: str = "class folders, e.g. root/cats/ and root/dogs/"
+    numeric_order: bool = False
+    empty_classes: Callable[[set[str]], list[Path]] | None = None
+
+
+def _classes_of(label: str | tuple) -> tuple:
+    return label if isinstance(label, tuple) else (label,)
 
 
 def _check_listed(listed: Listing, full: bool,
@@ -73,42 +119,56 @@ def _check_listed(listed: Listing, full: bool,
     return good, results
 
 
-def _skip_empty_classes(scan: Scan, listed: Listing, skipped: list) -> None:
+def _class_names(listed: Listing, numeric_order: bool) -> list[str]:
+    names = {c for files in listed.values() for _, label in files for c in _classes_of(label)}
+    if numeric_order and all(n.lstrip("-").isdigit() for n in names):
+        return sorted(names, key=int)
+    return sorted(names)
+
+
+def _skip_empty_classes(src: Listed, listed: Listing) -> None:
     # Keras makes an empty folder a class the model must predict but never sees; here it is
     # not a class, and it is reported.
     with_images = {c for files in listed.values() for _, c in files}
-    for folder in class_folders_without(scan, with_images):
-        if not any(p == str(folder) for p, _ in skipped):
-            skipped.append((str(folder), "class folder without usable images; not a class"))
+    for folder in src.empty_classes(with_images):
+        if not any(p == str(folder) for p, _ in src.skipped):
+            src.skipped.append((str(folder), "class folder without usable images; not a class"))
 
 
-def _require_classes(root: Path, class_names: list[str], listed: Listing,
-                     skipped: list) -> None:
+def _require_classes(src: Listed, class_names: list[str], listed: Listing) -> None:
     total = sum(len(files) for files in listed.values())
+    skipped, root = src.skipped, src.root
     if total == 0:
         examples = "; ".join(f"{os.path.relpath(p, root)}: {r}" for p, r in skipped[:3])
         raise ValueError(
-            f"No usable images under {str(root)!r}. Expected root/<class>/*.jpg (or .png, "
-            f".bmp, .gif, .webp), or root/train/<class>/ with root/val/<class>/. "
+            f"No usable images under {str(root)!r}. Expected {src.expected}. "
             f"{len(skipped)} file(s) skipped" + (f", e.g. {examples}." if examples else "."))
     if len(class_names) < 2:
         only = class_names[0] if class_names else "?"
         raise ValueError(
             f"Only one class ({only!r}) has usable images under {str(root)!r}; a classifier "
-            "needs at least two class folders, e.g. root/cats/ and root/dogs/.")
+            f"needs at least two {src.two_classes}.")
 
 
-def _split(root: Path, listed: Listing, class_names: list[str], split_here: bool,
-           options: Options) -> dict[str, list[tuple[str, int]]]:
-    """``{split: [(relative path, label)]}``: split here, or as the folders or manifest say."""
+def _split(src: Listed, listed: Listing, class_names: list[str],
+           options: Options) -> tuple[dict[str, list[tuple[str, Any]]], str]:
+    """``({split: [(relative path, label)]}, how)``: split here, or as the source says."""
     index = {name: i for i, name in enumerate(class_names)}
-    if split_here:
-        relative = [(os.path.relpath(p, root), index[c]) for p, c in listed["all"]]
-        train_rel, val_rel = stratified_split(relative, options.validation_split,
-                                              options.seed)
-        return {"train": train_rel, "val": val_rel}
-    return {split: sorted((os.path.relpath(p, root), index[c]) for p, c in files)
-            for split, files in listed.items()}
+
+    def indexed(label):
+        if src.multi_label:
+            return tuple(sorted(index[c] for c in label))
+        return index[label]
+
+    if src.loaded is None and "all" in listed:
+        relative = [(os.path.relpath(p, src.root), indexed(c)) for p, c in listed["all"]]
+        split_fn = iterative_split if src.multi_label else stratified_split
+        train_rel, val_rel = split_fn(relative, options.validation_split, options.seed)
+        return ({"train": train_rel, "val": val_rel},
+                "iterative" if src.multi_label else "stratified")
+    how = "manifest" if src.loaded is not None else "given"
+    return {split: sorted((os.path.relpath(p, src.root), indexed(c)) for p, c in files)
+            for split, files in listed.items()}, how
 
 
 def _check_eval_fully(root: Path, split_files: dict, results: dict, skipped: list) -> dict:
@@ -129,7 +189,8 @@ def _count(files: dict[str, list[ImageFile]], class_names: list[str]) -> dict:
     counts = {split: {name: 0 for name in class_names} for split in files}
     for split, fs in files.items():
         for f in fs:
-            counts[split][class_names[f.label]] += 1
+            for label in (f.label if isinstance(f.label, tuple) else (f.label,)):
+                counts[split][class_names[label]] += 1
     for name in class_names:
         if counts["train"][name] == 0:
             warn_user(f"Class {name!r} has no training images (only validation ones).")
@@ -141,7 +202,8 @@ def _count(files: dict[str, list[ImageFile]], class_names: list[str]) -> dict:
             warn_user(f"{len(unseen)} class(es) have no validation images: {shown}{more}. "
                       "A class needs at least 2 images to be split into both; validation "
                       "says nothing about these (support 0 in per-class scores). Add "
-                      "images to them, or give them validation images in root/val.")
+                      "images to them, or give them validation images (root/val for "
+                      "folders, a split column for tables).")
     return counts
 
 
@@ -150,6 +212,7 @@ def _datasets(files: dict[str, list[ImageFile]], num_classes: int, options: Opti
     """``{"train", "val", "test"}`` datasets of the checked files (None for an empty split)."""
     common = dict(read_files=True, **options.dataset_keywords(num_classes))
     file_cache = is_file_cache(options.cache)
+    width = num_classes if options.multi_label else None
 
     def cache_key(fs):
         # Stat'ed only for a file cache, and before it is filled: a file rewritten during the
@@ -158,18 +221,20 @@ def _datasets(files: dict[str, list[ImageFile]], num_classes: int, options: Opti
         return files_cache_key(fs) if file_cache else None
 
     train_files = files["train"]
+    balanced_over = (sorted({f.label for f in train_files})
+                     if options.sampling == "balanced" else None)
     out = {"train": build_dataset(
-        records(train_files), training=True, size=len(train_files),
+        records(train_files, width), training=True, size=len(train_files),
         cache_bytes=sum(f.nbytes for f in train_files), shuffle=shuffle,
         deterministic=options.deterministic, cache_key=cache_key(train_files),
-        **decoders(train_files), **common)}
+        balanced_over=balanced_over, **decoders(train_files), **common)}
     geometry = options.geometry
     per_image = (geometry.image_size[0] * geometry.image_size[1] * geometry.channels
                  * cached_dtype(geometry.channels).size)
     for split in ("val", "test"):
         fs = files.get(split) or []
         out[split] = build_dataset(
-            records(fs), training=False, size=len(fs), cache_name=split,
+            records(fs, width), training=False, size=len(fs), cache_name=split,
             cache_key=cache_key(fs), cache_bytes=len(fs) * per_image, **decoders(fs),
             **common) if fs else None
     return out
@@ -188,22 +253,71 @@ def _warn_unused_split(scan: Scan, validation_split: float, manifest) -> None:
               f"validation images (split folders), and they are used as they are.{hint}")
 
 
-def _select(root: Path, scan: Scan, manifest, full: bool, skipped: list):
-    """The files to use, checked: ``(listing, probe results, class names, manifest read)``."""
-    if manifest is not None:
-        listed, class_names, loaded = listed_in_manifest(manifest, root, scan.files, skipped)
-    else:
-        listed, class_names, loaded = scan.files, [], None
-    listed, results = _check_listed(listed, full, skipped)
-    if manifest is None:
-        class_names = sorted({c for files in listed.values() for _, c in files})
-        _skip_empty_classes(scan, listed, skipped)
+def _checked_split(src: Listed, options: Options, full: bool):
+    """``(files by split, class names, split files, how split)``, every file checked."""
+    listed, results = _check_listed(src.files, full, src.skipped)
+    class_names = src.class_names or _class_names(listed, src.numeric_order)
+    if src.class_names is None and src.empty_classes is not None:
+        _skip_empty_classes(src, listed)
     try:
-        _require_classes(root, class_names, listed, skipped)
+        _require_classes(src, class_names, listed)
     except ValueError:
-        report_skipped(skipped, root)
+        report_skipped(src.skipped, src.root)
         raise
-    return listed, results, class_names, loaded
+    split_files, how = _split(src, listed, class_names, options)
+    if not full:
+        split_files = _check_eval_fully(src.root, split_files, results, src.skipped)
+    root = src.root
+    files = {split: [ImageFile(str(root / rel), label, *results[str(root / rel)])
+                     for rel, label in entries] for split, entries in split_files.items()}
+    if not files.get("train"):
+        report_skipped(src.skipped, root)
+        raise ValueError(f"No training images left under {str(root)!r} after the split "
+                         f"({len(src.skipped)} file(s) skipped; see the warning above).")
+    return files, class_names, split_files, how
+
+
+def build_image_data(src: Listed, options: Options, *, check: str = "fast",
+                     shuffle: bool = True) -> ImageData:
+    """The shared stages of every file source: check, split, manifest, counts, datasets.
+
+    Args:
+        src: The files found (by :func:`from_folder`, or a label table).
+        options: The resolved options.
+        check: ``"fast"`` or ``"full"``, as in :func:`from_folder`.
+        shuffle: Shuffle the training images every epoch.
+
+    Returns:
+        The :class:`ImageData`.
+    """
+    if check not in ("fast", "full"):
+        raise ValueError(f"check must be 'fast' or 'full'; got {check!r}.")
+    files, class_names, split_files, how = _checked_split(src, options, check == "full")
+    extra = dict(src.manifest_extra, multi_label=src.multi_label)
+    if how in ("stratified", "iterative"):
+        extra["split_method"] = how
+    manifest_dict = folder_manifest(
+        root=src.root, layout=src.layout, seed=options.seed,
+        validation_split=options.validation_split, class_names=class_names,
+        split_files=split_files, skipped=src.skipped, loaded=src.loaded,
+        manifest=src.manifest, extra=extra)
+    manifest_path = write_manifest(options.out_dir, manifest_dict)
+    # After the manifest is written, so that the warning can point to it.
+    report_skipped(src.skipped, src.root, listed_in=manifest_path)
+    counts = _count(files, class_names)
+    warn_if_imbalanced(counts["train"], class_names, options.imbalance_warning)
+    _check_albumentations(options, files["train"][0].path)
+    datasets = _datasets(files, len(class_names), options, shuffle)
+    return ImageData(
+        **datasets, class_names=class_names, geometry=options.geometry,
+        batch_size=options.batch_size, label_mode=options.label_mode, plan=options.plan,
+        skipped=src.skipped, manifest=manifest_dict,
+        manifest_path=str(manifest_path) if manifest_path else None,
+        train_files=[(f.path, f.label) for f in files["train"]],
+        val_files=[(f.path, f.label) for f in files.get("val", [])],
+        test_files=[(f.path, f.label) for f in files.get("test", [])],
+        counts=counts, source=src.source, root=str(src.root),
+        multi_label=src.multi_label, sampling=options.sampling)
 
 
 def from_folder(
@@ -229,6 +343,7 @@ def from_folder(
     deterministic: bool | None = None,
     drop_remainder: bool = False,
     imbalance_warning: float | None = 3.0,
+    sampling: str = "natural",
 ) -> ImageData:
     """Train and validation ``tf.data`` pipelines from a folder of images.
 
@@ -280,6 +395,10 @@ def from_folder(
         drop_remainder: Drop the last partial batch.
         imbalance_warning: Warn when the largest class has this many times the images of
             the smallest; None turns the warning off.
+        sampling: ``"natural"`` (every training image once per epoch) or ``"balanced"``
+            (every class equally often: the train stream is re-sampled with ``tf.data``,
+            before decoding, without copying files; one epoch is still as many images as
+            the train split holds, and the draws are seeded by ``seed``).
 
     Returns:
         An :class:`ImageData`.
@@ -298,46 +417,18 @@ def from_folder(
         interpolation=interpolation, channels=channels, augment=augment, seed=seed,
         label_mode=label_mode, batch_size=batch_size, validation_split=validation_split,
         out_dir=out_dir, manifest_dir=manifest_dir, cache=cache, deterministic=deterministic,
-        drop_remainder=drop_remainder, imbalance_warning=imbalance_warning)
+        drop_remainder=drop_remainder, imbalance_warning=imbalance_warning, sampling=sampling)
     check_writes_outside(root, options)
 
     scan = scan_tree(root)
     _warn_unused_split(scan, validation_split, manifest)
-    skipped = list(scan.skipped)
-    listed, results, class_names, loaded = _select(root, scan, manifest, check == "full",
-                                                   skipped)
-    split_files = _split(root, listed, class_names, manifest is None and "all" in listed,
-                         options)
-    if check != "full":
-        split_files = _check_eval_fully(root, split_files, results, skipped)
-
-    files = {split: [ImageFile(str(root / rel), label, *results[str(root / rel)])
-                     for rel, label in entries] for split, entries in split_files.items()}
-    if not files.get("train"):
-        report_skipped(skipped, root)
-        raise ValueError(f"No training images left under {str(root)!r} after the split "
-                         f"({len(skipped)} file(s) skipped; see the warning above).")
-    manifest_dict = folder_manifest(
-        root=root, layout=scan.layout, seed=seed, validation_split=validation_split,
-        class_names=class_names, split_files=split_files, skipped=skipped, loaded=loaded,
-        manifest=manifest)
-    manifest_path = write_manifest(options.out_dir, manifest_dict)
-    # After the manifest is written, so that the warning can point to it.
-    report_skipped(skipped, root, listed_in=manifest_path)
-    counts = _count(files, class_names)
-    warn_if_imbalanced(counts["train"], class_names, imbalance_warning)
-    _check_albumentations(options, files["train"][0].path)
-
-    datasets = _datasets(files, len(class_names), options, shuffle)
-    return ImageData(
-        **datasets, class_names=class_names, geometry=options.geometry,
-        batch_size=batch_size, label_mode=options.label_mode, plan=options.plan,
-        skipped=skipped, manifest=manifest_dict,
-        manifest_path=str(manifest_path) if manifest_path else None,
-        train_files=[(f.path, f.label) for f in files["train"]],
-        val_files=[(f.path, f.label) for f in files.get("val", [])],
-        test_files=[(f.path, f.label) for f in files.get("test", [])],
-        counts=counts, source="folder", root=str(root))
+    src = Listed(root=root, files=scan.files, skipped=list(scan.skipped), layout=scan.layout,
+                 expected=FOLDER_LAYOUT, manifest=manifest,
+                 empty_classes=lambda with_images: class_folders_without(scan, with_images))
+    if manifest is not None:
+        src.files, src.class_names, src.loaded = listed_in_manifest(manifest, root, scan.files,
+                                                                    src.skipped)
+    return build_image_data(src, options, check=check, shuffle=shuffle)
 
 
 def _check_albumentations(options: Options, sample_path: str) -> None:
@@ -387,4 +478,4 @@ def from_files(
     return eval_files(paths, labels, geometry=geometry, batch_size=batch_size, check=check)
 
 
-__all__ = ["EvalFiles", "ImageData", "from_files", "from_folder"]
+__all__ = ["EvalFiles", "ImageData", "Listed", "build_image_data", "from_files", "from_folder"]

@@ -1,6 +1,6 @@
 """The options every entry point shares, checked and resolved in one place.
 
-``from_folder`` and ``from_tfds`` (and later table sources) take the same sixteen keywords
+``from_folder``, ``from_csv`` / ``from_dataframe`` and ``from_tfds`` take the same keywords
 for geometry, augmentation, labels, batching, caching and where the manifest goes;
 :func:`resolve_options` turns them into one :class:`Options`. The geometry is zoo's answer
 for the model and its weights (``zoo.geometry``: caller > weights > spec), the one tie
@@ -18,6 +18,7 @@ from typing import Any
 import zoo
 from pipelines import augment as augment_module
 from pipelines.augment import Plan
+from pipelines.sampling import check_sampling
 
 
 @dataclass(frozen=True)
@@ -27,7 +28,7 @@ class Options:
     Attributes:
         geometry: The eval geometry (``zoo.Geometry``) of the data.
         plan: The train augmentation.
-        label_mode: ``"int"`` or ``"categorical"``.
+        label_mode: ``"int"``, ``"categorical"`` or ``"multi_hot"`` (multi-label data).
         out_dir: Where the split manifest goes, or None.
         batch_size: Batch size.
         validation_split: Fraction held out when the source has no validation split.
@@ -36,6 +37,8 @@ class Options:
         deterministic: Fix the train order under parallel maps (None: the default).
         drop_remainder: Drop the last partial batch.
         imbalance_warning: Warn at this ratio of largest to smallest class, or None.
+        sampling: ``"natural"`` or ``"balanced"`` (see :mod:`pipelines.sampling`).
+        multi_label: Whether images may carry several classes (multi-hot labels).
     """
 
     geometry: zoo.Geometry
@@ -49,6 +52,8 @@ class Options:
     deterministic: bool | None
     drop_remainder: bool
     imbalance_warning: float | None
+    sampling: str = "natural"
+    multi_label: bool = False
 
     def dataset_keywords(self, num_classes: int) -> dict:
         """The keywords of ``build_dataset`` that these options decide."""
@@ -57,8 +62,20 @@ class Options:
                     cache=self.cache, drop_remainder=self.drop_remainder)
 
 
-def resolve_label_mode(label_mode: str | None, plan: Plan) -> str:
-    """``label_mode``, or its default for ``plan`` (mixed labels need ``"categorical"``)."""
+def resolve_label_mode(label_mode: str | None, plan: Plan, multi_label: bool = False) -> str:
+    """``label_mode``, or its default for ``plan`` (mixed labels need ``"categorical"``).
+
+    Multi-label data has ``"multi_hot"`` labels, mixed or not: mixup and cutmix mix the
+    multi-hot targets of two images, as timm does.
+    """
+    if multi_label:
+        if label_mode not in (None, "multi_hot"):
+            raise ValueError(f"Multi-label data has multi-hot labels; label_mode must be "
+                             f"'multi_hot' or None, got {label_mode!r}.")
+        return "multi_hot"
+    if label_mode == "multi_hot":
+        raise ValueError("label_mode='multi_hot' needs multi-label data: a label table read "
+                         "with label_delimiter=... or multi_label=True (pipelines.from_csv).")
     if label_mode is None:
         return "categorical" if plan.soft_labels else "int"
     if label_mode not in ("int", "categorical"):
@@ -97,6 +114,8 @@ def resolve_options(
     deterministic: bool | None = None,
     drop_remainder: bool = False,
     imbalance_warning: float | None = None,
+    sampling: str = "natural",
+    multi_label: bool = False,
 ) -> Options:
     """Checks the shared options and fills in what they leave to the model and its weights.
 
@@ -119,6 +138,8 @@ def resolve_options(
         deterministic: Fix the train order under parallel maps.
         drop_remainder: Drop the last partial batch.
         imbalance_warning: Warn at this class-size ratio; None turns it off.
+        sampling: ``"natural"`` or ``"balanced"`` (refused for multi-label data).
+        multi_label: Whether the data is multi-label.
 
     Returns:
         The :class:`Options`.
@@ -133,12 +154,15 @@ def resolve_options(
     geometry = zoo.geometry(model, weights, image_size=image_size,
                             crop_fraction=crop_fraction, interpolation=interpolation,
                             channels=channels)
+    sampling = check_sampling(sampling, multi_label)
     plan = augment_module.resolve(augment, seed=seed)
-    return Options(geometry=geometry, plan=plan, label_mode=resolve_label_mode(label_mode, plan),
+    return Options(geometry=geometry, plan=plan,
+                   label_mode=resolve_label_mode(label_mode, plan, multi_label),
                    out_dir=resolve_out_dir(out_dir, manifest_dir), batch_size=batch_size,
                    validation_split=validation_split, seed=seed, cache=cache,
                    deterministic=deterministic, drop_remainder=drop_remainder,
-                   imbalance_warning=imbalance_warning)
+                   imbalance_warning=imbalance_warning, sampling=sampling,
+                   multi_label=multi_label)
 
 
 def inside(child: Path, parent: Path) -> bool:

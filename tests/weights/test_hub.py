@@ -1,0 +1,284 @@
+"""The Hugging Face Hub side: hf:// URIs, download through huggingface_hub's cache, checks
+against the Hub's hashes, offline use, failures and interrupted transfers, and ``zoo push``.
+
+The only Hub is tests/hub_server.py on 127.0.0.1; every other connection is refused."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+from zoo.weights import HashMismatchError, WeightsUnavailableError, hub
+from zoo.weights.hub import HubNotFoundError, fetch_hub_folder, parse_hf_uri
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from hub_server import TOKEN, HubStandIn  # noqa: E402
+
+CONFIG = b'{"architecture": "resnet18", "num_classes": 3}'
+WEIGHTS = os.urandom(1_500_000)
+
+
+@pytest.fixture
+def standin(tmp_path, monkeypatch):
+    """The stand-in, with HF_ENDPOINT and HF_HOME pointing at it and at a temp folder."""
+    import huggingface_hub.constants as hf_constants
+
+    real_connect, real_getaddrinfo = socket.socket.connect, socket.getaddrinfo
+
+    def refuse(host):
+        if host not in ("127.0.0.1", "::1", "localhost"):
+            raise AssertionError(f"a test tried to reach {host}")
+
+    def connect(sock, address):
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            refuse(address[0])
+        return real_connect(sock, address)
+
+    def getaddrinfo(host, *args, **kwargs):
+        refuse(host)
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    with HubStandIn() as server:
+        monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
+        monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+        for name in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_HUB_OFFLINE",
+                     "TRANSFORMERS_OFFLINE", "ZOO_OFFLINE", "HF_TOKEN",
+                     "HUGGING_FACE_HUB_TOKEN"):
+            monkeypatch.delenv(name, raising=False)
+        # huggingface_hub froze these when it was imported: its own side calls (telemetry,
+        # the token file) must neither leave the machine nor read a real login.
+        monkeypatch.setattr(hf_constants, "ENDPOINT", server.endpoint)
+        monkeypatch.setattr(hf_constants, "HUGGINGFACE_CO_URL_TEMPLATE",
+                            server.endpoint + "/{repo_id}/resolve/{revision}/{filename}")
+        monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
+        monkeypatch.setattr(hf_constants, "HF_HUB_DISABLE_TELEMETRY", True)
+        monkeypatch.setattr(hf_constants, "HF_TOKEN_PATH", str(tmp_path / "hf" / "token"))
+        monkeypatch.setattr(hf_constants, "HF_STORED_TOKENS_PATH",
+                            str(tmp_path / "hf" / "stored_tokens"))
+        yield server
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _cache_files(tmp_path) -> list[str]:
+    root = tmp_path / "hf" / "hub"
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()
+                  and ".locks" not in p.parts)
+
+
+# --- hf:// URIs --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("uri, expected", [
+    ("hf://timm/resnet50.a1_in1k", ("timm/resnet50.a1_in1k", None)),
+    ("hf://timm/resnet50.a1_in1k@main", ("timm/resnet50.a1_in1k", "main")),
+    ("hf://me/my-model@refs/pr/3", ("me/my-model", "refs/pr/3")),
+    ("hf://me/m@" + "a" * 40, ("me/m", "a" * 40)),
+])
+def test_parse_hf_uri(uri, expected):
+    assert parse_hf_uri(uri) == expected
+
+
+@pytest.mark.parametrize("uri, words", [
+    ("timm/resnet50", "is not a Hub URI"),
+    ("https://huggingface.co/timm/resnet50", "is not a Hub URI"),
+    ("hf://resnet50", "owner/name"),
+    ("hf://a/b/c", "owner/name"),
+    ("hf://timm/", "owner/name"),
+    ("hf://timm/resnet50@", "no revision"),
+    ("hf://timm/res net", "not a valid Hub repository name"),
+    ("hf://timm/a--b", "not a valid Hub repository name"),
+])
+def test_parse_hf_uri_refuses_others_naming_the_form(uri, words):
+    with pytest.raises(ValueError, match=words) as error:
+        parse_hf_uri(uri)
+    assert "hf://timm/resnet50.a1_in1k" in str(error.value)  # the form to write
+
+
+# --- download ----------------------------------------------------------------------------
+
+def test_fetch_returns_verified_files_and_their_commit(standin, tmp_path):
+    commit = standin.add_repo("timm/resnet18.test", {"config.json": CONFIG,
+                                                     "model.safetensors": WEIGHTS,
+                                                     "pytorch_model.bin": b"not wanted"})
+    files = fetch_hub_folder("timm/resnet18.test")
+    assert files.commit == commit and files.revision is None
+    assert files.files == {"config.json": _sha256(CONFIG), "model.safetensors": _sha256(WEIGHTS)}
+    assert files.weights_file == "model.safetensors"
+    assert files.uri == f"hf://timm/resnet18.test@{commit}"
+    assert (files.folder / "model.safetensors").read_bytes() == WEIGHTS
+    assert (files.folder / "config.json").read_bytes() == CONFIG
+    assert files.folder.is_relative_to(tmp_path / "hf" / "hub")  # HF_HOME, read at call time
+    assert not (files.folder / "pytorch_model.bin").exists()  # safetensors preferred
+    assert any(path.startswith("cdn:/blobs/") for _, path in standin.requests)
+
+
+def test_fetch_takes_pytorch_model_bin_when_there_is_no_safetensors(standin):
+    standin.add_repo("timm/old", {"config.json": CONFIG, "pytorch_model.bin": WEIGHTS})
+    files = fetch_hub_folder("timm/old")
+    assert files.files["pytorch_model.bin"] == _sha256(WEIGHTS)
+    assert files.weights_file == "pytorch_model.bin"
+
+
+def test_a_revision_pin_gets_that_commit_and_all_files_from_one_commit(standin):
+    old = standin.add_repo("me/m", {"config.json": CONFIG, "model.safetensors": WEIGHTS},
+                           tag="v1")
+    newer = os.urandom(1000)
+    new = standin.add_repo("me/m", {"model.safetensors": newer})
+    assert fetch_hub_folder("me/m", "v1").commit == old
+    pinned = fetch_hub_folder("me/m", old)
+    assert pinned.files["model.safetensors"] == _sha256(WEIGHTS) and pinned.revision == old
+    latest = fetch_hub_folder("me/m")
+    assert latest.commit == new and latest.files["model.safetensors"] == _sha256(newer)
+    # The weight file is asked for at the commit config.json resolved to, not at "main".
+    assert ("HEAD", f"hub:/me/m/resolve/{new}/model.safetensors") in standin.requests
+
+
+def test_a_second_fetch_uses_the_cache_and_checks_it_again(standin, tmp_path):
+    standin.add_repo("me/m", {"config.json": CONFIG, "model.safetensors": WEIGHTS})
+    first = fetch_hub_folder("me/m")
+    blob = Path(os.path.realpath(first.folder / "model.safetensors"))
+    standin.requests.clear()
+    assert fetch_hub_folder("me/m") == first
+    assert not any(path.startswith("cdn:") for _, path in standin.requests)
+    # A cached file damaged since (same size, one byte changed) is refused and removed.
+    damaged = bytearray(WEIGHTS)
+    damaged[1000] ^= 1
+    os.chmod(blob, 0o644)
+    blob.write_bytes(bytes(damaged))
+    with pytest.raises(HashMismatchError, match="model.safetensors of the Hub repository "
+                                                "'me/m'.*damaged.*removed") as error:
+        fetch_hub_folder("me/m")
+    assert _sha256(WEIGHTS) in str(error.value)
+    assert not blob.exists() and not (first.folder / "model.safetensors").exists()
+    assert fetch_hub_folder("me/m").files == first.files  # downloaded afresh
+
+
+# --- offline and failures ----------------------------------------------------------------
+
+@pytest.mark.parametrize("variable", ["HF_HUB_OFFLINE", "ZOO_OFFLINE"])
+def test_offline_with_nothing_cached_names_repo_file_revision_and_what_to_do(
+        standin, monkeypatch, tmp_path, variable):
+    standin.add_repo("timm/resnet18.test", {"config.json": CONFIG, "model.safetensors": WEIGHTS})
+    monkeypatch.setenv(variable, "1")
+    with pytest.raises(WeightsUnavailableError) as error:
+        fetch_hub_folder("timm/resnet18.test", "v2")
+    message = str(error.value)
+    for words in ("config.json", "'timm/resnet18.test'", "revision 'v2'", f"{variable}=1",
+                  f"{standin.endpoint}/timm/resnet18.test/resolve/v2/config.json",
+                  str(tmp_path / "hf" / "hub" / "models--timm--resnet18.test"),
+                  'weights="path/to/folder"', "model.safetensors or pytorch_model.bin"):
+        assert words in message
+    assert standin.requests == []  # offline means no request at all
+
+
+def test_offline_after_a_download_uses_the_cache(standin, monkeypatch):
+    standin.add_repo("me/m", {"config.json": CONFIG, "pytorch_model.bin": WEIGHTS})
+    online = fetch_hub_folder("me/m")
+    standin.requests.clear()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert fetch_hub_folder("me/m") == online
+    assert fetch_hub_folder("me/m", online.commit).files == online.files
+    assert standin.requests == []
+
+
+def test_no_network_names_the_hub_it_could_not_reach(standin, monkeypatch):
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    monkeypatch.setenv("HF_ENDPOINT", dead)
+    # huggingface_hub retries a refused connection five times over about 20 s before giving
+    # up; the waits are skipped here, the retries are not.
+    import huggingface_hub.utils._http as hf_http
+
+    waits = []
+    monkeypatch.setattr(hf_http.time, "sleep", waits.append)
+    with pytest.raises(WeightsUnavailableError, match="could not be reached") as error:
+        fetch_hub_folder("timm/resnet18.test")
+    message = str(error.value)
+    assert dead in message and "weights=" in message and "config.json" in message
+    assert "Connection refused" in message
+    assert len(waits) == 5
+
+
+def test_missing_repo_revision_and_files_are_named(standin):
+    standin.add_repo("me/m", {"config.json": CONFIG, "model.safetensors": WEIGHTS})
+    standin.add_repo("me/no-weights", {"config.json": CONFIG, "README.md": b"# hi"})
+    standin.add_repo("me/no-config", {"model.safetensors": WEIGHTS})
+    with pytest.raises(HubNotFoundError, match="no model repository 'me/other'.*HF_TOKEN"):
+        fetch_hub_folder("me/other")
+    with pytest.raises(HubNotFoundError, match="'me/m' has no revision 'v9'"):
+        fetch_hub_folder("me/m", "v9")
+    with pytest.raises(HubNotFoundError, match="'me/no-config'.*has no file config.json"):
+        fetch_hub_folder("me/no-config")
+    with pytest.raises(HubNotFoundError, match="'me/no-weights'.*none of model.safetensors, "
+                                               "pytorch_model.bin"):
+        fetch_hub_folder("me/no-weights")
+
+
+# --- interrupted transfers ---------------------------------------------------------------
+
+def test_a_cut_transfer_is_resumed_and_the_file_verified(standin):
+    standin.add_repo("me/m", {"config.json": CONFIG, "model.safetensors": WEIGHTS})
+    standin.cut_transfers = 1
+    files = fetch_hub_folder("me/m")
+    assert standin.was_cut and files.files["model.safetensors"] == _sha256(WEIGHTS)
+    assert (files.folder / "model.safetensors").read_bytes() == WEIGHTS
+
+
+def test_a_cut_transfer_completed_with_wrong_bytes_is_never_used(standin, tmp_path):
+    standin.add_repo("me/m", {"config.json": CONFIG, "model.safetensors": WEIGHTS})
+    standin.cut_transfers, standin.after_cut = 1, "corrupt"
+    with pytest.raises(HashMismatchError, match=_sha256(WEIGHTS)):
+        fetch_hub_folder("me/m")
+    left = _cache_files(tmp_path)
+    assert not any("model.safetensors" in p or _sha256(WEIGHTS) in p for p in left), left
+    assert not any(p.endswith(".incomplete") for p in left), left
+    standin.after_cut = "resume"
+    assert fetch_hub_folder("me/m").files["model.safetensors"] == _sha256(WEIGHTS)
+
+
+def test_a_transfer_that_fails_midway_leaves_nothing(standin, tmp_path):
+    standin.add_repo("me/m", {"config.json": CONFIG, "model.safetensors": WEIGHTS})
+    standin.cut_transfers, standin.after_cut = 1, "fail"
+    with pytest.raises(WeightsUnavailableError, match="model.safetensors.*'me/m'.*the download "
+                                                      "failed.*nothing was kept") as error:
+        fetch_hub_folder("me/m")
+    assert "500" in str(error.value)
+    left = _cache_files(tmp_path)
+    assert not any("model.safetensors" in p or _sha256(WEIGHTS) in p or
+                   p.endswith(".incomplete") for p in left), left
+
+
+def test_settings_are_read_at_call_time(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "a"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.delenv("HUGGINGFACE_HUB_CACHE", raising=False)
+    assert hub.hub_cache_dir() == tmp_path / "a" / "hub"
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "b"))
+    assert hub.hub_cache_dir() == tmp_path / "b"
+    monkeypatch.setenv("HF_ENDPOINT", "http://mirror.example/")
+    assert hub.hub_endpoint() == "http://mirror.example"
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.delenv("ZOO_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    assert hub.hub_offline() is None
+    monkeypatch.setenv("HF_HUB_OFFLINE", "yes")
+    assert hub.hub_offline() == "HF_HUB_OFFLINE=yes"
+
+
+def test_the_standin_requires_a_token_for_writes(standin):
+    import huggingface_hub
+
+    api = huggingface_hub.HfApi(endpoint=standin.endpoint)
+    with pytest.raises(huggingface_hub.errors.HfHubHTTPError):
+        api.create_repo("me/new", token="wrong")
+    assert api.create_repo("me/new", token=TOKEN).endswith("me/new")

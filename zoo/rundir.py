@@ -16,6 +16,8 @@ place that knows its layout, so the writer (:func:`zoo.finetune`) and the reader
       samples/          a few images of the task, for the export's self-check (optional)
       history.csv       per-epoch metrics (written by Keras' CSVLogger during training)
       metrics.json      the report's figures (zoo.recipes.reports; evaluate writes one too)
+      best.keras.sha256 the model file's sha256 (``sha256sum -c`` reads it), checked before
+                        the file is opened; every model and weights file zoo writes has one
       start.json        while a run is unfinished: what it started with (model, weights,
                         recipe, data fingerprint) and the changes made on purpose since
       .zoo.lock         the one writer's lock (``fcntl.flock``; the holder's pid inside)
@@ -48,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from zoo.registry import Geometry
+from zoo.weights.readers import digest_path, file_sha256, recorded_digests
 
 log = logging.getLogger("zoo")
 
@@ -193,18 +196,25 @@ def _staged(path: Path) -> Path:
     return path.with_name(f".tmp-{os.getpid()}-{path.name}")
 
 
-def _into_place(write, path: str | os.PathLike) -> Path:
+def _into_place(write, path: str | os.PathLike, digest: bool = False) -> Path:
     """Runs ``write(staging_path)``, then renames the staged file onto ``path``.
 
     A crash at any moment leaves either the old file or the new one, never half of one;
-    a failed write leaves no staging file behind.
+    a failed write leaves no staging file behind. With ``digest``, the file's sha256 is
+    recorded beside it (``zoo.weights.readers.verify_recorded`` checks it).
     """
     path = Path(path)
     staging = _staged(path)
     try:
         write(staging)
         _sync(staging)
+        if digest:
+            new = file_sha256(staging)
+            previous = recorded_digests(path) if path.exists() else None
+            _record_digests(path, [new, *(previous or [])[:1]])
         os.replace(staging, path)
+        if digest:
+            _record_digests(path, [new])
     except OSError as error:
         # h5py reports a full disk as a plain OSError whose text holds errno 28.
         if error.errno in DISK_FULL or "No space left" in str(error):
@@ -236,13 +246,25 @@ def write_json(path: str | os.PathLike, document: Any) -> Path:
 
 
 def save_model(model, path: str | os.PathLike) -> Path:
-    """Saves a ``keras.Model`` as ``.keras`` crash-safely."""
-    return _into_place(model.save, path)
+    """Saves a ``keras.Model`` as ``.keras`` crash-safely, with its sha256 beside it."""
+    return _into_place(model.save, path, digest=True)
 
 
 def save_weights(model, path: str | os.PathLike) -> Path:
-    """Saves a model's weights (``.weights.h5``, optimizer state included) crash-safely."""
-    return _into_place(model.save_weights, path)
+    """Saves a model's weights (``.weights.h5``, optimizer state included) crash-safely.
+
+    Their sha256 is recorded beside them.
+    """
+    return _into_place(model.save_weights, path, digest=True)
+
+
+# ----------------------------------------------------------------- recorded digests
+
+
+def _record_digests(path: Path, digests: list[str]) -> None:
+    # sha256sum's format; a second line holds the previous file's digest while the new
+    # file is renamed into place, so a crash between the two renames is no false alarm.
+    write_text(digest_path(path), "".join(f"{d}  {path.name}\n" for d in digests))
 
 
 def free_space_line(error: OSError) -> str:
@@ -532,15 +554,29 @@ def _run_geometry(info: dict, schema: int, meta_path: Path) -> Geometry:
 
 
 def load_model_file(path: str | os.PathLike):
-    """Loads a ``.keras`` file (uncompiled) with zoo's custom layers registered."""
+    """Loads a ``.keras`` file (uncompiled) with zoo's custom layers registered.
+
+    A file zoo wrote is checked against its recorded sha256 first
+    (``zoo.weights.readers.verify_recorded``); a damaged file is a ``WeightsFileError``
+    naming it.
+
+    Raises:
+        FileNotFoundError: When there is no file at ``path``.
+        zoo.weights.WeightsFileError: When the file is damaged (truncated, changed bytes).
+    """
     import keras
 
     import zoo.layers  # noqa: F401  (registers Normalize and the other custom layers)
+    from zoo.weights.readers import damaged_file_errors, detect_format
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"No model file at {path}.")
-    return keras.saving.load_model(path, compile=False)
+    # The recorded digest is checked, and a cut zip named as such (Keras would call it
+    # "File not found").
+    detect_format(path)
+    with damaged_file_errors(path, ".keras model"):
+        return keras.saving.load_model(path, compile=False)
 
 
 def open_model(source, *, model_name: str | None = None, weights=None) -> Opened:

@@ -154,3 +154,43 @@ def test_the_command_line_prints_one_line_and_fails(good_files, digits, tmp_path
     assert len(err.splitlines()) == 1, err
     assert err.startswith(f"zoo {command}: Weight file {str(path)!r}") and "truncated" in err
     assert "Traceback" not in err
+
+
+def test_a_flipped_byte_that_hangs_hdf5_is_a_clear_error(good_files, tmp_path, monkeypatch):
+    # Byte 2056 of LeNet's .weights.h5 (Keras' own file) flipped: HDF5 never returns from
+    # reading an attribute. The metadata is read in a child process first, so the hang is
+    # a WeightsFileError after the timeout instead of a process that never ends.
+    import time
+
+    from zoo.weights import readers
+
+    data = bytearray(good_files["weights.h5"].read_bytes())
+    data[2056] ^= 0xFF
+    path = _damaged(tmp_path, good_files["weights.h5"], bytes(data))
+    monkeypatch.setattr(readers, "PROBE_TIMEOUT", 8.0)
+    started = time.monotonic()
+    with pytest.raises(WeightsFileError) as error:
+        _build("weights.h5", path)
+    assert time.monotonic() - started < 60
+    _assert_named(error, path, "did not finish reading its metadata in 8 s")
+
+
+def test_a_file_zoo_wrote_is_checked_against_its_recorded_sha256(tmp_path):
+    import hashlib
+    import subprocess
+
+    from zoo import rundir
+
+    path = rundir.save_weights(_lenet(), tmp_path / "lenet5.weights.h5")
+    record = tmp_path / "lenet5.weights.h5.sha256"
+    # The record is sha256sum's format: the tool itself checks it.
+    assert record.read_text() == f"{hashlib.sha256(path.read_bytes()).hexdigest()}  " \
+                                 f"{path.name}\n"
+    assert subprocess.run(["sha256sum", "-c", record.name], cwd=tmp_path).returncode == 0
+    _build("weights.h5", path)
+    data = bytearray(path.read_bytes())
+    data[2056] ^= 0xFF  # the flip that hangs HDF5: refused before HDF5 reads a byte
+    path.write_bytes(bytes(data))
+    with pytest.raises(WeightsFileError, match="sha256") as error:
+        _build("weights.h5", path)
+    assert repr(str(path)) in str(error.value) and "when zoo wrote it" in str(error.value)

@@ -18,17 +18,21 @@ from __future__ import annotations
 import _compat_pickle
 import collections
 import contextlib
+import hashlib
 import io
 import json
 import os
 import pickle
 import re
 import struct
+import subprocess
+import sys
 import tarfile
 import zipfile
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -119,6 +123,64 @@ def damage_message(path: str | os.PathLike, kind: str, error: BaseException) -> 
 
 
 # --------------------------------------------------------------------------------------
+# Recorded digests
+# --------------------------------------------------------------------------------------
+
+# HDF5 can loop for ever on one changed byte of a file's metadata (reading an attribute of
+# a LeNet .weights.h5 written by Keras, its byte 2056 flipped, never returns) and a
+# .weights.h5 has no checksum of its own. So every model and weights file zoo writes gets
+# its sha256 recorded beside it (zoo.rundir), and is checked before anything parses it.
+DIGEST_SUFFIX = ".sha256"
+
+
+def digest_path(path: str | os.PathLike) -> Path:
+    """The file holding ``path``'s recorded sha256 (``<name>.sha256``, sha256sum's format)."""
+    path = Path(path)
+    return path.with_name(path.name + DIGEST_SUFFIX)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The sha256 of a file's bytes, in hex."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def recorded_digests(path: str | os.PathLike) -> list[str] | None:
+    """The sha256 digests recorded for ``path`` when zoo wrote it, or None (no record)."""
+    try:
+        text = digest_path(path).read_text(encoding="utf-8")
+    except (FileNotFoundError, UnicodeDecodeError):
+        return None
+    return [line.split()[0].lower() for line in text.splitlines() if line.strip()] or None
+
+
+def verify_recorded(path: str | os.PathLike) -> bool:
+    """Checks a file against the sha256 zoo recorded when it wrote it.
+
+    Args:
+        path: The file.
+
+    Returns:
+        Whether there was a record to check against (False: a file zoo did not write).
+
+    Raises:
+        WeightsFileError: When the file's bytes are not the ones zoo wrote, naming the
+            file, the record and what to do.
+    """
+    recorded = recorded_digests(path)
+    if recorded is None:
+        return False
+    actual = file_sha256(path)
+    if actual not in recorded:
+        raise WeightsFileError(
+            f"{os.fspath(path)!r} is damaged: its sha256 {actual[:16]}... is not the "
+            f"{recorded[0][:16]}... recorded in {digest_path(path).name} when zoo wrote it "
+            f"(cut short, or bytes changed on disk or in a copy). zoo did not change it; "
+            f"replace it with a good copy, or train again (--overwrite).")
+    return True
+
+
+# --------------------------------------------------------------------------------------
 # Format detection
 # --------------------------------------------------------------------------------------
 
@@ -138,13 +200,16 @@ def detect_format(path: str | os.PathLike) -> str:
         One of ``"torch"`` (zip or legacy state dict), ``"safetensors"``, ``"keras_h5"``
         (legacy or Keras 3 HDF5 weights) or ``"keras"`` (a ``.keras`` archive).
 
+    A file zoo wrote is checked against its recorded sha256 first (:func:`verify_recorded`).
+
     Raises:
         FileNotFoundError: If the file does not exist.
-        WeightsFileError: If it is none of these.
+        WeightsFileError: If it is none of these, or not what zoo wrote.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"Weight file {path!r} does not exist.")
+    verify_recorded(path)
     with damaged_file_errors(path, "weight file"), open(path, "rb") as f:
         head = f.read(16)
     if not head:
@@ -637,8 +702,53 @@ def read_keras_h5(path: str | os.PathLike | io.BytesIO, *, source: str | None = 
 
     if source is None:
         source = "<in-memory file>" if isinstance(path, io.BytesIO) else os.fspath(path)
+    if not isinstance(path, io.BytesIO) and not verify_recorded(path):
+        probe_hdf5_metadata(path)
     with damaged_file_errors(source, "HDF5 weights"):
         return _read_h5(h5py.File(path, "r"), source)
+
+
+# Reads every group's and dataset's attributes, not the data: where HDF5 was seen to hang.
+_PROBE = """
+import sys, h5py
+def attrs(name, obj):
+    for key in obj.attrs:
+        obj.attrs[key]
+with h5py.File(sys.argv[1], "r") as f:
+    attrs("/", f)
+    f.visititems(attrs)
+"""
+PROBE_TIMEOUT = 60.0
+
+
+def probe_hdf5_metadata(path: str | os.PathLike, timeout: float | None = None) -> None:
+    """Reads an HDF5 file's metadata in a child process first, so a hang is a clear error.
+
+    For files zoo did not write (no recorded sha256). It costs a Python start and an
+    h5py import (a fraction of a second), not a read of the data.
+
+    Args:
+        path: The HDF5 file.
+        timeout: Seconds the metadata may take (None: ``PROBE_TIMEOUT``).
+
+    Raises:
+        WeightsFileError: When the HDF5 library does not finish in ``timeout`` seconds or
+            crashes on the file. Other failures are left to the real read, which names them.
+    """
+    timeout = PROBE_TIMEOUT if timeout is None else timeout
+    try:
+        done = subprocess.run([sys.executable, "-c", _PROBE, os.fspath(path)],
+                              capture_output=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        what = f"the HDF5 library did not finish reading its metadata in {timeout:.0f} s"
+    else:
+        if done.returncode >= 0:
+            return
+        what = f"the HDF5 library crashed reading it (signal {-done.returncode})"
+    raise WeightsFileError(
+        f"Weight file {os.fspath(path)!r} (HDF5 weights) is damaged: {what}, as it does on "
+        "changed bytes in a file's metadata. zoo did not change it; replace it with a good "
+        "copy (copy or download it again, or save it again from the model that wrote it).")
 
 
 def _read_h5(file, source: str) -> KerasWeights:

@@ -13,7 +13,8 @@ client reads:
 * the CDN serves blobs with ``Range`` support, and can cut transfers halfway
   (``cut_transfers``) and then answer the client's next attempt normally, with flipped
   bytes or with a server error (``after_cut``).
-* ``POST /api/repos/create``, ``/api/models/<repo>/branch/<branch>``,
+* ``POST /api/repos/create``, ``/api/validate-yaml`` (a README's YAML header must parse),
+  ``/api/models/<repo>/branch/<branch>``,
   ``/api/models/<repo>/preupload/<revision>`` (every file "regular": its bytes travel in the
   commit, so no LFS or Xet upload is needed) and ``/api/models/<repo>/commit/<revision>``
   (the ndjson commit), all requiring ``Authorization: Bearer <token>``.
@@ -31,6 +32,8 @@ import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote, urlsplit
+
+import yaml
 
 LFS_SUFFIXES = (".safetensors", ".bin", ".pth", ".h5", ".keras", ".onnx", ".tflite", ".pb")
 TOKEN = "hf_standin_token"
@@ -90,7 +93,7 @@ class HubStandIn:
 
     def __enter__(self) -> HubStandIn:
         for server in self._servers:
-            threading.Thread(target=server.serve_forever, daemon=True).start()
+            threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
         return self
 
     def __exit__(self, *exc) -> None:
@@ -237,6 +240,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._error(401, "Invalid credentials in Authorization header")
         if parts[:3] == ["api", "repos", "create"]:
             return self._create_repo(json.loads(body))
+        if parts[:2] == ["api", "validate-yaml"]:
+            return self._validate_yaml(json.loads(body)["content"])
         if len(parts) < 6 or parts[:2] != ["api", "models"]:
             return self._error(404, "NotFound")
         repo_id, action, revision = "/".join(parts[2:4]), parts[4], "/".join(parts[5:])
@@ -263,6 +268,17 @@ class _Handler(BaseHTTPRequestHandler):
         self.hub.add_repo(repo_id, {".gitattributes": b"*.safetensors filter=lfs\n"})
         self.hub.repos[repo_id].private = payload.get("visibility") == "private"
         self._json({"url": f"{self.hub.endpoint}/{repo_id}", "name": repo_id})
+
+    def _validate_yaml(self, card: str) -> None:
+        # The Hub checks a README's YAML header before a commit; so does the stand-in.
+        if card.startswith("---"):
+            header = card.split("---", 2)[1]
+            try:
+                if not isinstance(yaml.safe_load(header) or {}, dict):
+                    raise yaml.YAMLError("the header is not a mapping")
+            except yaml.YAMLError as error:
+                return self._json({"errors": [{"message": str(error)}]}, status=400)
+        self._json({"warnings": []})
 
     def _create_branch(self, repo: Repo, branch: str) -> None:
         if branch in repo.branches:

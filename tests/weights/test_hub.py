@@ -282,3 +282,124 @@ def test_the_standin_requires_a_token_for_writes(standin):
     with pytest.raises(huggingface_hub.errors.HfHubHTTPError):
         api.create_repo("me/new", token="wrong")
     assert api.create_repo("me/new", token=TOKEN).endswith("me/new")
+
+
+# --- zoo push ----------------------------------------------------------------------------
+
+CARD = "---\nlibrary_name: timm\ntags: [image-classification, zoo]\n---\n# a fine-tune\n"
+
+
+def _timm_export(folder: Path, weights: bytes = WEIGHTS) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_bytes(CONFIG)
+    (folder / "model.safetensors").write_bytes(weights)
+    (folder / "README.md").write_text(CARD)
+    return folder
+
+
+def _savedmodel_export(folder: Path, model: str = "resnet18") -> Path:
+    (folder / "variables").mkdir(parents=True)
+    (folder / "saved_model.pb").write_bytes(b"graph " + folder.name.encode())
+    (folder / "variables" / "variables.data-00000-of-00001").write_bytes(os.urandom(5000))
+    (folder / "export.json").write_text(f'{{"model": "{model}"}}')
+    return folder
+
+
+@pytest.fixture
+def token(monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+
+
+def test_push_uploads_a_runs_timm_export_with_its_commit_message(standin, tmp_path, token):
+    from zoo.push import push
+
+    run = tmp_path / "runs" / "pets"
+    (run / "samples").mkdir(parents=True)
+    (run / "run.json").write_text("{}")
+    _savedmodel_export(run / "export" / "1")
+    folder = _timm_export(run / "export" / "1" / "timm")
+    pushed = push(run, "hf://me/pets", private=True, message="pets, 3 classes")
+    assert (pushed.folder, pushed.kind, pushed.revision) == (folder, "timm", "main")
+    assert standin.files_at("me/pets")["model.safetensors"] == WEIGHTS
+    assert standin.files_at("me/pets")["README.md"].decode() == CARD
+    assert standin.message_at("me/pets") == "pets, 3 classes"
+    assert pushed.commit == standin.repos["me/pets"].branches["main"]
+    assert standin.repos["me/pets"].private
+    assert "saved_model.pb" not in standin.files_at("me/pets")
+    # What was pushed is what hf:// fetches back.
+    fetched = fetch_hub_folder("me/pets")
+    assert fetched.commit == pushed.commit
+    assert fetched.files["model.safetensors"] == _sha256(WEIGHTS)
+
+
+def test_push_to_a_branch_leaves_main_alone(standin, tmp_path, token):
+    from zoo.push import PushError, push
+
+    first = _timm_export(tmp_path / "a")
+    push(first, "hf://me/m")
+    newer = os.urandom(2000)
+    second = _timm_export(tmp_path / "b", newer)
+    pushed = push(second, "hf://me/m@experiment")
+    assert pushed.revision == "experiment"
+    assert standin.files_at("me/m", "experiment")["model.safetensors"] == newer
+    assert standin.files_at("me/m")["model.safetensors"] == WEIGHTS
+    assert push(second, "hf://me/m", revision="experiment").revision == "experiment"
+    with pytest.raises(PushError, match="Two revisions"):
+        push(second, "hf://me/m@v1", revision="v2")
+
+
+def test_push_takes_the_newest_savedmodel_when_there_is_no_timm_export(standin, tmp_path,
+                                                                       token):
+    from zoo.push import push
+
+    exports = tmp_path / "exports" / "pets"
+    _savedmodel_export(exports / "1")
+    newest = _savedmodel_export(exports / "2")
+    (exports / ".zoo-export-3-p1-abcdefgh").mkdir()  # a killed export's staging
+    pushed = push(exports, "hf://me/served")
+    assert (pushed.folder, pushed.kind) == (newest, "savedmodel")
+    files = standin.files_at("me/served")
+    assert files["saved_model.pb"] == b"graph 2"
+    assert "variables/variables.data-00000-of-00001" in files
+    assert standin.message_at("me/served") == "zoo push: savedmodel export 2 (resnet18)"
+
+
+def test_push_without_an_export_or_a_token_says_what_to_do(standin, tmp_path, monkeypatch):
+    from zoo.push import PushError, push
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run.json").write_text("{}")
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    with pytest.raises(PushError, match=r"holds no export to push.*zoo export RUN_DIR --out "
+                                        r".*--format timm"):
+        push(run, "hf://me/m")
+    with pytest.raises(PushError, match="is not a folder"):
+        push(tmp_path / "nothing", "hf://me/m")
+    monkeypatch.delenv("HF_TOKEN")
+    folder = _timm_export(tmp_path / "timm")
+    with pytest.raises(PushError, match="needs a Hugging Face token.*HF_TOKEN.*hf auth login"):
+        push(folder, "hf://me/m")
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(PushError, match=r"turned off \(HF_HUB_OFFLINE=1\)"):
+        push(folder, "hf://me/m")
+    assert standin.requests == []
+
+
+def test_push_with_a_refused_token_names_the_status(standin, tmp_path, monkeypatch):
+    from zoo.push import PushError, push
+
+    monkeypatch.setenv("HF_TOKEN", "hf_wrong")
+    with pytest.raises(PushError, match="refused the push to me/m.*HTTP 401.*write access"):
+        push(_timm_export(tmp_path / "timm"), "hf://me/m")
+
+
+def test_offline_set_when_huggingface_hub_was_imported_is_named(standin, monkeypatch):
+    import huggingface_hub.constants as hf_constants
+
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(WeightsUnavailableError, match="HF_HUB_OFFLINE was set when "
+                                                      "huggingface_hub was imported"):
+        fetch_hub_folder("me/m")
+    assert standin.requests == []

@@ -243,6 +243,8 @@ def _download(repo_id: str, filename: str, revision: str | None,
             f"The Hub repository {repo_id!r} (revision {asked or 'main'!r}) has no file "
             f"{filename}.") from error
     except (hf_errors.LocalEntryNotFoundError, hf_errors.OfflineModeIsEnabled) as error:
+        if not offline and _offline_when_imported(error):
+            offline = "HF_HUB_OFFLINE was set when huggingface_hub was imported"
         reason = (f"the Hub is turned off ({offline})." if offline else
                   f"the Hub at {hub_endpoint()} could not be reached ({_cause(error)}).")
         raise WeightsUnavailableError(
@@ -253,6 +255,18 @@ def _download(repo_id: str, filename: str, revision: str | None,
         raise WeightsUnavailableError(unavailable_message(
             repo_id, filename, asked, f"the download failed ({_cause(error)}); nothing was "
             "kept, try again.")) from error
+
+
+def _offline_when_imported(error: BaseException) -> bool:
+    # huggingface_hub refuses every request when HF_HUB_OFFLINE was set at its import, even
+    # if it is unset now.
+    from huggingface_hub.errors import OfflineModeIsEnabled
+
+    while error is not None:
+        if isinstance(error, OfflineModeIsEnabled):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def _cause(error: BaseException) -> str:

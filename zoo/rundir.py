@@ -408,6 +408,45 @@ def write_start(run_dir: str | os.PathLike, record: dict) -> Path:
     return write_json(Path(run_dir) / START_FILE, record)
 
 
+def resume_without_start(run_dir: str | os.PathLike, resume: str | None,
+                         traces: Iterable[str], epoch: int) -> list[dict]:
+    """What to do with an unfinished run that has no start record (zoo before the guard).
+
+    Such a run's options cannot be checked against this call's, so it is not resumed
+    silently: only on purpose (``resume="changed"``), recorded.
+
+    Args:
+        run_dir: The run directory (locked).
+        resume: The caller's ``resume`` (None or ``"changed"``).
+        traces: The names of the files and folders an unfinished run leaves.
+        epoch: The epochs its history holds (where the resume starts).
+
+    Returns:
+        The changes to record: none when the directory holds no unfinished run; with
+        ``resume="changed"``, one at ``epoch`` saying the earlier options are unknown.
+
+    Raises:
+        ValueError: For an unfinished run without a start record and no ``resume``,
+            naming both ways on.
+    """
+    found = [name for name in traces if (Path(run_dir) / name).exists()]
+    if not found:
+        return []
+    if resume == "changed":
+        log.warning("Resuming %s at epoch %d on purpose; it started before zoo recorded a "
+                    "run's options, so the earlier epochs' options are unknown.", run_dir, epoch)
+        return [{"epoch": epoch, "options": {},
+                 "unchecked": f"the run started before zoo recorded its options (no "
+                              f"{START_FILE}); its earlier options are unknown"}]
+    raise ValueError(
+        f"{run_dir} holds an interrupted run ({', '.join(found)}) that started before zoo "
+        f"recorded a run's options (it has no {START_FILE}), so whether this call's model, "
+        f"weights, recipe and data are the ones it started with cannot be checked. Continue "
+        f"it with this call's options on purpose with resume='changed' (--resume-changed), "
+        f"recorded in run.json, or start afresh with overwrite=True (--overwrite), which "
+        f"keeps the old run beside it, renamed.")
+
+
 def differences(started: dict, now: dict, prefix: str = "") -> dict[str, tuple]:
     """The keys whose values differ between two start records, nested keys flattened.
 

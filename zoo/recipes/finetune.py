@@ -301,7 +301,10 @@ def _guard_resume(run_dir: Path, record: dict, resume: str | None) -> list:
     """
     started = rundir.read_start(run_dir)
     if started is None:
-        return {**record, "changes": []}
+        # A run from before the start record: resumed only on purpose (rundir says how).
+        epoch = len(_read_history(run_dir / rundir.HISTORY_FILE).get("loss", []))
+        return {**record, "changes": rundir.resume_without_start(run_dir, resume, _RUN_FILES,
+                                                                 epoch)}
     changed = rundir.differences(started, record)
     # The data's root is shown, not compared: the same files moved are the same data.
     shown = {name: pair for name, pair in changed.items() if name != "data.root"}

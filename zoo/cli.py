@@ -406,6 +406,31 @@ def _add_deploy_commands(sub) -> None:
     p.set_defaults(func=cmd_predict)
 
 
+def cmd_push(args: argparse.Namespace) -> int:
+    """Uploads a run's export to a Hugging Face Hub model repository."""
+    from zoo.push import push
+
+    pushed = push(args.source, args.repo, revision=args.revision, private=args.private,
+                  message=args.message)
+    print(f"pushed {pushed.kind} export {pushed.folder} ({len(pushed.files)} files) to "
+          f"{pushed.repo_id}@{pushed.revision}, commit {pushed.commit}\n{pushed.url}")
+    return 0
+
+
+def _add_push_command(sub) -> None:
+    """``push``: an export to the Hugging Face Hub."""
+    p = sub.add_parser("push", help="upload a run's export (timm's layout, else the "
+                       "SavedModel) to a Hugging Face Hub model repository")
+    p.add_argument("source", help="run directory, export directory (zoo export --out) or "
+                   "export folder")
+    p.add_argument("repo", help="hf://owner/repo or hf://owner/repo@branch")
+    p.add_argument("--revision", help="branch to push to (created if missing; default main)")
+    p.add_argument("--private", action="store_true",
+                   help="create the repository as private (an existing one is unchanged)")
+    p.add_argument("--message", help="commit message (default: what was pushed)")
+    p.set_defaults(func=cmd_push)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Returns the argument parser of the ``zoo`` command."""
     parser = argparse.ArgumentParser(
@@ -414,6 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_commands(sub)
     _add_recipe_commands(sub)
     _add_deploy_commands(sub)
+    _add_push_command(sub)
     return parser
 
 

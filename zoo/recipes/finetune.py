@@ -41,6 +41,7 @@ from zoo.recipes.stages import (
     NanGuard,
     StageRunner,
     layer_stages,
+    monitored,
     one_hot,
     prepare_stage,
     read_history_rows,
@@ -101,6 +102,8 @@ class _Setup:
     val: tf.data.Dataset | None
     steps: int | None
     changes: list = field(default_factory=list)  # options changed on purpose at a resume
+    multi_label: bool = False
+    class_weight: dict | None = None  # by class index, as Keras' fit takes it
 
 
 def finetune(
@@ -177,15 +180,18 @@ def _train(setup: _Setup, model_name: str, weights, recipe: Recipe, verbose: int
         _announce(setup, model_name, policy, verbose)
         with setup.strategy.scope():
             model = build(model_name, weights=weights, num_classes=len(setup.class_names),
-                          input_shape=setup.image_shape, dropout=recipe.dropout)
+                          input_shape=setup.image_shape, dropout=recipe.dropout,
+                          classifier_activation=_activation(setup.multi_label))
         runner = StageRunner(model, model_name, recipe, setup.strategy, setup.train,
                              setup.val, setup.write_dir, setup.steps, len(setup.class_names),
-                             callbacks=list(callbacks or []), verbose=verbose)
+                             callbacks=list(callbacks or []), verbose=verbose,
+                             class_weight=setup.class_weight, multi_label=setup.multi_label)
         history = runner.run_all(pretrained=weights is not None)
         model = _final_model(model, setup, model_name, recipe)
         history = _read_history(setup.write_dir / rundir.HISTORY_FILE) or history
         metrics = reports.write_report(setup.write_dir, model, setup.data.val,
-                                       setup.class_names, history)
+                                       setup.class_names, history,
+                                       multi_label=setup.multi_label)
     _write_run_dir(setup, model, model_name, weights, recipe, policy, metrics)
     return FinetuneResult(model=model, history=history, metrics=metrics,
                           run_dir=setup.run_dir, recipe=recipe)
@@ -207,6 +213,8 @@ def _prepare(model_name: str, data, weights, recipe: Recipe, out_dir, opening: _
         recipe.augment = getattr(data, "augment", "given by the caller")
         recipe.validation_split = (getattr(data, "manifest", None) or {}).get(
             "validation_split", None if data.val is not None else 0.0)
+        _refuse_other_sampling(recipe_options.get("sampling"), data)
+        recipe.sampling = getattr(data, "sampling", "natural")
     start: dict = {"changes": []}
     if chief:
         _open_run_dir(run_dir, None if given_data else Path(data), opening.overwrite,
@@ -220,6 +228,8 @@ def _prepare(model_name: str, data, weights, recipe: Recipe, out_dir, opening: _
         # Written once the data is read: a command that fails before leaves no trace.
         rundir.write_start(run_dir, start)
     class_names = list(data.class_names)
+    multi_label = bool(getattr(data, "multi_label", False))
+    _refuse_what_multi_label_cannot(recipe, data, multi_label)
     train = one_hot(data.train, len(class_names))
     val = one_hot(data.val, len(class_names)) if data.val is not None else None
     cardinality = int(train.cardinality())
@@ -228,7 +238,71 @@ def _prepare(model_name: str, data, weights, recipe: Recipe, out_dir, opening: _
                   image_shape=tuple(int(s) for s in data.train.element_spec[0].shape[1:]),
                   geometry=_data_geometry(data, model_name, weights), train=train, val=val,
                   steps=cardinality if cardinality > 0 else None,
-                  changes=list(start["changes"]))
+                  changes=list(start["changes"]), multi_label=multi_label,
+                  class_weight=class_weights(recipe.class_weight, data, class_names))
+
+
+def _refuse_other_sampling(sampling: str | None, data) -> None:
+    """Refuses a ``sampling`` that contradicts the caller's pipeline (it cannot change it)."""
+    built = getattr(data, "sampling", "natural")
+    if sampling is not None and sampling != built:
+        raise ValueError(
+            f"sampling={sampling!r} applies when finetune builds the pipeline from a folder "
+            f"path; this data was built by the caller with sampling={built!r}. Pass "
+            f"sampling={sampling!r} to pipelines.from_folder (or from_csv) instead.")
+
+
+def _refuse_what_multi_label_cannot(recipe: Recipe, data, multi_label: bool) -> None:
+    """Multi-label data: the options that have no multi-label meaning are refused."""
+    if not multi_label:
+        return
+    refused = []
+    if recipe.class_weight is not None:
+        refused.append(f"class_weight={recipe.class_weight!r} (a class weight weighs an "
+                       "image by its one class; try loss='focal', --loss focal)")
+    if getattr(data, "soft_labels", False):
+        refused.append(f"augment={getattr(data, 'augment', None)!r} (mixup and cutmix mix "
+                       "one class per image; use 'standard' or 'strong')")
+    if refused:
+        raise ValueError(f"Multi-label data cannot train with {' and '.join(refused)}.")
+
+
+def class_weights(class_weight, data, class_names: list[str]) -> dict[int, float] | None:
+    """The recipe's ``class_weight`` by class index, as Keras' ``fit`` takes it.
+
+    Args:
+        class_weight: None, ``"balanced"`` or ``{class name or index: weight}``.
+        data: The pipeline (``"balanced"`` reads its per-class training counts).
+        class_names: The data's classes in label order.
+
+    Returns:
+        ``{index: weight}`` for every class (1.0 for a class a dict leaves out), or None.
+
+    Raises:
+        ValueError: For a class the data does not have, or ``"balanced"`` with data that
+            has no per-class training counts.
+    """
+    if class_weight is None:
+        return None
+    if class_weight == "balanced":
+        from pipelines import balanced_class_weights
+
+        train = (getattr(data, "counts", None) or {}).get("train")
+        if not isinstance(train, dict):
+            raise ValueError("class_weight='balanced' needs the training images per class "
+                             "(data.counts['train'] = {class name: count}); this data does "
+                             "not say them. Pass a dict of class to weight instead.")
+        return balanced_class_weights([train.get(name, 0) for name in class_names])
+    weights = {i: 1.0 for i in range(len(class_names))}
+    for key, weight in class_weight.items():
+        if str(key) in class_names:
+            weights[class_names.index(str(key))] = weight
+        elif str(key).isdigit() and int(key) < len(class_names):
+            weights[int(key)] = weight
+        else:
+            raise ValueError(f"class_weight names the class {key!r}, which the data does not "
+                             f"have; its classes are {', '.join(class_names[:20])}.")
+    return weights
 
 
 def default_run_dir(model_name: str, data) -> Path:
@@ -340,7 +414,7 @@ def _load_data(data, model_name: str, weights, recipe: Recipe, global_batch: int
                                      batch_size=global_batch, seed=recipe.seed,
                                      augment=recipe.augment,
                                      validation_split=recipe.validation_split,
-                                     out_dir=run_dir), root
+                                     sampling=recipe.sampling, out_dir=run_dir), root
     if options.get("validation_split") is not None:
         # Silently training with the caller's split would contradict what was asked.
         raise ValueError(
@@ -433,9 +507,15 @@ def _final_model(model: keras.Model, setup: _Setup, model_name: str,
     norm = model.get_layer("normalize").get_config()
     copy = build(model_name, num_classes=len(setup.class_names),
                  input_shape=setup.image_shape, dropout=recipe.dropout,
+                 classifier_activation=_activation(setup.multi_label),
                  preprocessing={k: norm[k] for k in ("mean", "std", "channel_order")})
     copy.set_weights(model.get_weights())
     return copy
+
+
+def _activation(multi_label: bool) -> str | None:
+    # Multi-label: logits, the sigmoid in the loss and in the exported signatures.
+    return None if multi_label else "softmax"
 
 
 def _read_history(path: Path) -> dict[str, list[float]]:
@@ -474,7 +554,14 @@ def _write_run_dir(setup: _Setup, model: keras.Model, model_name: str, weights,
                  "skipped": len(getattr(setup.data, "skipped", []) or [])},
         "val_accuracy": metrics["val_accuracy"],
         "validation": "held out" if has_val else "none",
-        "kept": "best val_accuracy" if has_val else "last epoch",
+        "kept": f"best {monitored(setup.multi_label)}" if has_val else "last epoch",
+        "class_weights": setup.class_weight,
+        "multi_label": setup.multi_label,
+        **({"val_map": metrics.get("val_map"),
+            "thresholds": metrics.get("thresholds") or [0.5] * len(setup.class_names),
+            "thresholds_from": "validation split (highest F1 per class; 0.5 without a "
+                               "positive)" if has_val else "0.5 (no validation split)"}
+           if setup.multi_label else {}),
         "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
         **({"changes": setup.changes} if setup.changes else {}),
     })

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from zoo.distribute import POLICIES, STRATEGIES
+
+LOSSES = ("cross_entropy", "focal")
+SAMPLINGS = ("natural", "balanced")
 
 
 @dataclass
@@ -47,6 +51,16 @@ class Recipe:
             in ``run.json`` when the caller built the pipeline and it does not say.
         precision: Precision policy: auto, float32, mixed_bfloat16 or mixed_float16.
         strategy: Distribution strategy: auto, one, mirrored, multiworker or tpu.
+        class_weight: Weights of the classes in the loss, for skewed data: "balanced"
+            (``n_images / (n_classes * n_class)`` from the training counts, as
+            scikit-learn's), a dict of class (name or index) to weight (on the command
+            line JSON or ``name=weight,...``), or None (every image alike).
+            Single-label data only.
+        loss: The loss: cross_entropy or focal (Keras' focal cross-entropy, gamma 2,
+            which lowers the weight of images the model already gets right).
+        sampling: How the train stream draws images when zoo builds the pipeline:
+            natural (each image once an epoch) or balanced (every class equally often,
+            re-sampled without copying files).
         seed: Seed of the split, the shuffles and the initialisation.
     """
 
@@ -69,6 +83,9 @@ class Recipe:
     validation_split: float | None = 0.2
     precision: str = field(default="auto", metadata={"choices": POLICIES})
     strategy: str = field(default="auto", metadata={"choices": STRATEGIES})
+    class_weight: Any = None
+    loss: str = field(default="cross_entropy", metadata={"choices": LOSSES})
+    sampling: str = field(default="natural", metadata={"choices": SAMPLINGS})
     seed: int = 0
 
 
@@ -121,8 +138,6 @@ def check_recipe(recipe: Recipe) -> None:
     Raises:
         ValueError: Naming the field, its command-line flag, the value and the range.
     """
-    import math
-
     for name, (low, high, low_allowed) in _RANGES.items():
         value = getattr(recipe, name)
         if value is None and name in ("dropout", "validation_split"):
@@ -143,6 +158,53 @@ def check_recipe(recipe: Recipe) -> None:
             else:
                 wanted = f"a number in [{low}, {high})"
             raise ValueError(f"{name} ({flag}) must be {wanted}; got {value!r}.")
+    for name, allowed in (("loss", LOSSES), ("sampling", SAMPLINGS)):
+        if getattr(recipe, name) not in allowed:
+            raise ValueError(f"{name} (--{name}) must be one of {', '.join(allowed)}; got "
+                             f"{getattr(recipe, name)!r}.")
+    recipe.class_weight = parse_class_weight(recipe.class_weight)
+
+
+def parse_class_weight(value: Any) -> str | dict | None:
+    """``class_weight`` as given, or parsed from its command-line text.
+
+    Args:
+        value: None, ``"balanced"``, a dict ``{class: weight}``, or text: ``"none"``,
+            JSON (``'{"cat": 3}'``) or ``"cat=3,dog=1"``.
+
+    Returns:
+        None, ``"balanced"`` or ``{class name or index: weight}`` (weights checked
+        positive; the classes are matched to the data's when training starts).
+
+    Raises:
+        ValueError: Naming the allowed forms.
+    """
+    import json
+
+    if value is None or value == "balanced" or value == "none":
+        return None if value in (None, "none") else value
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            value = json.loads(text) if text.startswith("{") else dict(
+                item.split("=", 1) for item in text.split(",") if item.strip())
+        except ValueError:
+            value = None
+    if not isinstance(value, dict) or not value:
+        raise ValueError(f"class_weight (--class-weight) must be 'balanced', None, or a dict "
+                         f"of class to weight ('cat=3,dog=1' or JSON on the command line); "
+                         f"got {value!r}.")
+    weights = {}
+    for key, weight in value.items():
+        key = key.strip() if isinstance(key, str) else key
+        try:
+            weights[key] = float(weight)
+        except (TypeError, ValueError):
+            weights[key] = math.nan
+        if not math.isfinite(weights[key]) or weights[key] < 0:
+            raise ValueError(f"class_weight (--class-weight): the weight of class {key!r} "
+                             f"must be a number of at least 0; got {weight!r}.")
+    return weights
 
 
 def set_epochs(recipe: Recipe, epochs: int | None, pretrained: bool) -> None:

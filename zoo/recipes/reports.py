@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -77,7 +76,9 @@ def compute_metrics(y_true, probs, class_names: list[str]) -> dict:
 
     Returns:
         A JSON-serialisable dict with ``accuracy`` (also as ``val_accuracy``),
-        ``top5_accuracy`` when it applies, ``per_class`` and ``confusion_matrix``.
+        ``top5_accuracy`` when it applies, ``per_class``, ``confusion_matrix`` and
+        ``macro_f1``, the mean F1 over the ``macro_f1_classes`` classes that have images
+        (a class with support 0 is left out, not counted as F1 0).
     """
     from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
@@ -95,13 +96,121 @@ def compute_metrics(y_true, probs, class_names: list[str]) -> dict:
                    "support": int(s)}
             for name, p, r, f, s in zip(class_names, precision, recall, f1, support)
         },
-        "macro_f1": float(np.mean(f1)) if len(f1) else float("nan"),
+        # Classes without validation images have no F1 to speak of: averaging in a 0
+        # for each would blame the model for the split.
+        "macro_f1": float(np.mean(f1[support > 0])) if (support > 0).any() else float("nan"),
+        "macro_f1_classes": int((support > 0).sum()),
         "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
     }
     if len(class_names) > 5:
         top5 = np.argsort(-probs, axis=1)[:, :5]
         metrics["top5_accuracy"] = float((top5 == y_true[:, None]).any(axis=1).mean())
     return metrics
+
+# ------------------------------------------------------------------------ multi-label
+
+
+def sigmoid(logits):
+    """The logistic function, without overflow for large negative logits."""
+    return np.exp(-np.logaddexp(0.0, -np.asarray(logits, dtype="float64"))).astype("float32")
+
+
+def multilabel_predictions(model, dataset):
+    """Runs a multi-label model (logits out) over ``dataset``.
+
+    Args:
+        model: A Keras model whose (first) output is one logit per class.
+        dataset: Batches of ``(pixels, multi-hot labels [B, C])``.
+
+    Returns:
+        ``(y_true, probabilities)``: int ``[N, C]`` 0/1 and float32 ``[N, C]``.
+    """
+    y_true, probs = [], []
+    for x, y in dataset:
+        out = model(x, training=False)
+        if isinstance(out, (list, tuple)):
+            out = out[0]
+        probs.append(sigmoid(out))
+        y_true.append(np.asarray(y) > 0.5)
+    if not probs:
+        return np.zeros((0, 0), "int64"), np.zeros((0, 0), "float32")
+    return np.concatenate(y_true).astype("int64"), np.concatenate(probs)
+
+
+def average_precisions(y_true, probs) -> tuple[float, list[float | None]]:
+    """Average precision per class and their macro mean (the mAP), as scikit-learn's.
+
+    Returns:
+        ``(map, per_class)``; a class with no positive has no AP (None) and is left out of
+        the mean, which is NaN when no class has one.
+    """
+    from sklearn.metrics import average_precision_score
+
+    per_class = [float(average_precision_score(y_true[:, c], probs[:, c]))
+                 if y_true[:, c].any() else None for c in range(y_true.shape[1])]
+    measured = [ap for ap in per_class if ap is not None]
+    return (float(np.mean(measured)) if measured else float("nan")), per_class
+
+
+def choose_thresholds(y_true, probs, default: float = 0.5) -> list[float]:
+    """Per class, the probability threshold of the highest F1 on these images.
+
+    A class with no positive among them keeps ``default``.
+    """
+    from sklearn.metrics import precision_recall_curve
+
+    thresholds = []
+    for c in range(y_true.shape[1]):
+        if not y_true[:, c].any():
+            thresholds.append(default)
+            continue
+        precision, recall, cuts = precision_recall_curve(y_true[:, c], probs[:, c])
+        f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
+        thresholds.append(float(cuts[int(np.argmax(f1[:-1]))]))
+    return thresholds
+
+
+def multilabel_metrics(y_true, probs, class_names: list[str],
+                       thresholds: list[float] | None = None) -> dict:
+    """mAP, F1 (micro and macro) at per-class thresholds, and per-class figures.
+
+    Args:
+        y_true: 0/1 ``[N, C]``.
+        probs: Predicted probabilities ``[N, C]``.
+        class_names: Names of the ``C`` classes.
+        thresholds: One per class; None chooses them on these images
+            (:func:`choose_thresholds`), as a run does on its validation split.
+
+    Returns:
+        ``val_map``, ``val_f1_micro``, ``val_f1_macro`` (over classes with a positive),
+        ``thresholds``, ``per_class`` (``ap``, ``threshold``, ``precision``, ``recall``,
+        ``f1``, ``support``), ``num_images`` and ``multi_label: True``.
+    """
+    from sklearn.metrics import f1_score, precision_recall_fscore_support
+
+    chosen_here = thresholds is None
+    thresholds = choose_thresholds(y_true, probs) if chosen_here else list(thresholds)
+    predicted = (probs >= np.asarray(thresholds)[None, :]).astype("int64")
+    mean_ap, aps = average_precisions(y_true, probs)
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, predicted, average=None, zero_division=0)
+    present = support > 0
+    return {
+        "multi_label": True,
+        "val_map": mean_ap,
+        "val_f1_micro": float(f1_score(y_true, predicted, average="micro", zero_division=0)),
+        "val_f1_macro": float(np.mean(f1[present])) if present.any() else float("nan"),
+        "macro_classes": int(present.sum()),
+        "thresholds": [float(t) for t in thresholds],
+        "thresholds_from": "chosen on these images" if chosen_here else "given",
+        "val_accuracy": None,
+        "num_images": int(len(y_true)),
+        "per_class": {
+            name: {"ap": aps[c], "threshold": float(thresholds[c]),
+                   "precision": float(precision[c]), "recall": float(recall[c]),
+                   "f1": float(f1[c]), "support": int(support[c])}
+            for c, name in enumerate(class_names)},
+    }
 
 
 def pyplot():
@@ -114,11 +223,20 @@ def pyplot():
     return plt
 
 
-def plot_history(history: dict, path: Path) -> Path:
-    """Plots loss and accuracy per epoch (train and validation) to ``path``."""
+def save_figure(fig, path: Path) -> Path:
+    """Saves a figure as PNG crash-safely (a crash leaves the last good plot); closes it."""
+    try:
+        rundir.write_with(lambda staging: fig.savefig(staging, dpi=100), path)
+    finally:
+        pyplot().close(fig)
+    return Path(path)
+
+
+def plot_history(history: dict, path: Path, metric: str = "accuracy") -> Path:
+    """Plots the loss and ``metric`` per epoch (train and validation) to ``path``."""
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, key in zip(axes, ("loss", "accuracy")):
+    for ax, key in zip(axes, ("loss", metric)):
         for prefix, style in (("", "-"), ("val_", "--")):
             values = history.get(prefix + key)
             if values:
@@ -129,9 +247,7 @@ def plot_history(history: dict, path: Path) -> Path:
         ax.legend()
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_confusion(matrix, class_names: list[str], path: Path) -> Path:
@@ -152,9 +268,42 @@ def plot_confusion(matrix, class_names: list[str], path: Path) -> Path:
             ax.text(j, i, str(value), ha="center", va="center", fontsize=8,
                     color="white" if value > threshold else "black")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
+
+
+def plot_precision_recall(y_true, probs, class_names: list[str], metrics: dict,
+                          path: Path) -> Path:
+    """Precision-recall curves per class (with AP and the chosen threshold) and the APs.
+
+    Classes without a positive have no curve; beyond 20 classes only the lowest ten and
+    highest ten by AP get a curve, all get a bar.
+    """
+    from sklearn.metrics import precision_recall_curve
+
+    plt = pyplot()
+    per_class = metrics["per_class"]
+    measured = [c for c, name in enumerate(class_names) if per_class[name]["ap"] is not None]
+    measured.sort(key=lambda c: per_class[class_names[c]]["ap"])
+    drawn = measured if len(measured) <= 20 else measured[:10] + measured[-10:]
+    fig, (curves, bars) = plt.subplots(1, 2, figsize=(12, 5))
+    for c in drawn:
+        name = class_names[c]
+        precision, recall, cuts = precision_recall_curve(y_true[:, c], probs[:, c])
+        line, = curves.plot(recall, precision, label=f"{name} (AP {per_class[name]['ap']:.2f})")
+        at = int(np.searchsorted(cuts, per_class[name]["threshold"]))
+        curves.plot(recall[at], precision[at], "o", color=line.get_color())
+    curves.set(xlabel="recall", ylabel="precision", xlim=(0, 1.02), ylim=(0, 1.02),
+               title=f"precision-recall per class (dot: threshold), mAP "
+                     f"{metrics['val_map']:.3f}")
+    curves.legend(fontsize=7, loc="lower left")
+    curves.grid(alpha=0.3)
+    names = [class_names[c] for c in measured]
+    bars.barh(range(len(names)), [per_class[n]["ap"] for n in names], color="tab:blue")
+    bars.set_yticks(range(len(names)), names, fontsize=7 if len(names) > 30 else 9)
+    bars.set(xlim=(0, 1), xlabel="average precision", title="AP per class")
+    bars.grid(alpha=0.3, axis="x")
+    fig.tight_layout()
+    return save_figure(fig, path)
 
 
 def _show(ax, image):
@@ -194,9 +343,7 @@ def plot_misclassified(images, y_true, probs, class_names: list[str], path: Path
     if not n:
         axes.flat[0].set_title("no misclassified images")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def gradcam(model, images, layer_name: str):
@@ -251,9 +398,7 @@ def plot_gradcam(model, images, class_names: list[str], layer_name: str, path: P
         ax.set_title(f"{class_names[int(p.argmax())]} {p.max():.2f}", fontsize=8)
     fig.suptitle(f"Grad-CAM on {layer_name}", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def last_conv_layer(model, min_side: int = 4) -> str | None:
@@ -277,7 +422,8 @@ def last_conv_layer(model, min_side: int = 4) -> str | None:
 
 
 def write_report(run_dir: Path, model, dataset, class_names: list[str],
-                 history: dict | None = None) -> dict:
+                 history: dict | None = None, *, multi_label: bool = False,
+                 thresholds: list[float] | None = None) -> dict:
     """Measures ``model`` on ``dataset`` and writes metrics.json and the PNG plots.
 
     Args:
@@ -286,6 +432,10 @@ def write_report(run_dir: Path, model, dataset, class_names: list[str],
         dataset: Validation batches, or None when the run had no validation split.
         class_names: Class names in label order.
         history: Per-epoch metrics for the training-curve plot.
+        multi_label: Multi-hot labels and a logits output: :func:`multilabel_metrics`
+            and the precision-recall plot instead of accuracy and the confusion matrix.
+        thresholds: Multi-label only: per-class thresholds to measure F1 at (a run's,
+            in ``zoo evaluate``); None chooses them on ``dataset``.
 
     Returns:
         The metrics dict, with the paths of the plots under ``plots``. Without a dataset:
@@ -295,6 +445,9 @@ def write_report(run_dir: Path, model, dataset, class_names: list[str],
     run_dir = Path(run_dir)
     if dataset is None:
         return _write_unmeasured_report(run_dir, history or {})
+    if multi_label:
+        return _write_multilabel_report(run_dir, model, dataset, class_names, history,
+                                        thresholds)
     y_true, probs, (samples, sample_idx), (wrong, wrong_idx) = collect_predictions(
         model, dataset)
     metrics = compute_metrics(y_true, probs, class_names)
@@ -319,7 +472,21 @@ def write_report(run_dir: Path, model, dataset, class_names: list[str],
         plots["gradcam"] = plot_gradcam(model, samples[picked], class_names, layer,
                                         run_dir / "gradcam.png")
     metrics["plots"] = {k: str(Path(v).name) for k, v in plots.items()}
-    (run_dir / rundir.METRICS_FILE).write_text(json.dumps(metrics, indent=2))
+    rundir.write_json(run_dir / rundir.METRICS_FILE, metrics)
+    return metrics
+
+
+def _write_multilabel_report(run_dir: Path, model, dataset, class_names: list[str],
+                             history: dict | None, thresholds: list[float] | None) -> dict:
+    y_true, probs = multilabel_predictions(model, dataset)
+    metrics = multilabel_metrics(y_true, probs, class_names, thresholds)
+    plots = {"precision_recall": plot_precision_recall(y_true, probs, class_names, metrics,
+                                                       run_dir / "precision_recall.png")}
+    if history:
+        plots["training_curves"] = plot_history(history, run_dir / "training_curves.png",
+                                                metric="map")
+    metrics["plots"] = {k: str(Path(v).name) for k, v in plots.items()}
+    rundir.write_json(run_dir / rundir.METRICS_FILE, metrics)
     return metrics
 
 
@@ -336,7 +503,7 @@ def _write_unmeasured_report(run_dir: Path, history: dict) -> dict:
     if history:
         plots["training_curves"] = plot_history(history, run_dir / "training_curves.png")
     metrics["plots"] = {k: str(Path(v).name) for k, v in plots.items()}
-    (run_dir / rundir.METRICS_FILE).write_text(json.dumps(metrics, indent=2))
+    rundir.write_json(run_dir / rundir.METRICS_FILE, metrics)
     return metrics
 
 
@@ -365,7 +532,7 @@ replica(s), {info['precision']}), from weights `{info['weights']}`.
 - classes ({len(info['class_names'])}): {', '.join(info['class_names'])}
 - counts: {data['counts']}
 - files skipped as unreadable: {data['skipped']}
-
+{_imbalance_line(info)}
 {_metrics_section(metrics)}
 
 ## Preprocessing contract
@@ -387,8 +554,49 @@ model = keras.saving.load_model("{rundir.MODEL_FILE}")
 """
 
 
+def _imbalance_line(info: dict) -> str:
+    """What the run did about skewed classes, and its output (softmax, or sigmoid logits)."""
+    recipe = info["recipe"]
+    weights = info.get("class_weights")
+    shown = (f"{recipe.get('class_weight')!r} (by index: {weights})" if weights
+             else repr(recipe.get("class_weight")))
+    line = (f"- class imbalance: class_weight {shown}, loss {recipe.get('loss')}, sampling "
+            f"{recipe.get('sampling')}\n")
+    if info.get("multi_label"):
+        line += ("- multi-label: an image may carry several classes; the model gives one "
+                 "logit per class (apply a sigmoid), and a class is predicted when its "
+                 "probability reaches its threshold in `run.json` (`thresholds`)\n")
+    return line
+
+
+def _multilabel_section(metrics: dict) -> str:
+    def ap(value):
+        return "-" if value is None else f"{value:.3f}"
+
+    rows = "\n".join(
+        f"| {name} | {ap(m['ap'])} | {m['threshold']:.3f} | {m['precision']:.3f} | "
+        f"{m['recall']:.3f} | {m['f1']:.3f} | {m['support']} |"
+        for name, m in metrics["per_class"].items())
+    caveat = (" (the thresholds were chosen on these images, so F1 here is optimistic; "
+              "`zoo evaluate` on other images is not)"
+              if metrics.get("thresholds_from") == "chosen on these images" else "")
+    return f"""## Metrics (validation, multi-label)
+- mAP (macro mean of the per-class average precision, over the {metrics['macro_classes']}
+  classes with a positive image): {metrics['val_map']:.4f}
+- F1 at the per-class thresholds: micro {metrics['val_f1_micro']:.4f}, macro
+  {metrics['val_f1_macro']:.4f} over {metrics['num_images']} images{caveat}
+
+| class | AP | threshold | precision | recall | F1 | support |
+|---|---|---|---|---|---|---|
+{rows}
+
+Plots: `training_curves.png`, `precision_recall.png`."""
+
+
 def _metrics_section(metrics: dict) -> str:
     """The model card's metrics: measured on the validation split, or why there are none."""
+    if metrics.get("multi_label"):
+        return _multilabel_section(metrics)
     if metrics.get("validation") == "none":
         last = metrics.get("last_epoch", {})
         figures = ", ".join(f"{key} {last[key]:.4f}" for key in ("loss", "accuracy")
@@ -409,7 +617,9 @@ def _metrics_section(metrics: dict) -> str:
             if "top5_accuracy" in metrics else "")
     return f"""## Metrics (validation)
 - accuracy: {metrics['accuracy']:.4f}
-{top5}- macro F1: {metrics['macro_f1']:.4f} over {metrics['num_images']} images
+{top5}- macro F1: {metrics['macro_f1']:.4f} over {metrics['num_images']} images (the mean
+  over the {metrics.get('macro_f1_classes', len(metrics['per_class']))} classes with
+  validation images; a class without any is left out)
 
 | class | precision | recall | F1 | support |
 |---|---|---|---|---|

@@ -98,7 +98,7 @@ def one_hot(dataset: tf.data.Dataset, num_classes: int) -> tf.data.Dataset:
 
 def prepare_stage(model: keras.Model, stages: dict[str, int], stage: str, recipe: Recipe, *,
                   steps_per_epoch: int | None, epochs: int, replicas: int = 1,
-                  num_classes: int | None = None) -> float:
+                  num_classes: int | None = None, multi_label: bool = False) -> float:
     """Sets what trains in ``stage`` and compiles ``model`` for it (call inside the scope).
 
     Args:
@@ -112,6 +112,7 @@ def prepare_stage(model: keras.Model, stages: dict[str, int], stage: str, recipe
         epochs: Epochs of this stage.
         replicas: Replicas in sync; the rate scales linearly with them.
         num_classes: Classes, for the top-5 metric; defaults to the output size.
+        multi_label: Multi-hot labels and a logits output: binary (focal) cross-entropy.
 
     Returns:
         The peak learning rate.
@@ -142,14 +143,37 @@ def prepare_stage(model: keras.Model, stages: dict[str, int], stage: str, recipe
     optimizer = LayerwiseAdamW(lr_multipliers=multipliers, learning_rate=schedule,
                                weight_decay=recipe.weight_decay)
     num_classes = num_classes or model.output_shape[-1]
+    model.compile(optimizer=optimizer, loss=make_loss(recipe, multi_label),
+                  metrics=_metrics(num_classes, multi_label))
+    return peak_lr
+
+
+def make_loss(recipe: Recipe, multi_label: bool = False) -> keras.losses.Loss:
+    """The recipe's loss: cross-entropy or focal, softmax or (multi-label) sigmoid.
+
+    A single-label model ends in a softmax; a multi-label one gives logits, and the
+    sigmoid is the loss's (``from_logits``), which is exact where a saturated sigmoid's
+    output is not.
+    """
+    smoothing = recipe.label_smoothing
+    if multi_label:
+        kind = (keras.losses.BinaryFocalCrossentropy if recipe.loss == "focal"
+                else keras.losses.BinaryCrossentropy)
+        return kind(from_logits=True, label_smoothing=smoothing)
+    if recipe.loss == "focal":
+        return keras.losses.CategoricalFocalCrossentropy(label_smoothing=smoothing)
+    return keras.losses.CategoricalCrossentropy(label_smoothing=smoothing)
+
+
+def _metrics(num_classes: int, multi_label: bool) -> list:
+    if multi_label:
+        # A running figure for the progress bar; model selection uses val_map (MeanAP).
+        return [keras.metrics.AUC(curve="PR", multi_label=True, from_logits=True,
+                                  num_labels=num_classes, name="pr_auc")]
     metrics = [keras.metrics.CategoricalAccuracy(name="accuracy")]
     if num_classes > 5:
         metrics.append(keras.metrics.TopKCategoricalAccuracy(5, name="top5"))
-    model.compile(optimizer=optimizer,
-                  loss=keras.losses.CategoricalCrossentropy(
-                      label_smoothing=recipe.label_smoothing),
-                  metrics=metrics)
-    return peak_lr
+    return metrics
 
 
 class NanGuard(keras.callbacks.Callback):
@@ -187,6 +211,10 @@ class StageRunner:
         callbacks: The caller's extra Keras callbacks, added to every stage.
         verbose: Keras' verbosity.
         history: Per-epoch metrics of the stages run so far, concatenated.
+        class_weight: ``{class index: weight}`` for Keras' ``fit``, or None.
+        multi_label: Multi-hot labels, logits out; the best epoch is the one of the highest
+            ``val_map`` instead of ``val_accuracy``.
+        best_val: The best value of the monitored metric so far (-1 before any).
     """
 
     model: keras.Model
@@ -201,10 +229,13 @@ class StageRunner:
     callbacks: list = field(default_factory=list)
     verbose: int | str = "auto"
     history: dict = field(default_factory=dict)
-    best_val_accuracy: float = -1.0
+    class_weight: dict | None = None
+    multi_label: bool = False
+    best_val: float = -1.0
 
     def __post_init__(self):
         self.stages = layer_stages(self.model, self.model_name)
+        self.monitor = monitored(self.multi_label)
 
     def run_all(self, pretrained: bool) -> dict:
         """Scratch, or head then fine-tuning (resuming after a finished stage 1).
@@ -219,12 +250,12 @@ class StageRunner:
         state = json.loads(state_file.read_text()) if state_file.exists() else {}
         stage1_weights = self.write_dir / STAGE1_WEIGHTS
         if state.get("stage1") == "done" and self._load_stage1(stage1_weights):
-            self.best_val_accuracy = state.get("best_val_accuracy", -1.0)
+            self.best_val = state.get("best_val", state.get("best_val_accuracy", -1.0))
             log.info("Stage 1 finished in an earlier run; resuming at stage 2.")
         else:
             self.run("head", 0, self.recipe.head_epochs)
             rundir.save_weights(self.model, stage1_weights)
-            state.update(stage1="done", best_val_accuracy=self.best_val_accuracy)
+            state.update(stage1="done", best_val=self.best_val)
             rundir.write_json(state_file, state)
         if self.recipe.finetune_epochs > 0:
             self.run("finetune", self.recipe.head_epochs, self.recipe.finetune_epochs)
@@ -249,32 +280,36 @@ class StageRunner:
             peak_lr = prepare_stage(self.model, self.stages, stage, self.recipe,
                                     steps_per_epoch=self.steps, epochs=epochs_here,
                                     replicas=self.strategy.num_replicas_in_sync,
-                                    num_classes=self.num_classes)
+                                    num_classes=self.num_classes,
+                                    multi_label=self.multi_label)
         guard = NanGuard()
         # Keras resumes from BackupAndRestore only when no initial epoch is left over.
         self.model._initial_epoch = None
         fit = self.model.fit(self.train, validation_data=self.val, initial_epoch=epochs_before,
                              shuffle=False, epochs=epochs_before + epochs_here,
                              callbacks=[*self._callbacks(stage), guard, *self.callbacks],
-                             verbose=self.verbose)
+                             class_weight=self.class_weight, verbose=self.verbose)
         if guard.where is not None:
             self._refuse_nan(stage, peak_lr, guard.where)
         if self.val is None:
             rundir.save_model(self.model, self.write_dir / rundir.MODEL_FILE)
         for key, values in fit.history.items():
             self.history.setdefault(key, []).extend(float(v) for v in values)
-        if fit.history.get("val_accuracy"):
-            self.best_val_accuracy = max(self.best_val_accuracy, *fit.history["val_accuracy"])
+        if fit.history.get(self.monitor):
+            self.best_val = max(self.best_val, *fit.history[self.monitor])
 
     def _callbacks(self, stage: str) -> list:
         # Without validation nothing chooses an epoch: the stage's last model is saved
         # after fit. The training loss, on augmented images with smoothed labels and a
         # cosine tail, says little about which epoch generalises best.
-        best = self.best_val_accuracy
+        best = self.best_val
+        # MeanAP first: it adds val_map to the logs the callbacks after it read.
+        measure = [MeanAP(self.val)] if self.multi_label else []
         selection = [
+            *measure,
             BestCheckpoint(self.write_dir / rundir.MODEL_FILE,
-                           best=best if best >= 0 else None),
-            keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max",
+                           best=best if best >= 0 else None, monitor=self.monitor),
+            keras.callbacks.EarlyStopping(monitor=self.monitor, mode="max",
                                           patience=self.recipe.patience,
                                           restore_best_weights=True),
         ] if self.val is not None else []
@@ -420,21 +455,53 @@ class SafeBackup(keras.callbacks.Callback):
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
+def monitored(multi_label: bool) -> str:
+    """The metric that chooses the best epoch and stops early: val_map or val_accuracy."""
+    return "val_map" if multi_label else "val_accuracy"
+
+
+class MeanAP(keras.callbacks.Callback):
+    """Adds ``val_map`` to each epoch's logs: the macro mean average precision over classes.
+
+    Measured on the whole validation split with scikit-learn's ``average_precision_score``
+    (:func:`zoo.recipes.reports.multilabel_metrics`), after Keras' own validation pass: a
+    Keras metric could only approximate it (``AUC(curve="PR")`` interpolates between fixed
+    thresholds).
+
+    Args:
+        val: Validation batches of ``(pixels, multi-hot labels)``.
+    """
+
+    def __init__(self, val: tf.data.Dataset):
+        super().__init__()
+        self.val = val
+
+    def on_epoch_end(self, epoch, logs=None):
+        from zoo.recipes import reports
+
+        if logs is None:
+            return
+        y_true, probs = reports.multilabel_predictions(self.model, self.val)
+        logs["val_map"] = reports.average_precisions(y_true, probs)[0]
+
+
 class BestCheckpoint(keras.callbacks.Callback):
-    """Saves the model as ``path`` whenever ``val_accuracy`` improves, crash-safely.
+    """Saves the model as ``path`` whenever the monitored metric improves, crash-safely.
 
     Args:
         path: The ``.keras`` file.
         best: The value to beat (an earlier stage's best), or None.
+        monitor: The metric of the logs, higher is better.
     """
 
-    def __init__(self, path: Path, best: float | None = None):
+    def __init__(self, path: Path, best: float | None = None, monitor: str = "val_accuracy"):
         super().__init__()
         self.path = Path(path)
         self.best = best
+        self.monitor = monitor
 
     def on_epoch_end(self, epoch, logs=None):
-        value = (logs or {}).get("val_accuracy")
+        value = (logs or {}).get(self.monitor)
         if value is None or (self.best is not None and not float(value) > self.best):
             return
         self.best = float(value)

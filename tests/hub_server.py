@@ -20,7 +20,12 @@ client reads:
   (the ndjson commit), all requiring ``Authorization: Bearer <token>``.
 
 Every request is recorded in ``requests`` so a test can assert the stand-in was the one
-called.
+called; :func:`point_huggingface_hub_at` points zoo and huggingface_hub at it.
+
+Example:
+    >>> with HubStandIn() as hub:
+    ...     point_huggingface_hub_at(hub, tmp_path / "hf", monkeypatch)
+    ...     hub.add_repo("timm/resnet18.test", {"config.json": ..., "model.safetensors": ...})
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
+import socket
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -294,3 +301,50 @@ class _Handler(BaseHTTPRequestHandler):
         sha = self.hub.add_repo(repo_id, added, message=header["summary"], branch=revision)
         self._json({"commitUrl": f"{self.hub.endpoint}/{repo_id}/commit/{sha}",
                     "commitOid": sha, "pullRequestUrl": None})
+
+
+def point_huggingface_hub_at(server: HubStandIn, home: os.PathLike, monkeypatch) -> None:
+    """Points zoo and huggingface_hub at the stand-in and ``home``; refuses other hosts.
+
+    ``HF_ENDPOINT`` and ``HF_HOME`` are set (zoo reads them at call time); the Hub-related
+    variables of the machine are cleared; huggingface_hub's import-time copies of them
+    (endpoint, offline switch, token file) are patched so that its side calls (telemetry,
+    the token file) neither leave the machine nor read a real login. Any connection to a
+    host other than the loopback fails the test.
+    """
+    import huggingface_hub.constants as hf_constants
+
+    _loopback_only(monkeypatch)
+    monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
+    monkeypatch.setenv("HF_HOME", str(home))
+    for name in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_HUB_OFFLINE",
+                 "TRANSFORMERS_OFFLINE", "ZOO_OFFLINE", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(hf_constants, "ENDPOINT", server.endpoint)
+    monkeypatch.setattr(hf_constants, "HUGGINGFACE_CO_URL_TEMPLATE",
+                        server.endpoint + "/{repo_id}/resolve/{revision}/{filename}")
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(hf_constants, "HF_HUB_DISABLE_TELEMETRY", True)
+    monkeypatch.setattr(hf_constants, "HF_TOKEN_PATH", os.path.join(home, "token"))
+    monkeypatch.setattr(hf_constants, "HF_STORED_TOKENS_PATH",
+                        os.path.join(home, "stored_tokens"))
+
+
+def _loopback_only(monkeypatch) -> None:
+    real_connect, real_getaddrinfo = socket.socket.connect, socket.getaddrinfo
+
+    def refuse(host):
+        if host not in ("127.0.0.1", "::1", "localhost"):
+            raise AssertionError(f"a test tried to reach {host}")
+
+    def connect(sock, address):
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            refuse(address[0])
+        return real_connect(sock, address)
+
+    def getaddrinfo(host, *args, **kwargs):
+        refuse(host)
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)

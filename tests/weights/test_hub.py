@@ -17,7 +17,7 @@ from zoo.weights import HashMismatchError, WeightsUnavailableError, hub
 from zoo.weights.hub import HubNotFoundError, fetch_hub_folder, parse_hf_uri
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from hub_server import TOKEN, HubStandIn  # noqa: E402
+from hub_server import TOKEN, HubStandIn, point_huggingface_hub_at  # noqa: E402
 
 CONFIG = b'{"architecture": "resnet18", "num_classes": 3}'
 WEIGHTS = os.urandom(1_500_000)
@@ -26,42 +26,8 @@ WEIGHTS = os.urandom(1_500_000)
 @pytest.fixture
 def standin(tmp_path, monkeypatch):
     """The stand-in, with HF_ENDPOINT and HF_HOME pointing at it and at a temp folder."""
-    import huggingface_hub.constants as hf_constants
-
-    real_connect, real_getaddrinfo = socket.socket.connect, socket.getaddrinfo
-
-    def refuse(host):
-        if host not in ("127.0.0.1", "::1", "localhost"):
-            raise AssertionError(f"a test tried to reach {host}")
-
-    def connect(sock, address):
-        if sock.family in (socket.AF_INET, socket.AF_INET6):
-            refuse(address[0])
-        return real_connect(sock, address)
-
-    def getaddrinfo(host, *args, **kwargs):
-        refuse(host)
-        return real_getaddrinfo(host, *args, **kwargs)
-
-    monkeypatch.setattr(socket.socket, "connect", connect)
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
     with HubStandIn() as server:
-        monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
-        monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-        for name in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_HUB_OFFLINE",
-                     "TRANSFORMERS_OFFLINE", "ZOO_OFFLINE", "HF_TOKEN",
-                     "HUGGING_FACE_HUB_TOKEN"):
-            monkeypatch.delenv(name, raising=False)
-        # huggingface_hub froze these when it was imported: its own side calls (telemetry,
-        # the token file) must neither leave the machine nor read a real login.
-        monkeypatch.setattr(hf_constants, "ENDPOINT", server.endpoint)
-        monkeypatch.setattr(hf_constants, "HUGGINGFACE_CO_URL_TEMPLATE",
-                            server.endpoint + "/{repo_id}/resolve/{revision}/{filename}")
-        monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
-        monkeypatch.setattr(hf_constants, "HF_HUB_DISABLE_TELEMETRY", True)
-        monkeypatch.setattr(hf_constants, "HF_TOKEN_PATH", str(tmp_path / "hf" / "token"))
-        monkeypatch.setattr(hf_constants, "HF_STORED_TOKENS_PATH",
-                            str(tmp_path / "hf" / "stored_tokens"))
+        point_huggingface_hub_at(server, tmp_path / "hf", monkeypatch)
         yield server
 
 
@@ -403,3 +369,23 @@ def test_offline_set_when_huggingface_hub_was_imported_is_named(standin, monkeyp
                                                       "huggingface_hub was imported"):
         fetch_hub_folder("me/m")
     assert standin.requests == []
+
+
+def test_zoo_push_command(standin, tmp_path, monkeypatch, capsys):
+    from zoo import cli
+
+    folder = _timm_export(tmp_path / "export" / "1" / "timm")
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    assert cli.main(["push", str(tmp_path / "export"), "hf://me/cli"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("zoo push: zoo push needs a Hugging Face token") and "\n" not in error
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    assert cli.main(["push", str(tmp_path / "export"), "hf://me/cli", "--revision", "v1",
+                     "--private", "--message", "from the command line"]) == 0
+    out = capsys.readouterr().out
+    commit = standin.repos["me/cli"].branches["v1"]
+    assert f"pushed timm export {folder} (3 files) to me/cli@v1, commit {commit}" in out
+    assert standin.message_at("me/cli", "v1") == "from the command line"
+    assert standin.repos["me/cli"].private
+    assert cli.main(["push", str(tmp_path / "nothing"), "hf://me/cli"]) == 2
+    assert "is not a folder" in capsys.readouterr().err

@@ -200,9 +200,13 @@ def build(
 
     Args:
         name: A registered name, see :func:`list_models`.
-        weights: None (random), a catalog tag such as ``"imagenet"``, or a file path.
-        num_classes: Size of the classifier; None is the spec's default
-            (``describe(name)["num_classes"]``: 1000 for the ImageNet models, 10 for LeNet-5).
+        weights: None (random), a catalog tag such as ``"imagenet"``, a file path, a timm
+            checkpoint folder (``config.json`` and ``model.safetensors``) or a timm
+            checkpoint on the Hugging Face Hub (``"hf://timm/resnet50.a1_in1k"``,
+            ``"hf://owner/repo@revision"``).
+        num_classes: Size of the classifier; None is the weights' class count, else the
+            spec's default (``describe(name)["num_classes"]``: 1000 for the ImageNet
+            models, 10 for LeNet-5). Another count than the weights' starts a new head.
         include_top: Whether to add the classifier.
         input_shape: ``(height, width, channels)``; defaults to the spec's input size.
             Any channel count works (1 for grayscale).
@@ -222,11 +226,14 @@ def build(
     spec = get_spec(name)
     if pooling not in (None, "avg", "max"):
         raise ValueError(f"pooling must be 'avg', 'max' or None; got {pooling!r}.")
-    num_classes = spec.num_classes if num_classes is None else num_classes
-    if include_top and num_classes < 1:
-        raise ValueError(f"num_classes must be at least 1; got {num_classes!r}.")
     shape = _input_shape(spec, input_shape)
     weight_set = weights_module.resolve(spec, weights) if weights is not None else None
+    if num_classes is None:
+        # A checkpoint fine-tuned on 37 classes builds with 37, unless asked otherwise.
+        num_classes = (weight_set.num_classes if weight_set is not None and
+                       weight_set.num_classes else spec.num_classes)
+    if include_top and num_classes < 1:
+        raise ValueError(f"num_classes must be at least 1; got {num_classes!r}.")
     options = _family_options(spec, family_options, weight_set)
     if preprocessing is None:
         preprocessing = (weight_set.preprocessing if weight_set is not None

@@ -97,6 +97,31 @@ class TorchvisionRule:
 
 
 @dataclass(frozen=True)
+class TimmRule:
+    """How a timm architecture's state dict maps onto a zoo model's layers.
+
+    timm names its modules as a PyTorch module tree (``layer1.0.conv1``); one function
+    from a zoo layer name to that path serves both ways, loading a timm checkpoint and
+    writing one.
+
+    Attributes:
+        architecture: timm's name (``"resnet50"``, ``"inception_v3"``).
+        module_of: zoo layer name -> timm module path, or None for a layer timm lacks.
+        head: Module paths of the main classifier (timm's ``pretrained_cfg["classifier"]``).
+        bn_eps: The batch-norm epsilon timm builds the architecture with.
+        conv_dense: Module paths that timm holds as convolutions where zoo has dense layers
+            (VGG's ``pre_logits``: a 7x7 convolution on the 7x7 map is a dense layer on its
+            flatten).
+    """
+
+    architecture: str
+    module_of: Callable[[str], str | None]
+    head: tuple[str, ...]
+    bn_eps: float = 1e-5
+    conv_dense: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Weights:
     """One pretrained weight file and everything needed to use it right.
 
@@ -121,6 +146,8 @@ class Weights:
         interpolation: Resize interpolation of the publisher's evaluation.
         num_classes: Classifier size in the file; None when it has no usable classifier.
         labels: Name of the label set (``"imagenet-1k"``, see :mod:`zoo.data`).
+        label_names: The class names themselves, when the file carries its own (a timm
+            checkpoint fine-tuned on other classes); they take precedence over ``labels``.
         top1: The publisher's ImageNet-1k validation top-1 accuracy in percent.
         top5: The same for top-5.
         metrics_source: Where those accuracies are published.
@@ -133,6 +160,8 @@ class Weights:
             caller asking for another value gets an error.
         path: For a local file: its path.
         notes: Anything else a user should know.
+        hub_id: For timm's sets: the Hugging Face Hub repository (``"timm/resnet50.a1_in1k"``).
+        revision: The Hub revision (a commit, branch or tag) the files come from.
     """
 
     model: str = ""
@@ -149,6 +178,7 @@ class Weights:
     interpolation: str | None = None
     num_classes: int | None = 1000
     labels: str | None = "imagenet-1k"
+    label_names: tuple[str, ...] | None = None
     top1: float | None = None
     top5: float | None = None
     metrics_source: str = ""
@@ -159,6 +189,8 @@ class Weights:
     family_options: Mapping = field(default_factory=dict)
     path: str | None = None
     notes: str = ""
+    hub_id: str | None = None
+    revision: str | None = None
 
     def __hash__(self) -> int:
         # The generated hash would fail on the family_options dict.
@@ -174,6 +206,8 @@ class Weights:
 
     def class_names(self) -> list[str] | None:
         """The class names of the file's classifier outputs, in order, if it has one."""
+        if self.label_names is not None:
+            return list(self.label_names)
         if self.labels is None or self.num_classes is None:
             return None
         from zoo.data import class_names
@@ -231,6 +265,8 @@ class Spec:
             accurate set with a classifier).
         family_options: Extra options the builder accepts, with their defaults.
         torchvision_rule: How the torchvision twin's state dicts map onto the layers.
+        timm_rule: How the timm twin's state dicts map onto the layers (timm checkpoints
+            load into the model, and the model exports as one).
         recipe_defaults: The fine-tuning recipe's departures from its defaults for this
             architecture (fields of ``zoo.Recipe``).
         notes: What a teacher should know about how this model differs from the paper.
@@ -257,6 +293,7 @@ class Spec:
     weights: Any = field(default_factory=dict)
     family_options: dict = field(default_factory=dict)
     torchvision_rule: TorchvisionRule | None = None
+    timm_rule: TimmRule | None = None
     recipe_defaults: dict = field(default_factory=dict)
     notes: str = ""
     variant: str = ""
@@ -309,13 +346,17 @@ def _by_tag(model: str, entries) -> dict[str, Weights]:
 def best_entry(entries: Sequence[Weights]) -> Weights | None:
     """The entry ``weights="imagenet"`` picks: the highest top-1 among those with a head.
 
+    Only pinned entries (with the publisher's hash) qualify: a Hub file without a known hash
+    can change under the same name, so it is chosen by its own tag, never by default.
+
     Args:
         entries: One model's entries.
 
     Returns:
         The best, or None when no entry has a classifier.
     """
-    usable = [e for e in entries if e.num_classes is not None and e.top1 is not None]
+    usable = [e for e in entries if e.num_classes is not None and e.top1 is not None
+              and e.hash is not None]
     return max(usable, key=lambda e: e.top1) if usable else None
 
 

@@ -78,6 +78,7 @@ Preprocessing:
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -86,7 +87,7 @@ from keras import layers
 
 from zoo.architectures._common import pooled_top
 from zoo.layers import AdaptiveAveragePooling2D, conv_bn_act, torch_pool
-from zoo.registry import Body, Spec, TorchvisionRule, register
+from zoo.registry import Body, Spec, TimmRule, TorchvisionRule, register
 from zoo.weights.catalog import (
     LICENCE_KERAS_INCEPTION_V3,
     LICENCE_KERAS_UNSTATED,
@@ -550,6 +551,54 @@ def torchvision_layer_name(path: str) -> str:
     return "predictions" if path == "fc" else path.replace(".", "_")
 
 
+def timm_v3_module_of(layer: str) -> str | None:
+    """The timm ``inception_v3`` module path of a zoo layer (torchvision's, as timm keeps it).
+
+    The inverse of :func:`torchvision_layer_name`: a unit's ``_conv``/``_bn`` suffix and the
+    block prefix (``Mixed_5b_``, ``AuxLogits_``) become path components again.
+    """
+    if layer == "predictions":
+        return "fc"
+    path = re.sub(r"_(conv|bn)$", r".\1", layer)
+    return re.sub(r"^(Mixed_\d[a-e]|AuxLogits)_", r"\1.", path)
+
+
+# timm's inception_resnet_v2 (a port of TF-slim's checkpoint) names its stem after TF-slim
+# and its repeated blocks as three Sequentials and a last block8.
+_IRV2_STEM = {"Conv2d_1a_3x3": "conv2d_1a", "Conv2d_2a_3x3": "conv2d_2a",
+              "Conv2d_2b_3x3": "conv2d_2b", "Conv2d_3b_1x1": "conv2d_3b",
+              "Conv2d_4a_3x3": "conv2d_4a", "conv_7b": "conv2d_7b"}
+_IRV2_REPEATS = {"35": "repeat", "17": "repeat_1", "8": "repeat_2"}
+
+
+def _irv2_block(name: str) -> str:
+    kind, index = re.fullmatch(r"block(\d+)_(\d+)", name).groups()
+    return "block8" if name == "block8_10" else f"{_IRV2_REPEATS[kind]}.{int(index) - 1}"
+
+
+def timm_irv2_module_of(layer: str) -> str | None:
+    """The timm ``inception_resnet_v2`` module path of a zoo layer.
+
+    ``block35_3_branch_1_0_conv`` -> ``repeat.2.branch1.0.conv``; ``block35_3_conv`` (the
+    residual's 1x1 convolution) -> ``repeat.2.conv2d``; a branch of one convolution is that
+    module itself in timm (``mixed_5b.branch0.conv``), in every block but Mixed_7a.
+    """
+    if layer == "predictions":
+        return "classif"
+    match = re.fullmatch(r"(block\d+_\d+)_conv", layer)
+    if match:
+        return f"{_irv2_block(match[1])}.conv2d"
+    match = re.fullmatch(r"(mixed_\d[ab]|block\d+_\d+)_branch_(\d)_(\d)_(conv|bn)", layer)
+    if match:
+        block, branch, step, kind = match.groups()
+        parent = block if block.startswith("mixed") else _irv2_block(block)
+        single = branch == "0" and block != "mixed_7a"
+        return f"{parent}.branch{branch}{'' if single else '.' + step}.{kind}"
+    unit, _, kind = layer.rpartition("_")
+    return f"{_IRV2_STEM[unit]}.{kind}" if unit in _IRV2_STEM and kind in ("conv", "bn") \
+        else None
+
+
 # transform_input=True, with which torchvision loads its weights, turns torch mean/std input
 # into (x/255 - 0.5)/0.5: the "tf" preset on raw pixels.
 _TRANSFORM_INPUT = ("torchvision loads these with transform_input=True; here that is the "
@@ -635,6 +684,7 @@ register(Spec(
               "holds the auxiliary head (AuxLogits), which loads with aux_logits=True.")],
     torchvision_rule=TorchvisionRule(torchvision_layer_name, head=("fc",),
                                      aux=("AuxLogits",), bn_eps=1e-3),
+    timm_rule=TimmRule("inception_v3", timm_v3_module_of, head=("fc",), bn_eps=1e-3),
     variant="torchvision's: batch norm with scale, padding counted in average pools",
     notes="torchvision's Inception3: batch norm with a learned scale, average pools that "
           "count the zero padding, dropout 0.5. Its auxiliary classifier (after Mixed_6e) is "
@@ -660,6 +710,8 @@ register(Spec(
                           md5="e693bd0210a403b3192acc6073ad2e96",
                           md5_notop="d19885ff4a710c122648d3b5c3b684e4", top1=80.3, top5=95.3,
                           size=299, preprocessing="tf", licence=LICENCE_KERAS_UNSTATED),
+    timm_rule=TimmRule("inception_resnet_v2", timm_irv2_module_of, head=("classif",),
+                       bn_eps=1e-3),
     variant="Keras': batch norm without scale",
     notes="keras.applications' InceptionResNetV2: Inception v3's stem (not the paper's "
           "Inception-v4 stem), batch norm without a learned scale, residuals scaled by 0.17, "

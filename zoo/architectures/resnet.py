@@ -41,7 +41,7 @@ from keras import layers
 
 from zoo.architectures._common import pooled_top
 from zoo.layers import conv_bn_act
-from zoo.registry import Body, Spec, TorchvisionRule, register
+from zoo.registry import Body, Spec, TimmRule, TorchvisionRule, register
 from zoo.weights.catalog import (
     LICENCE_KERAS_RESNET,
     LICENCE_KERAS_UNSTATED,
@@ -279,6 +279,21 @@ def torchvision_layer_name(path: str) -> str | None:
 
 TORCHVISION_RULE = TorchvisionRule(torchvision_layer_name, head=("fc",))
 
+
+def timm_module_of(layer: str) -> str | None:
+    """The timm (and torchvision) module path of a zoo layer: the rule above, inverted."""
+    fixed = {"conv1_conv": "conv1", "conv1_bn": "bn1", "predictions": "fc"}
+    if layer in fixed:
+        return fixed[layer]
+    match = re.fullmatch(r"conv(\d)_block(\d+)_(\d)_(conv|bn)", layer)
+    if match is None:
+        return None
+    stage, block, k, kind = match.groups()
+    prefix = f"layer{int(stage) - 1}.{int(block) - 1}"
+    if k == "0":
+        return f"{prefix}.downsample.{0 if kind == 'conv' else 1}"
+    return f"{prefix}.{kind}{k}"
+
 _V2_RECIPE = "https://github.com/pytorch/vision/issues/3995"
 # torchvision's weight sets: file, top-1, top-5, and the V2 sets' recipe and resize.
 WEIGHTS = {
@@ -357,6 +372,7 @@ for _depth in (18, 34, 50, 101, 152):
         preprocessing="torch",
         weights=WEIGHTS[f"resnet{_depth}"],
         torchvision_rule=TORCHVISION_RULE,
+        timm_rule=TimmRule(f"resnet{_depth}", timm_module_of, head=("fc",)),
         variant=("v1.5: stride in the 3x3 convolution, torchvision" if _depth >= 50 else
                  "basic blocks, stride in the first 3x3 convolution, torchvision"),
         notes=NOTES,

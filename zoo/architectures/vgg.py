@@ -10,7 +10,7 @@ from __future__ import annotations
 from keras import layers
 
 from zoo.architectures._common import flatten_top
-from zoo.registry import Body, Spec, TorchvisionRule, Weights, register
+from zoo.registry import Body, Spec, TimmRule, TorchvisionRule, Weights, register
 from zoo.weights.catalog import (
     LICENCE_KERAS_VGG,
     LICENCE_TORCHVISION,
@@ -75,6 +75,13 @@ def torchvision_rule(layout: list, batch_norm: bool) -> TorchvisionRule:
     ``features`` holds conv, (bn,) relu per number of the layout and a pool per ``"M"``;
     ``classifier`` is linear, relu, dropout, linear, relu, dropout, linear.
     """
+    names = _feature_modules(layout, batch_norm)
+    names.update({"classifier.0": "fc1", "classifier.3": "fc2", "classifier.6": "predictions"})
+    return TorchvisionRule(names.get, head=("classifier",))
+
+
+def _feature_modules(layout: list, batch_norm: bool) -> dict[str, str]:
+    """``features.<i>`` -> zoo layer name, for the convolutions and batch norms."""
     names, index, block, conv = {}, 0, 1, 1
     for item in layout:
         if item == "M":
@@ -85,8 +92,20 @@ def torchvision_rule(layout: list, batch_norm: bool) -> TorchvisionRule:
             names[f"features.{index + 1}"] = f"block{block}_bn{conv}"
         index += 3 if batch_norm else 2
         conv += 1
-    names.update({"classifier.0": "fc1", "classifier.3": "fc2", "classifier.6": "predictions"})
-    return TorchvisionRule(names.get, head=("classifier",))
+    return names
+
+
+# timm's VGG keeps torchvision's features; its classifier is pre_logits (a ConvMlp: a 7x7
+# then a 1x1 convolution, which are fc1 and fc2 on the 7x7 map) and head.fc.
+_TIMM_HEAD = {"fc1": "pre_logits.fc1", "fc2": "pre_logits.fc2", "predictions": "head.fc"}
+
+
+def timm_rule(name: str, layout: list, batch_norm: bool) -> TimmRule:
+    """The key rule of timm's ``vgg*``: torchvision's features, timm's own classifier."""
+    modules = {layer: path for path, layer in _feature_modules(layout, batch_norm).items()}
+    modules |= _TIMM_HEAD
+    return TimmRule(name, modules.get, head=("head.fc",),
+                    conv_dense=("pre_logits.fc1", "pre_logits.fc2"))
 
 
 _FEATURES_URL = "https://download.pytorch.org/models/vgg16_features-amdegroot-88682ab5.pth"
@@ -160,6 +179,7 @@ for _depth in ("vgg11", "vgg13", "vgg16", "vgg19"):
                                          recipe="#alexnet-and-vgg"),
                      *_EXTRA_WEIGHTS.get(_name, [])],
             torchvision_rule=torchvision_rule(CONFIGS[_depth], _bn),
+            timm_rule=timm_rule(_name, CONFIGS[_depth], _bn),
             # Huge dense heads overfit fast and want smaller rates.
             recipe_defaults={"head_lr": 5e-4, "finetune_lr": 3e-5},
             variant="with batch normalisation" if _bn else "",

@@ -10,6 +10,8 @@ Example:
     >>> import zoo
     >>> model = zoo.build("resnet50", weights="imagenet")          # torchvision V2
     >>> model = zoo.build("resnet50", weights="resnet50-11ad3fa6.pth", num_classes=10)
+    >>> model = zoo.build("resnet50", weights="hf://timm/resnet50.a1_in1k")  # timm, the Hub
+    >>> model = zoo.build("resnet50", weights="path/to/timm-folder")  # config.json + weights
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from dataclasses import replace
 
 from zoo.registry import Weights
 from zoo.weights import download
+from zoo.weights import timm as timm_checkpoints
 from zoo.weights.catalog import local_entry
 from zoo.weights.convert import (
     WeightsMismatchError,
@@ -68,11 +71,15 @@ def resolve(spec, weights) -> Weights:
     name and the publisher's hash), from the Normalize layer of a ``.keras`` file, and
     otherwise from the model's own catalog entry of the file's kind (torch mean/std for
     torchvision state dicts, but "tf" for GoogLeNet and Inception v3, loaded as torchvision
-    does with ``transform_input=True``; caffe or tf for keras.applications files).
+    does with ``transform_input=True``; caffe or tf for keras.applications files). A
+    directory is a timm checkpoint folder, and ``hf://owner/repo[@revision]`` one on the
+    Hugging Face Hub (fetched here, into the Hub's cache): their ``pretrained_cfg`` gives
+    the preprocessing and the eval geometry.
 
     Args:
         spec: The model's spec.
-        weights: A tag of ``spec.weights``, a path, or a :class:`Weights` entry.
+        weights: A tag of ``spec.weights``, a path, a timm folder, an ``hf://`` address, or
+            a :class:`Weights` entry.
 
     Returns:
         The entry; nothing is downloaded or read in full yet.
@@ -90,6 +97,10 @@ def resolve(spec, weights) -> Weights:
     text = os.fspath(weights)
     if text in spec.weights:
         return spec.weights[text]
+    if text.startswith("hf://"):
+        return _from_hub(spec, text)
+    if os.path.isdir(text):
+        return timm_checkpoints.folder_entry(spec, text)
     if os.path.isfile(text):
         return _local(spec, text)
     tags = ", ".join(spec.weights) or "none"
@@ -98,6 +109,38 @@ def resolve(spec, weights) -> Weights:
     hint = ("" if spec.weights else " Models with pretrained weights: `zoo list --pretrained`.")
     raise ValueError(f"Unknown weights {text!r} for {spec.name!r}: not one of its tags "
                      f"({tags}) and not an existing file.{hint}")
+
+
+def _from_hub(spec, address: str) -> Weights:
+    """A timm checkpoint on the Hub: fetched (config and weights), with its catalog facts."""
+    from zoo.weights import hub
+
+    repo_id, revision = hub.parse_hf_uri(address)
+    entry = _fetch_hub(spec, Weights(model=spec.name, hub_id=repo_id, revision=revision))
+    known = next((e for e in _entries_of(spec) if e.hub_id == repo_id), None)
+    if known is None:
+        return entry
+    catalog_facts = ("tag", "top1", "top5", "metrics_source", "recipe", "licence")
+    return replace(entry, **{name: getattr(known, name) for name in catalog_facts})
+
+
+def _fetch_hub(spec, entry: Weights) -> Weights:
+    """Fetches a Hub entry's folder, recording the commit and the weight file's sha256.
+
+    ``revision`` becomes the commit the files came from and ``url`` the ``hf://`` address
+    that fetches exactly them again, so a run records a pinned source.
+    """
+    from zoo.weights import hub
+
+    files = hub.fetch_hub_folder(entry.hub_id, entry.revision)
+    digest = files.files[files.weights_file]
+    logger.info("%s at commit %s: %s, sha256 %s.", entry.hub_id, files.commit,
+                files.weights_file, digest)
+    fetched = timm_checkpoints.folder_entry(spec, files.folder, hub_id=entry.hub_id)
+    if entry.tag:  # a catalog entry keeps its own facts; the files give path and hash
+        fetched = replace(entry, path=fetched.path, file_name=fetched.file_name)
+    return replace(fetched, revision=files.commit, url=files.uri, hash=digest,
+                   hash_algorithm="sha256")
 
 
 def _entries_of(spec) -> list[Weights]:
@@ -202,6 +245,9 @@ def load_into(model, spec, weight_set: Weights, *, include_top: bool, num_classe
         UnsafePickleError: A ``.pth`` whose pickle asks for code.
     """
     entry = weight_set
+    if entry.source == timm_checkpoints.TIMM_SOURCE:
+        _load_timm(model, spec, entry, include_top=include_top)
+        return
     if entry.path is None:
         path = None
         if not include_top and entry.notop is not None:
@@ -231,6 +277,14 @@ def load_into(model, spec, weight_set: Weights, *, include_top: bool, num_classe
         weights = read_keras_h5(path) if kind == "keras_h5" else read_keras_archive(path)
         plan = plan_keras(model, weights.layers, include_top=include_top, file_label=label,
                           layout_kind=weights.layout)
+    plan.apply()
+    report(plan, model.name, label)
+
+
+def _load_timm(model, spec, entry: Weights, *, include_top: bool) -> None:
+    if entry.path is None:
+        entry = _fetch_hub(spec, entry)
+    plan, label = timm_checkpoints.load_folder(model, spec, entry, include_top=include_top)
     plan.apply()
     report(plan, model.name, label)
 

@@ -225,7 +225,8 @@ def _variable_names(layer) -> list[str]:
 
 
 def plan_torchvision(model, spec, state_dict: dict[str, np.ndarray], *, include_top: bool,
-                     file_label: str, drop_head: bool = False) -> Plan:
+                     file_label: str, drop_head: bool = False,
+                     rule: TorchvisionRule | None = None) -> Plan:
     """Plans loading a torchvision state dict into a zoo model.
 
     Args:
@@ -235,6 +236,8 @@ def plan_torchvision(model, spec, state_dict: dict[str, np.ndarray], *, include_
         include_top: Whether the model has its classifier.
         file_label: The file, for messages.
         drop_head: Never load the file's classifier (it holds no usable values).
+        rule: The key rule; by default the spec's torchvision rule (timm checkpoints pass
+            their own, see :mod:`zoo.weights.timm`).
 
     Returns:
         The checked plan.
@@ -242,7 +245,7 @@ def plan_torchvision(model, spec, state_dict: dict[str, np.ndarray], *, include_
     Raises:
         WeightsMismatchError: Naming the first layer that does not fit, with both shapes.
     """
-    rule = torchvision_rule(spec)
+    rule = rule or torchvision_rule(spec)
     by_name = {layer.name: layer for layer in model.layers}
     layout = ModelLayout.of(model, include_top=include_top)
     groups: dict[str, dict[str, np.ndarray]] = {}
@@ -274,9 +277,10 @@ def plan_torchvision(model, spec, state_dict: dict[str, np.ndarray], *, include_
     if unknown:
         module, target, tensors = unknown[0]
         shapes = {slot: tuple(t.shape) for slot, t in tensors.items()}
+        where = (f"which would be layer {target!r}, but the model has no such layer"
+                 if target else "which no layer of the model takes")
         raise WeightsMismatchError(
-            f"{file_label} does not fit {model.name!r}: it has {module!r} {shapes}, which "
-            f"would be layer {target!r}, but the model has no such layer"
+            f"{file_label} does not fit {model.name!r}: it has {module!r} {shapes}, {where}"
             f"{' (and ' + str(len(unknown) - 1) + ' more)' if len(unknown) > 1 else ''}. "
             f"Is the file for another architecture?")
     _check_and_plan(plan, layout, sources, model.name, file_label)

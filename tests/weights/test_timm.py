@@ -1,0 +1,262 @@
+"""timm checkpoints in the Hub layout load into zoo's twins: logit parity on real photos
+with timm's own eval transform, the eval geometry and normalisation from pretrained_cfg,
+the head from num_classes, and clear errors for what does not fit.
+
+The checkpoints are written by timm itself (``save_for_hf``) from random-init models with
+non-trivial batch-norm statistics. Run with ``-s`` to see the parity figures.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+
+import numpy as np
+import pytest
+from model_inputs import run
+from torch_reference import import_torchvision
+
+import zoo
+from zoo.models import get_spec
+from zoo.weights import WeightsFileError, WeightsMismatchError, resolve
+from zoo.weights import timm as timm_checkpoints
+
+RELATIVE_TOLERANCE = 1e-4
+
+# (timm architecture, zoo twin, input size): the smallest input each accepts, VGG's
+# classifier pooled up to its 7x7 grid on both sides.
+FAMILIES = [
+    ("resnet18", "resnet18", 64),
+    ("resnet50", "resnet50", 64),
+    ("vgg11", "vgg11", 64),
+    ("vgg16_bn", "vgg16_bn", 64),
+    ("inception_v3", "inception_v3_tv", 75),
+    ("inception_resnet_v2", "inception_resnet_v2", 75),
+]
+
+
+@pytest.fixture(scope="module")
+def timm():
+    import_torchvision()  # timm imports torchvision; this makes its pure-Python part load
+    return pytest.importorskip("timm")
+
+
+def timm_model(timm, architecture: str, *, num_classes: int = 1000, seed: int = 0,
+               bn_scale: bool = True):
+    """A random-init timm model in eval mode with batch-norm statistics away from 0 and 1.
+
+    ``bn_scale=False`` keeps every batch-norm scale at one, as in timm's TF-ported
+    Inception-ResNet-v2 weights (TF-slim trains it without a scale).
+    """
+    import torch
+
+    torch.manual_seed(seed)
+    model = timm.create_model(architecture, pretrained=False, num_classes=num_classes).eval()
+    generator = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                n = module.num_features
+                module.running_mean.copy_(torch.rand(n, generator=generator) - 0.5)
+                module.running_var.copy_(torch.rand(n, generator=generator) * 1.5 + 0.5)
+                module.bias.copy_(torch.rand(n, generator=generator) - 0.5)
+                if bn_scale:
+                    module.weight.copy_(torch.rand(n, generator=generator) + 0.5)
+    return model
+
+
+def save_checkpoint(timm_net, folder, **kwargs) -> str:
+    """timm's own hub layout: config.json and model.safetensors (or pytorch_model.bin)."""
+    from timm.models import save_for_hf
+
+    save_for_hf(timm_net, str(folder), safe_serialization=kwargs.pop("safe", True), **kwargs)
+    return str(folder)
+
+
+def photos(timm, timm_net, size: int):
+    """Real photos through timm's eval transform at ``size``.
+
+    Returns:
+        ``(pixels, normalised)``: the cropped images as 0..255 NHWC for zoo (whose model
+        normalises), and timm's normalised NCHW tensor for timm.
+    """
+    import torch
+    from PIL import Image
+    from skimage import data as samples
+
+    config = timm.data.resolve_data_config({"input_size": (3, size, size)}, model=timm_net)
+    transform = timm.data.create_transform(**config)
+    *geometry, normalise = transform.transforms
+    images = [Image.fromarray(f()) for f in (samples.astronaut, samples.chelsea, samples.coffee)]
+    tensors = [_apply(geometry, image) for image in images]
+    unit = torch.stack(tensors)
+    pixels = (unit.numpy().transpose(0, 2, 3, 1) * 255).astype("float32")
+    return pixels, torch.stack([normalise(t) for t in tensors])
+
+
+def _apply(transforms, image):
+    for transform in transforms:
+        image = transform(image)
+    return image
+
+
+def timm_logits(timm_net, normalised) -> np.ndarray:
+    import torch
+
+    with torch.no_grad():
+        return timm_net(normalised).numpy()
+
+
+def compare(what: str, out: np.ndarray, ref: np.ndarray) -> None:
+    assert out.shape == ref.shape, (out.shape, ref.shape)
+    scale = float(np.abs(ref).max())
+    diff = float(np.abs(out - ref).max())
+    print(f"\ntimm parity {what:28s} max|diff| {diff:.3e}  scale {scale:.3e}  "
+          f"ratio {diff / scale:.2e}")
+    assert scale > 0
+    assert diff <= RELATIVE_TOLERANCE * scale, f"{what}: {diff} > 1e-4 * {scale}"
+
+
+@pytest.mark.parametrize(("architecture", "name", "size"), FAMILIES,
+                         ids=[a for a, _, _ in FAMILIES])
+def test_timm_checkpoint_gives_timm_logits(timm, architecture, name, size, tmp_path):
+    net = timm_model(timm, architecture, bn_scale=architecture != "inception_resnet_v2")
+    folder = save_checkpoint(net, tmp_path / architecture)
+    pixels, normalised = photos(timm, net, size)
+    expected = timm_logits(net, normalised)
+    model = zoo.build(name, weights=folder, input_shape=(size, size, 3),
+                      classifier_activation=None)
+    compare(f"{architecture} -> {name}", run(model, pixels), expected)
+    # The same photos score the same classes: the top-1 agrees image by image.
+    assert (run(model, pixels).argmax(-1) == expected.argmax(-1)).all()
+
+
+def test_pretrained_cfg_gives_geometry_and_normalisation(timm, tmp_path):
+    net = timm_model(timm, "resnet18")  # resnet18.a1_in1k: 224 train, 288 test, bicubic
+    folder = save_checkpoint(net, tmp_path / "r18")
+    cfg = net.pretrained_cfg
+    assert cfg["test_input_size"] == (3, 288, 288) and cfg["interpolation"] == "bicubic"
+    geometry = zoo.geometry("resnet18", folder)
+    assert geometry.image_size == (288, 288)
+    assert geometry.crop_fraction == cfg["test_crop_pct"]
+    assert geometry.interpolation == "bicubic"
+    entry = resolve(get_spec("resnet18"), folder)
+    assert entry.source == "timm" and entry.num_classes == 1000
+    assert entry.resize_size == int(288 / cfg["test_crop_pct"])
+    normalize = zoo.build("resnet18", weights=folder, input_shape=(64, 64, 3)) \
+        .get_layer("normalize").get_config()
+    np.testing.assert_allclose(normalize["mean"], np.array(cfg["mean"]) * 255, rtol=1e-6)
+    np.testing.assert_allclose(normalize["std"], np.array(cfg["std"]) * 255, rtol=1e-6)
+
+
+def test_inception_checkpoint_normalisation_is_its_own(timm, tmp_path):
+    # timm's inception_v3 takes (x - 0.5) / 0.5, not ImageNet's mean and std.
+    net = timm_model(timm, "inception_v3")
+    folder = save_checkpoint(net, tmp_path / "v3")
+    normalize = zoo.build("inception_v3_tv", weights=folder, input_shape=(75, 75, 3)) \
+        .get_layer("normalize").get_config()
+    np.testing.assert_allclose(normalize["mean"], [127.5] * 3)
+    np.testing.assert_allclose(normalize["std"], [127.5] * 3)
+    assert zoo.geometry("inception_v3_tv", folder).image_size == (299, 299)
+
+
+def test_head_follows_num_classes_and_a_new_count_resets_it(timm, tmp_path, caplog):
+    net = timm_model(timm, "resnet18", num_classes=37)
+    folder = save_checkpoint(net, tmp_path / "pets",
+                             model_config={"label_names": [f"breed{i}" for i in range(37)]})
+    pixels, normalised = photos(timm, net, 64)
+    model = zoo.build("resnet18", weights=folder, input_shape=(64, 64, 3),
+                      classifier_activation=None)
+    assert model.output_shape == (None, 37)
+    compare("resnet18, 37 classes", run(model, pixels), timm_logits(net, normalised))
+    entry = resolve(get_spec("resnet18"), folder)
+    assert entry.class_names() == [f"breed{i}" for i in range(37)]
+
+    with caplog.at_level(logging.WARNING, logger="zoo.weights"):
+        other = zoo.build("resnet18", weights=folder, num_classes=5, input_shape=(64, 64, 3))
+    assert other.output_shape == (None, 5)
+    assert "Classifier not loaded" in caplog.text and "37 classes" in caplog.text
+    # Everything but the head did load.
+    np.testing.assert_array_equal(other.get_layer("conv1_conv").get_weights()[0],
+                                  model.get_layer("conv1_conv").get_weights()[0])
+
+
+def test_pytorch_model_bin_loads_through_the_pickle_safe_reader(timm, tmp_path):
+    net = timm_model(timm, "resnet18")
+    folder = save_checkpoint(net, tmp_path / "bin", safe=False)
+    assert timm_checkpoints.weight_file(folder).endswith("pytorch_model.bin")
+    pixels, normalised = photos(timm, net, 64)
+    model = zoo.build("resnet18", weights=folder, input_shape=(64, 64, 3),
+                      classifier_activation=None)
+    compare("resnet18 from .bin", run(model, pixels), timm_logits(net, normalised))
+
+
+def _config(folder, **changes):
+    path = folder / "config.json"
+    config = json.loads(path.read_text())
+    config.update(changes)
+    path.write_text(json.dumps(config))
+
+
+@pytest.fixture(scope="module")
+def resnet18_folder(timm, tmp_path_factory):
+    return tmp_path_factory.mktemp("timm") / "resnet18", timm_model(timm, "resnet18")
+
+
+def _copy(resnet18_folder, tmp_path):
+    folder, net = resnet18_folder
+    if not folder.exists():
+        save_checkpoint(net, folder)
+    target = tmp_path / "ck"
+    shutil.copytree(folder, target)
+    return target
+
+
+@pytest.mark.parametrize("architecture", ["resnet50d", "seresnet50"])
+def test_an_architecture_zoo_lacks_is_refused_with_the_supported_list(
+        resnet18_folder, tmp_path, architecture):
+    folder = _copy(resnet18_folder, tmp_path)
+    _config(folder, architecture=architecture)
+    with pytest.raises(WeightsMismatchError) as error:
+        zoo.build("resnet50", weights=str(folder))
+    message = str(error.value)
+    assert architecture in message and "no twin in zoo" in message
+    for supported in ("resnet18", "resnet152", "vgg16_bn", "inception_v3",
+                      "inception_resnet_v2"):
+        assert supported in message
+
+
+def test_another_model_than_the_checkpoint_s_names_both(resnet18_folder, tmp_path):
+    folder = _copy(resnet18_folder, tmp_path)
+    with pytest.raises(WeightsMismatchError, match=r"timm's 'resnet18'.*'resnet50'"):
+        zoo.build("resnet50", weights=str(folder))
+    _config(folder, architecture="inception_v3")
+    with pytest.raises(WeightsMismatchError, match=r"zoo's 'inception_v3_tv'.*'inception_v3'"):
+        zoo.build("inception_v3", weights=str(folder))
+
+
+def test_damaged_and_incomplete_folders_name_the_file(resnet18_folder, tmp_path):
+    folder = _copy(resnet18_folder, tmp_path)
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(WeightsFileError, match=r"model\.safetensors.*damaged"):
+        zoo.build("resnet18", weights=str(folder), input_shape=(64, 64, 3))
+    weights.unlink()
+    with pytest.raises(WeightsFileError, match=r"neither model\.safetensors nor "):
+        zoo.build("resnet18", weights=str(folder))
+    (folder / "config.json").write_text("{not json")
+    with pytest.raises(WeightsFileError, match=r"config\.json.*damaged"):
+        zoo.build("resnet18", weights=str(folder))
+    (folder / "config.json").unlink()
+    with pytest.raises(WeightsFileError, match=r"no config\.json"):
+        zoo.build("resnet18", weights=str(folder))
+
+
+def test_a_state_dict_of_another_architecture_is_refused(resnet18_folder, timm, tmp_path):
+    # config.json says resnet18, the weights are resnet50's: the first misfit is named.
+    folder = _copy(resnet18_folder, tmp_path)
+    save_checkpoint(timm_model(timm, "resnet50"), tmp_path / "r50")
+    shutil.copy(tmp_path / "r50" / "model.safetensors", folder / "model.safetensors")
+    with pytest.raises(WeightsMismatchError, match="does not fit 'resnet18'"):
+        zoo.build("resnet18", weights=str(folder), input_shape=(64, 64, 3))

@@ -18,10 +18,12 @@ $(STAMP): pyproject.toml
 # The tests compare against torchvision's reference models and write real torchvision state
 # dicts. torch is a test-only dependency, never a runtime one; torchvision goes in without
 # its dependencies because its compiled ops do not match the CPU torch build (the tests
-# import only its pure-Python model definitions).
+# import only its pure-Python model definitions). timm (the reference for timm checkpoints)
+# goes in without its dependencies too: they are torch, torchvision and packages zoo has.
 $(TEST_STAMP): $(STAMP)
 	$(BIN)/pip install --quiet "torch==2.13.0"
 	$(BIN)/pip install --quiet --no-deps "torchvision==0.28.0"
+	$(BIN)/pip install --quiet --no-deps "timm==1.0.31"
 	touch $(TEST_STAMP)
 
 demo: $(STAMP)

@@ -73,9 +73,11 @@ def iterative_split(items: Sequence[tuple[str, tuple[int, ...]]], validation_spl
     one when it has two). The label with the fewest images still unassigned goes first;
     each of its images, in the seeded hash order of their paths, joins the side that wants
     that label most (ties: the side that wants more images, then train), and counts against
-    every label it carries. Rare labels are placed before common ones can use up the
-    validation share, so each label with two images or more lands in validation unless
-    the labels it shares images with leave no room.
+    every label it carries. A side that has its share of images takes no more while the
+    other still wants some, so validation holds ``round(n * validation_split)`` images.
+    Rare labels are placed before common ones can use up the validation share, so each
+    label with two images or more lands in validation unless the labels it shares images
+    with leave no room.
 
     Args:
         items: ``(relative path, tuple of label indices)`` pairs.
@@ -110,7 +112,8 @@ def iterative_split(items: Sequence[tuple[str, tuple[int, ...]]], validation_spl
             if rarest not in item[1]:
                 kept.append(item)
                 continue
-            side = max((0, 1), key=lambda s: (wanted[s][rarest], total[s], -s))
+            side = max((0, 1),
+                       key=lambda s: (total[s] > 0, wanted[s][rarest], total[s], -s))
             sides[side].append(item)
             total[side] -= 1
             for label in item[1]:

@@ -229,7 +229,7 @@ def _prepare(model_name: str, data, weights, recipe: Recipe, out_dir, opening: _
         rundir.write_start(run_dir, start)
     class_names = list(data.class_names)
     multi_label = bool(getattr(data, "multi_label", False))
-    _refuse_what_multi_label_cannot(recipe, data, multi_label)
+    _refuse_what_multi_label_cannot(recipe, multi_label)
     train = one_hot(data.train, len(class_names))
     val = one_hot(data.val, len(class_names)) if data.val is not None else None
     cardinality = int(train.cardinality())
@@ -252,19 +252,17 @@ def _refuse_other_sampling(sampling: str | None, data) -> None:
             f"sampling={sampling!r} to pipelines.from_folder (or from_csv) instead.")
 
 
-def _refuse_what_multi_label_cannot(recipe: Recipe, data, multi_label: bool) -> None:
-    """Multi-label data: the options that have no multi-label meaning are refused."""
-    if not multi_label:
-        return
-    refused = []
-    if recipe.class_weight is not None:
-        refused.append(f"class_weight={recipe.class_weight!r} (a class weight weighs an "
-                       "image by its one class; try loss='focal', --loss focal)")
-    if getattr(data, "soft_labels", False):
-        refused.append(f"augment={getattr(data, 'augment', None)!r} (mixup and cutmix mix "
-                       "one class per image; use 'standard' or 'strong')")
-    if refused:
-        raise ValueError(f"Multi-label data cannot train with {' and '.join(refused)}.")
+def _refuse_what_multi_label_cannot(recipe: Recipe, multi_label: bool) -> None:
+    """Multi-label data: a class weight, which weighs an image by its one class, is refused.
+
+    Label smoothing and mixup / cutmix work: binary cross-entropy takes soft targets per
+    class (smoothing pulls each towards 0.5, mixing blends two pictures' multi-hot labels).
+    """
+    if multi_label and recipe.class_weight is not None:
+        raise ValueError(
+            f"Multi-label data cannot train with class_weight={recipe.class_weight!r}: a class "
+            "weight weighs an image by its one class, and these images have several. Try "
+            "loss='focal' (--loss focal), which weighs down the labels already learnt.")
 
 
 def class_weights(class_weight, data, class_names: list[str]) -> dict[int, float] | None:

@@ -1,0 +1,141 @@
+"""Multi-label training end to end on pictures of several digits (issue 16).
+
+The pictures are two or three of scikit-learn's digits side by side, labelled with the set
+of digits shown (``tests/label_tables.py``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+from sklearn.metrics import average_precision_score, f1_score
+
+import pipelines
+from zoo.recipes import reports
+from zoo.recipes import stages as st
+from zoo.recipes.finetune import finetune
+
+SIZE = (32, 96)
+
+
+def _label_tables():
+    # tests/ holds a folder named pipelines: it is not put on sys.path, the module is loaded
+    # from its file.
+    path = Path(__file__).with_name("label_tables.py")
+    spec = importlib.util.spec_from_file_location("label_tables", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def table(tmp_path_factory):
+    """``(images folder, labels.csv)`` of 600 pictures."""
+    return _label_tables().write_digit_table(tmp_path_factory.mktemp("digits"), 600)
+
+
+@pytest.fixture(scope="module")
+def run(table, tmp_path_factory):
+    """A LeNet-5 trained on the multi-digit pictures for a few epochs."""
+    images, csv_path = table
+    out = tmp_path_factory.mktemp("runs") / "multi"
+    data = pipelines.from_csv(csv_path, images, label_delimiter=" ", image_size=SIZE,
+                              batch_size=32, augment="none", out_dir=out, model="lenet5")
+    result = finetune("lenet5", data, weights=None, epochs=4, out_dir=out, verbose=0)
+    return data, result
+
+
+# ------------------------------------------------------------------------------- metrics
+
+
+def test_average_precision_is_scikit_learns_over_classes_with_a_positive():
+    rng = np.random.default_rng(0)
+    y = (rng.random((50, 4)) < 0.4).astype(int)
+    y[:, 3] = 0  # no positive: no AP, left out of the mean
+    probs = np.clip(y * 0.3 + rng.random((50, 4)) * 0.7, 0, 1)
+    mean_ap, per_class = reports.average_precisions(y, probs)
+    expected = [average_precision_score(y[:, c], probs[:, c]) for c in range(3)]
+    assert per_class[:3] == pytest.approx(expected) and per_class[3] is None
+    assert mean_ap == pytest.approx(np.mean(expected))
+
+
+def test_thresholds_maximise_each_classes_f1():
+    rng = np.random.default_rng(1)
+    y = (rng.random((80, 3)) < 0.5).astype(int)
+    y[:, 2] = 0
+    probs = np.clip(y * 0.4 + rng.random((80, 3)) * 0.6, 0, 1)
+    chosen = reports.choose_thresholds(y, probs)
+    assert chosen[2] == 0.5  # no positive in these images
+    for c in range(2):
+        best = max(f1_score(y[:, c], probs[:, c] >= t) for t in np.unique(probs[:, c]))
+        assert f1_score(y[:, c], probs[:, c] >= chosen[c]) == pytest.approx(best)
+    metrics = reports.multilabel_metrics(y, probs, ["a", "b", "c"])
+    assert metrics["thresholds"] == chosen and metrics["macro_classes"] == 2
+    predicted = probs >= np.asarray(chosen)
+    assert metrics["val_f1_micro"] == pytest.approx(f1_score(y, predicted, average="micro"))
+    assert metrics["val_f1_macro"] == pytest.approx(
+        np.mean([f1_score(y[:, c], predicted[:, c]) for c in range(2)]))
+    assert metrics["per_class"]["c"]["ap"] is None
+
+
+def test_macro_f1_leaves_out_classes_without_validation_images():
+    y_true = np.array([0, 0, 1, 1])
+    probs = np.eye(3)[[0, 0, 1, 0]]  # class 2 has no image
+    metrics = reports.compute_metrics(y_true, probs, ["a", "b", "c"])
+    f1_a, f1_b = 0.8, 2 / 3
+    assert metrics["macro_f1"] == pytest.approx((f1_a + f1_b) / 2)
+    assert metrics["macro_f1_classes"] == 2 and metrics["per_class"]["c"]["support"] == 0
+
+
+# ------------------------------------------------------------------------------ training
+
+
+def test_multi_label_run_reports_map_f1_and_thresholds(run):
+    data, result = run
+    metrics = result.metrics
+    assert {"val_map", "val_f1_micro", "val_f1_macro", "per_class", "thresholds"} <= set(
+        metrics)
+    assert 0 < metrics["val_map"] <= 1 and 0 < metrics["val_f1_micro"] <= 1
+    assert all(m["ap"] is not None for m in metrics["per_class"].values())
+    # The epochs were chosen on val_map, measured on the validation split each epoch.
+    assert len(result.history["val_map"]) == 4
+    assert metrics["val_map"] == pytest.approx(max(result.history["val_map"]), abs=1e-4)
+    info = json.loads((result.run_dir / "run.json").read_text())
+    assert info["multi_label"] is True and info["kept"] == "best val_map"
+    assert info["thresholds"] == metrics["thresholds"] and len(info["thresholds"]) == 10
+    assert all(0 < t < 1 for t in info["thresholds"])
+    assert (result.run_dir / "precision_recall.png").stat().st_size > 10_000
+    card = (result.run_dir / "README.md").read_text()
+    assert "mAP" in card and "| 7 |" in card and "apply a sigmoid" in card
+
+
+def test_multi_label_model_gives_logits_and_trains_with_binary_cross_entropy(run):
+    data, result = run
+    last = result.model.layers[-1]
+    assert last.activation.__name__ == "linear"
+    x, y = next(iter(data.val))
+    logits = np.asarray(result.model(x, training=False))
+    assert logits.min() < 0 < logits.max()  # logits, not probabilities
+    recipe = result.recipe
+    loss = st.make_loss(recipe, multi_label=True)
+    assert isinstance(loss, keras.losses.BinaryCrossentropy) and loss.from_logits
+
+
+def test_mixup_trains_and_class_weight_is_refused_for_multi_label_data(table, tmp_path):
+    images, csv_path = table
+    data = pipelines.from_csv(csv_path, images, label_delimiter=" ", image_size=SIZE,
+                              batch_size=32, augment="mixup", out_dir=tmp_path / "run",
+                              check="fast")
+    with pytest.raises(ValueError, match=r"class_weight='balanced': a class weight weighs "
+                                         r"an image by its one class.*loss='focal'"):
+        finetune("lenet5", data, weights=None, epochs=1, verbose=0, out_dir=tmp_path / "r2",
+                 class_weight="balanced")
+    # Binary cross-entropy takes mixed multi-hot targets (and smoothed ones) as they are.
+    result = finetune("lenet5", data, weights=None, epochs=1, verbose=0,
+                      out_dir=tmp_path / "run", label_smoothing=0.1)
+    assert np.isfinite(result.history["loss"]).all() and 0 < result.metrics["val_map"] <= 1

@@ -305,7 +305,8 @@ def build_image_data(src: Listed, options: Options, *, check: str = "fast",
     # After the manifest is written, so that the warning can point to it.
     report_skipped(src.skipped, src.root, listed_in=manifest_path)
     counts = _count(files, class_names)
-    warn_if_imbalanced(counts["train"], class_names, options.imbalance_warning)
+    warn_if_imbalanced(counts["train"], class_names, options.imbalance_warning,
+                       src.multi_label)
     _check_albumentations(options, files["train"][0].path)
     datasets = _datasets(files, len(class_names), options, shuffle)
     return ImageData(

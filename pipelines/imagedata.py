@@ -175,13 +175,15 @@ def balanced_class_weights(counts: Sequence[int]) -> dict[int, float]:
 
 
 def warn_if_imbalanced(counts: dict[str, int], class_names: Sequence[str],
-                       ratio: float | None) -> None:
-    """Warns, with suggested class weights, when classes are imbalanced.
+                       ratio: float | None, multi_label: bool = False) -> None:
+    """Warns, naming the remedies to try (and the class weights), when classes are imbalanced.
 
     Args:
         counts: Training images per class name.
         class_names: Class names in label order.
         ratio: Warn when the largest class has this many times the smallest's images.
+        multi_label: Multi-label data (counts are images carrying each class): balanced
+            sampling and class weights do not apply there, a focal loss does.
     """
     if not ratio:
         return
@@ -189,12 +191,19 @@ def warn_if_imbalanced(counts: dict[str, int], class_names: Sequence[str],
     smallest, largest = min(values), max(values)
     if smallest == 0 or largest / smallest < ratio:
         return
+    sizes = (f"Classes are imbalanced: {largest} training images in the largest class, "
+             f"{smallest} in the smallest.")
+    if multi_label:
+        warn_user(f"{sizes} Try loss='focal' (binary focal cross-entropy) in zoo.finetune, "
+                  "or collect more images of the rare classes.")
+        return
     weights = balanced_class_weights(values)
     pairs = ", ".join(f"{class_names[i]}: {w:.3g}" for i, w in weights.items())
     warn_user(
-        f"Classes are imbalanced: {largest} training images in the largest class, {smallest} "
-        f"in the smallest. Consider class_weight={{{pairs}}} (by index: "
-        f"data.class_weights) or collecting more images of the small classes.")
+        f"{sizes} Try, in zoo.finetune or on the command line: sampling='balanced' "
+        f"(re-sample the train stream so every class comes equally often), "
+        f"class_weight='balanced' (here class_weight={{{pairs}}}; by index: "
+        f"data.class_weights) or loss='focal'; or collect more images of the small classes.")
 
 
 __all__ = ["ImageData", "balanced_class_weights", "warn_if_imbalanced"]

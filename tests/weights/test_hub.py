@@ -87,6 +87,12 @@ def test_fetch_returns_verified_files_and_their_commit(standin, tmp_path):
     assert any(path.startswith("cdn:/blobs/") for _, path in standin.requests)
 
 
+def test_fetch_of_other_files_names_them(standin):
+    standin.add_repo("me/m", {"config.json": CONFIG, "model.safetensors": WEIGHTS})
+    only_config = fetch_hub_folder("me/m", filenames=("config.json",))
+    assert list(only_config.files) == ["config.json"] and only_config.weights_file is None
+
+
 def test_fetch_takes_pytorch_model_bin_when_there_is_no_safetensors(standin):
     standin.add_repo("timm/old", {"config.json": CONFIG, "pytorch_model.bin": WEIGHTS})
     files = fetch_hub_folder("timm/old")
@@ -237,6 +243,8 @@ def test_settings_are_read_at_call_time(monkeypatch, tmp_path):
     monkeypatch.delenv("ZOO_OFFLINE", raising=False)
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
     assert hub.hub_offline() is None
+    monkeypatch.setenv("ZOO_OFFLINE", "y")  # zoo's rule for its own variable
+    assert hub.hub_offline() == "ZOO_OFFLINE=y"
     monkeypatch.setenv("HF_HUB_OFFLINE", "yes")
     assert hub.hub_offline() == "HF_HUB_OFFLINE=yes"
 

@@ -26,7 +26,12 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from zoo.weights.download import HashMismatchError, WeightsUnavailableError, file_hash
+from zoo.weights.download import (
+    HashMismatchError,
+    WeightsUnavailableError,
+    file_hash,
+    is_offline,
+)
 
 logger = logging.getLogger("zoo.weights")
 
@@ -62,9 +67,9 @@ class HubFiles:
     files: dict[str, str] = field(default_factory=dict)
 
     @property
-    def weights_file(self) -> str:
-        """The name of the weight file fetched (``model.safetensors`` or ``pytorch_model.bin``)."""
-        return next(name for name in self.files if name != "config.json")
+    def weights_file(self) -> str | None:
+        """The weight file fetched (``model.safetensors`` or ``pytorch_model.bin``), if any."""
+        return next((name for name in self.files if name != "config.json"), None)
 
     @property
     def uri(self) -> str:
@@ -124,10 +129,16 @@ def hub_cache_dir() -> Path:
 
 
 def hub_offline() -> str | None:
-    """Which variable turns the Hub off (``HF_HUB_OFFLINE``, ``ZOO_OFFLINE``...), or None."""
-    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "ZOO_OFFLINE"):
+    """Which variable turns the Hub off, as ``NAME=value``, or None.
+
+    ``HF_HUB_OFFLINE`` (or ``TRANSFORMERS_OFFLINE``) by huggingface_hub's rule (1, ON, YES,
+    TRUE), and ``ZOO_OFFLINE`` by zoo's, as for its other weights.
+    """
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
         if os.environ.get(name, "").strip().upper() in ("1", "ON", "YES", "TRUE"):
             return f"{name}={os.environ[name]}"
+    if is_offline():
+        return f"ZOO_OFFLINE={os.environ['ZOO_OFFLINE']}"
     return None
 
 

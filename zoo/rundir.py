@@ -115,6 +115,9 @@ class Opened:
         description: A short name for messages and reports (a path, or ``name (tag)``).
         reference: The weights' published ``top1``/``top5``/``metrics_source``, or ``{}``.
         wnids: WordNet ids per output for ImageNet label sets, else None.
+        multi_label: Whether the model is multi-label (a run's ``multi_label``): its
+            outputs are logits, one sigmoid per class, not a softmax.
+        thresholds: A multi-label run's per-class decision thresholds, or None.
     """
 
     model: Any
@@ -128,6 +131,8 @@ class Opened:
     description: str = ""
     reference: dict = field(default_factory=dict)
     wnids: list[str] | None = None
+    multi_label: bool = False
+    thresholds: list[float] | None = None
 
 
 # ------------------------------------------------------------------------------ writing
@@ -680,7 +685,9 @@ def _open_run(run: Run, model_name: str | None, model=None) -> Opened:
     return Opened(model=model, model_name=name, class_names=list(run.class_names),
                   class_names_from=str(run.path / RUN_FILE),
                   geometry=_fitted(run.geometry, model), card=card,
-                  samples_dir=run.samples_dir, run=run, description=str(run.model_path))
+                  samples_dir=run.samples_dir, run=run, description=str(run.model_path),
+                  multi_label=bool(run.info.get("multi_label", False)),
+                  thresholds=run.info.get("thresholds"))
 
 
 def _registered_name(name: str, shown: str) -> str:

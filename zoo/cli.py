@@ -161,6 +161,12 @@ def _recipe_options(args: argparse.Namespace) -> dict:
             if getattr(args, name, None) is not None}
 
 
+def _table_options(args: argparse.Namespace) -> dict:
+    """``images`` and ``label_delimiter`` when given: a --data label table's options."""
+    return {name: getattr(args, name) for name in ("images", "label_delimiter")
+            if getattr(args, name, None) is not None}
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """Fine-tunes a model on a folder of images."""
     from zoo.recipes.finetune import default_run_dir, finetune
@@ -170,7 +176,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         result = finetune(args.model, args.data, weights=weights, epochs=args.epochs,
                           out_dir=args.out, overwrite=args.overwrite,
                           resume="changed" if args.resume_changed else None,
-                          **_recipe_options(args))
+                          **_table_options(args), **_recipe_options(args))
     except KeyboardInterrupt:
         # Ctrl-C: the state of the last finished epoch is saved (crash-safe) in the run dir.
         run_dir = args.out or default_run_dir(args.model, args.data)
@@ -198,7 +204,8 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
 
     weights = None if args.weights in ("none", "None", "") else args.weights
     result = find_learning_rate(args.model, args.data, weights=weights, out_dir=args.out,
-                                steps=args.steps, **_recipe_options(args))
+                                steps=args.steps, **_table_options(args),
+                                **_recipe_options(args))
     print(f"suggested learning rate: {result.suggestion:.3g}  (plot: {result.plot})")
     return 0
 
@@ -208,7 +215,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from zoo.recipes.evaluate import evaluate
 
     metrics = evaluate(args.model, args.data, out_dir=args.out, weights=args.weights,
-                       batch_size=args.batch_size or 32)
+                       batch_size=args.batch_size or 32, **_table_options(args))
     line = f"accuracy {metrics['accuracy']:.4f}"
     if "top5_accuracy" in metrics:
         line += f", top-5 {metrics['top5_accuracy']:.4f}"
@@ -282,6 +289,19 @@ _TRAIN_ONLY = ("head_epochs", "finetune_epochs", "scratch_epochs", "warmup_epoch
 _FLAG_TYPES = {"int": int, "float": float, "float | None": float}
 
 
+def _add_data_arguments(p: argparse.ArgumentParser) -> None:
+    """``--data`` (a folder or a label table), and ``--images`` / ``--label-delimiter``."""
+    p.add_argument("--data", required=True, help="image folder (root/<class>/* or "
+                   "root/train|val/<class>/*), or a label table (.csv, .tsv) with a path "
+                   "and a label column")
+    p.add_argument("--images", default=None, metavar="DIR",
+                   help="with a label table: the folder its paths are relative to "
+                   "(default: the table's folder)")
+    p.add_argument("--label-delimiter", default=None, dest="label_delimiter", metavar="TEXT",
+                   help="with a label table: splits a label cell into several labels "
+                   "(multi-label), e.g. ' '")
+
+
 def _add_recipe_arguments(p: argparse.ArgumentParser, *, train: bool) -> None:
     """The data and model arguments, then one ``--flag`` per :class:`Recipe` field.
 
@@ -290,8 +310,7 @@ def _add_recipe_arguments(p: argparse.ArgumentParser, *, train: bool) -> None:
     """
     from zoo.recipes.recipe import Recipe, field_help
 
-    p.add_argument("--data", required=True, help="image folder (root/<class>/* or "
-                   "root/train|val/<class>/*)")
+    _add_data_arguments(p)
     p.add_argument("--model", required=True, help="a name from `zoo list`")
     p.add_argument("--weights", default="imagenet", help="catalog tag, file, or 'none'")
     p.add_argument("--out", default=None, help="run directory")
@@ -362,7 +381,7 @@ def _add_recipe_commands(sub) -> None:
 
     p = sub.add_parser("evaluate", help="metrics and plots of a model on a folder")
     p.add_argument("model", help="zoo model name, .keras file, or run directory")
-    p.add_argument("--data", required=True)
+    _add_data_arguments(p)
     p.add_argument("--weights", default=None, help="with a model name: catalog tag or file")
     p.add_argument("--out", default=None, help="report directory")
     p.add_argument("--batch-size", type=int, dest="batch_size")

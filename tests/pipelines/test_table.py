@@ -195,3 +195,35 @@ def test_dataframe_without_pandas_says_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "pandas", None)
     with pytest.raises(ImportError, match="from_dataframe needs pandas: pip install pandas"):
         pipelines.from_dataframe({"path": [], "label": []})
+
+
+@pytest.mark.parametrize("command", ["train", "lr-find", "evaluate"])
+def test_cli_passes_a_label_table_as_images_and_label_delimiter(monkeypatch, command):
+    # The command line's part only: the recipes' handling of the keywords is tested there.
+    import types
+
+    from zoo import cli
+    from zoo.recipes import evaluate, finetune
+
+    seen = {}
+
+    def record(*args, **kwargs):
+        seen.update(args=args, kwargs=kwargs)
+        return types.SimpleNamespace(metrics={"val_accuracy": 0.5}, run_dir="runs/x",
+                                     suggestion=0.01, plot="lr.png")
+
+    def record_evaluate(*args, **kwargs):
+        record(*args, **kwargs)
+        return {"accuracy": 0.5, "num_images": 3, "out_dir": "report"}
+
+    monkeypatch.setattr(finetune, "finetune", record)
+    monkeypatch.setattr(finetune, "find_learning_rate", record)
+    monkeypatch.setattr(evaluate, "evaluate", record_evaluate)
+    model = ["lenet5"] if command == "evaluate" else ["--model", "lenet5"]
+    argv = [command, *model, "--data", "labels.csv", "--images", "pics/",
+            "--label-delimiter", " "]
+    assert cli.main(argv) == 0
+    assert "labels.csv" in seen["args"]
+    assert seen["kwargs"]["images"] == "pics/" and seen["kwargs"]["label_delimiter"] == " "
+    cli.main([command, *model, "--data", "folder/"])
+    assert "images" not in seen["kwargs"] and "label_delimiter" not in seen["kwargs"]

@@ -157,6 +157,18 @@ def test_tfds_dataset(examples):
     assert 0 <= number(r"validation accuracy: ([\d.]+)", stdout) <= 1
 
 
+def test_label_table(examples):
+    out, stdout = examples.result("label_table")
+    assert "digits.csv: single-label, 10 classes, sampling=balanced" in stdout
+    assert "skipped missing.png: digits.csv line" in stdout and "skipped broken.png" in stdout
+    drawn = re.search(r"one balanced training epoch draws: (.*)", stdout).group(1)
+    zeros = int(re.search(r"\b0 (\d+)", drawn).group(1))
+    assert zeros > 10  # 5 zeros among 221 training images: drawn about a tenth of the time
+    assert "tags.csv: multi-label, 14 classes" in stdout
+    split = json.loads((out / "tags" / "split.json").read_text())
+    assert split["split_method"] == "iterative" and split["multi_label"]
+
+
 def test_two_workers(examples):
     out, stdout = examples.result("two_workers")
     for index in (0, 1):

@@ -140,38 +140,15 @@ def test_interrupted_training_resumes_losing_at_most_one_epoch(tmp_path):
 def test_killed_process_resumes_losing_at_most_the_epoch_in_progress(tmp_path):
     # A real SIGKILL in the middle of epoch 3 (no exception handler, no atexit runs),
     # then the same command again: it starts at epoch 3, with epochs 0-2 kept.
-    script = textwrap.dedent(f"""
-        import os, signal, sys
-        sys.path[:0] = [{str(REPO)!r}, {str(REPO / "tests")!r}]
-        import keras
-        from test_finetune import digits_data
-        from zoo.recipes import finetune as ft
+    import training_process
 
-        class Kill(keras.callbacks.Callback):
-            def on_epoch_begin(self, epoch, logs=None):
-                self.epoch = epoch
-                print("epoch", epoch, flush=True)
-
-            def on_train_batch_end(self, batch, logs=None):
-                if self.epoch == 3 and batch == 2 and sys.argv[1] == "kill":
-                    os.kill(os.getpid(), signal.SIGKILL)
-
-        ft.finetune("lenet5", digits_data(n_train=512), weights=None, epochs=5,
-                    out_dir={str(tmp_path / "run")!r}, verbose=0, callbacks=[Kill()])
-        print("finished", flush=True)
-        """)
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    killed = subprocess.run([sys.executable, "-c", script, "kill"], capture_output=True,
-                            text=True, timeout=300, env=env)
-    assert killed.returncode == -9, killed.stderr[-2000:]
-    assert killed.stdout.split() == ["epoch", "0", "epoch", "1", "epoch", "2", "epoch", "3"]
-    assert not (tmp_path / "run" / "run.json").exists() or \
-        json.loads((tmp_path / "run" / "run.json").read_text())["status"] != "finished"
-    again = subprocess.run([sys.executable, "-c", script, "go"], capture_output=True,
-                           text=True, timeout=300, env=env)
+    run = training_process.killed_in_epoch_3(tmp_path / "run")
+    assert not (run / "run.json").exists() or \
+        json.loads((run / "run.json").read_text())["status"] != "finished"
+    again = training_process.train(run, "go")
     assert again.returncode == 0, again.stderr[-2000:]
     assert again.stdout.split() == ["epoch", "3", "epoch", "4", "finished"]
-    history = (tmp_path / "run" / "history.csv").read_text().splitlines()
+    history = (run / "history.csv").read_text().splitlines()
     assert len(history) == 1 + 5  # the header and all five epochs
 
 

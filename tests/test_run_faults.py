@@ -7,7 +7,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
-import os
 import shutil
 import signal
 import subprocess
@@ -18,51 +17,20 @@ from pathlib import Path
 
 import keras
 import pytest
+import training_process
 
 import zoo
 from zoo import rundir
 from zoo.cli import main
 from zoo.recipes import finetune as ft
 
-REPO = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO)}
+REPO = training_process.REPO
+ENV = training_process.ENV
 
-# A real training process on in-memory digits (tests/test_finetune.py's digits_data).
-# argv: run dir, "kill" (SIGKILL itself in the middle of epoch 3), "hold" (say so at the
-# start of epoch 1, then wait to be killed) or "go".
-_TRAIN = textwrap.dedent(f"""
-    import os, signal, sys, time
-    sys.path[:0] = [{str(REPO)!r}, {str(REPO / "tests")!r}]
-    import keras
-    from test_finetune import digits_data
-    from zoo.recipes import finetune as ft
-
-    class Fault(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            self.epoch = epoch
-            print("epoch", epoch, flush=True)
-            if epoch == 1 and sys.argv[2] == "hold":
-                print("holding", flush=True)
-                time.sleep(600)
-
-        def on_train_batch_end(self, batch, logs=None):
-            if self.epoch == 3 and batch == 2 and sys.argv[2] == "kill":
-                os.kill(os.getpid(), signal.SIGKILL)
-
-    ft.finetune("lenet5", digits_data(n_train=512), weights=None, epochs=5,
-                out_dir=sys.argv[1], verbose=0, callbacks=[Fault()])
-    print("finished", flush=True)
-    """)
 
 
 def _killed_in_epoch_3(tmp_path) -> Path:
-    """A run directory whose training process was SIGKILLed in the middle of epoch 3."""
-    run = tmp_path / "run"
-    killed = subprocess.run([sys.executable, "-c", _TRAIN, str(run), "kill"],
-                            capture_output=True, text=True, timeout=300, env=ENV)
-    assert killed.returncode == -9, killed.stderr[-2000:]
-    assert killed.stdout.split()[-2:] == ["epoch", "3"]
-    return run
+    return training_process.killed_in_epoch_3(tmp_path / "run")
 
 
 class FirstEpoch(keras.callbacks.Callback):
@@ -94,9 +62,8 @@ def small_digits(tmp_path_factory):
 
 def test_a_second_process_is_refused_while_the_first_writes_the_run_dir(tmp_path):
     run = tmp_path / "run"
-    first = subprocess.Popen([sys.executable, "-c", _TRAIN, str(run), "hold"],
-                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                             env=ENV)
+    first = subprocess.Popen(training_process.command(run, "hold"), stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL, text=True, env=ENV)
     try:
         for line in first.stdout:
             if line.strip() == "holding":
@@ -172,6 +139,32 @@ def test_the_same_options_resume_without_a_word(tmp_path):
     assert "changes" not in info and not (run / rundir.START_FILE).exists()
 
 
+def test_a_run_from_before_the_start_record_resumes_only_on_purpose(tmp_path, capsys):
+    # What zoo before the resume guard left: an interrupted run without start.json.
+    run = _killed_in_epoch_3(tmp_path)
+    (run / rundir.START_FILE).unlink()
+    untouched = sorted(p.name for p in run.rglob("*"))
+    with pytest.raises(ValueError) as refused:
+        ft.finetune("lenet5", _digits(), weights=None, epochs=5, out_dir=run, verbose=0)
+    message = str(refused.value)
+    assert "started before zoo recorded a run's options" in message, message
+    assert "resume='changed' (--resume-changed)" in message
+    assert "overwrite=True (--overwrite)" in message
+    # The command line says the same in one line.
+    code = main(["train", "--data", str(tmp_path / "any"), "--model", "lenet5", "--weights",
+                 "none", "--epochs", "5", "--out", str(run)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "--resume-changed" in err and len(err.splitlines()) == 1, err
+    assert sorted(p.name for p in run.rglob("*")) == untouched
+    # On purpose: it resumes where it stopped, and run.json says the start was unchecked.
+    seen = FirstEpoch()
+    ft.finetune("lenet5", _digits(), weights=None, epochs=5, out_dir=run, verbose=0,
+                resume="changed", callbacks=[seen])
+    assert seen.epochs == [3, 4]
+    [change] = json.loads((run / "run.json").read_text())["changes"]
+    assert change["epoch"] == 3 and "earlier options are unknown" in change["unchecked"]
+
+
 # ------------------------------------------------------------------- crash-safe writes
 
 
@@ -244,9 +237,12 @@ def test_a_run_interrupted_under_keras_backup_and_restore_still_resumes(tmp_path
     with pytest.raises(KeyboardInterrupt):
         model.fit(st.one_hot(data.train, 10), epochs=5, verbose=0, callbacks=[backup, Stop()])
     assert (run / "backup" / "scratch" / "latest.weights.h5").is_file()
+    # That zoo wrote no start record either: the resume is refused unless asked for.
+    with pytest.raises(ValueError, match="started before zoo recorded a run's options"):
+        ft.finetune("lenet5", data, weights=None, epochs=5, out_dir=run, verbose=0)
     seen = FirstEpoch()
     ft.finetune("lenet5", data, weights=None, epochs=5, out_dir=run, verbose=0,
-                callbacks=[seen])
+                resume="changed", callbacks=[seen])
     assert seen.epochs == [2, 3, 4]
 
 

@@ -8,6 +8,7 @@ crash is removed and done again, and a second process filling the same cache wai
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import hashlib
 import json
@@ -44,11 +45,12 @@ def is_file_cache(cache: Any) -> bool:
 def files_cache_key(files: Sequence[ImageFile]) -> str:
     """A digest of what decides a split's cached elements, for ``build_dataset(cache_key=)``.
 
-    Covers each file's path, size, modification time (ns), content digest (taken by the
-    check, :attr:`ImageFile.digest`), label, decoder kind and EXIF orientation, in order: a
-    file rewritten since, added, removed or relabelled gives another key, hence another
-    cache. The digest matters where size and mtime say nothing: two class folders swapped
-    in an archive unpacked with one timestamp keep every path, size and mtime.
+    Covers each file's path, size, modification time (ns), a hash of its bytes, label,
+    decoder kind and EXIF orientation, in order: a file rewritten since, added, removed or
+    relabelled gives another key, hence another cache. The hash matters where size and
+    mtime say nothing: two class folders swapped in an archive unpacked with one timestamp
+    keep every path, size and mtime. It is taken here, only for a file cache's key, not by
+    every check.
 
     Args:
         files: The split's checked files, in dataset order.
@@ -57,15 +59,34 @@ def files_cache_key(files: Sequence[ImageFile]) -> str:
         A sha256 hex digest.
     """
     digest = hashlib.sha256()
-    for f in files:
+    contents = content_digests([f.path for f in files])
+    for f, content in zip(files, contents):
         try:
             stat = os.stat(f.path)
             size, mtime = stat.st_size, stat.st_mtime_ns
         except OSError:  # gone since the check: the fill will say so, with the path
             size, mtime = -1, -1
-        digest.update(f"{f.path}\0{size}\0{mtime}\0{f.digest}\0{f.label}\0{f.kind}\0"
+        digest.update(f"{f.path}\0{size}\0{mtime}\0{content}\0{f.label}\0{f.kind}\0"
                       f"{f.orientation}\n".encode("utf-8", "surrogateescape"))
     return digest.hexdigest()
+
+
+def _content_digest(path: str) -> str:
+    # The whole file, not only its ends: two same-size JPEGs padded with zeros (or sharing
+    # one camera's EXIF block) can agree on both ends and still hold other pixels.
+    try:
+        with open(path, "rb") as handle:
+            return hashlib.file_digest(handle, lambda: hashlib.blake2b(digest_size=12)
+                                       ).hexdigest()
+    except OSError:
+        return "unreadable"
+
+
+def content_digests(paths: Sequence[str]) -> list[str]:
+    """A short hash of each file's bytes, in order, read in parallel threads."""
+    workers = min(8, 2 * (os.cpu_count() or 1))
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(_content_digest, paths))
 
 
 def code_digest(*module_files: str | os.PathLike) -> str:

@@ -7,7 +7,6 @@ reason (:class:`BadImage`) that is shown to the user, and the file is left where
 from __future__ import annotations
 
 import concurrent.futures
-import hashlib
 import io
 import os
 import re
@@ -41,7 +40,6 @@ class ImageFile:
         nbytes: File size.
         short_side: The image's shorter side in pixels.
         fmt: Its format as ``transforms.GRAPH_FORMATS`` names it (``"png"``, ...).
-        digest: A short hash of the file's bytes as checked, part of a file cache's key.
     """
 
     path: str
@@ -51,7 +49,6 @@ class ImageFile:
     nbytes: int = 0
     short_side: int = 0
     fmt: str = ""
-    digest: str = ""
 
 
 _MAGIC = (
@@ -126,21 +123,24 @@ def _full_decode(data: bytes, kind: int) -> None:
         raise BadImage(f"truncated or corrupt image data ({message[:160]})") from None
 
 
-def _read_ends(path: str) -> tuple[int, bytes, bytes]:
-    """``(size, first 64 bytes, last 64 bytes)``; :class:`BadImage` if empty or unreadable."""
+def _read(path: str) -> tuple[bytes, str]:
+    """``(the whole file, the format its first bytes name)``, in one open.
+
+    The format is checked before the rest is read: a large file that is no image (a video
+    named .jpg) is refused after 64 bytes, not read whole.
+
+    Raises:
+        BadImage: If the file is empty, unreadable, not an image or of another format.
+    """
     try:
-        size = os.path.getsize(path)
-        if size == 0:
-            raise BadImage("empty file (0 bytes)")
         with open(path, "rb") as handle:
             head = handle.read(64)
-            handle.seek(max(0, size - 64))
-            tail = handle.read(64)
-    except BadImage:
-        raise
+            if not head:
+                raise BadImage("empty file (0 bytes)")
+            fmt = _check_sniffed(head)
+            return head + handle.read(), fmt
     except OSError as error:
         raise BadImage(f"unreadable ({error.strerror or error})") from None
-    return size, head, tail
 
 
 def _check_sniffed(head: bytes) -> str:
@@ -197,7 +197,7 @@ def _read_header(data: bytes, fmt: str) -> tuple[str, int, int, int]:
     return pil_format, width, height, orientation
 
 
-def probe(path: str, full: bool = False) -> tuple[int, int, int, int, str, str]:
+def probe(path: str, full: bool = False) -> tuple[int, int, int, int, str]:
     """Checks one file and says how to decode it.
 
     The fast check reads the header with Pillow and the file's last bytes; a file whose end
@@ -209,20 +209,16 @@ def probe(path: str, full: bool = False) -> tuple[int, int, int, int, str, str]:
         full: Decode every file fully.
 
     Returns:
-        ``(kind, orientation, nbytes, short_side, fmt, digest)``, ``fmt`` one of
-        ``transforms.GRAPH_FORMATS``, ``digest`` a short hash of the bytes read (the check
-        reads the whole file anyway; hashing it costs far less than the read).
+        ``(kind, orientation, nbytes, short_side, fmt)``, ``fmt`` one of
+        ``transforms.GRAPH_FORMATS``.
 
     Raises:
         BadImage: With the reason the file cannot be used.
     """
-    size, head, tail = _read_ends(path)
-    fmt = _check_sniffed(head)
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read()
-    except OSError as error:
-        raise BadImage(f"unreadable ({error.strerror or error})") from None
+    # One read of the whole file: Pillow's header read, the end test and a full decode all
+    # work on these bytes.
+    data, fmt = _read(path)
+    size, head, tail = len(data), data[:64], data[-64:]
     pil_format, width, height, orientation = _read_header(data, fmt)
     # JPEGs take the fused crop-and-decode path, the other formats TensorFlow's decoders as
     # in a serving signature; Pillow only what those do not read (transforms.graph_supported).
@@ -239,10 +235,7 @@ def probe(path: str, full: bool = False) -> tuple[int, int, int, int, str, str]:
         _full_decode(data, kind)
     format_name = {"JPEG": "jpeg", "MPO": "jpeg", "DIB": "bmp"}.get(pil_format,
                                                                     pil_format.lower())
-    # The whole file, not only its ends: two same-size JPEGs padded with zeros (or sharing
-    # one camera's EXIF block) can agree on both ends and still hold other pixels.
-    digest = hashlib.blake2b(data, digest_size=12).hexdigest()
-    return kind, orientation, size, min(width, height), format_name, digest
+    return kind, orientation, size, min(width, height), format_name
 
 
 def check_files(paths: Sequence[str], full: bool) -> dict[str, tuple | str]:

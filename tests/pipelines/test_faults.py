@@ -156,6 +156,38 @@ def test_swapped_class_folders_with_same_sizes_and_mtimes_get_a_new_cache(tmp_pa
         np.testing.assert_array_equal(got[split], expected[split])
 
 
+def test_the_check_opens_each_file_once_and_hashes_only_for_a_file_cache(tmp_path,
+                                                                         monkeypatch):
+    import sys
+
+    # The modules (pipelines' namespace has a function named probe).
+    cache_module, probe_module = sys.modules["pipelines.cache"], sys.modules["pipelines.probe"]
+    root = _folder(tmp_path)
+    opened, hashed = [], []
+
+    def counting_open(path, *args, **kwargs):
+        opened.append(str(path))
+        return open(path, *args, **kwargs)
+
+    content_digests = cache_module.content_digests
+
+    def counting_digests(paths):
+        hashed.extend(paths)
+        return content_digests(paths)
+
+    monkeypatch.setattr(probe_module, "open", counting_open, raising=False)
+    monkeypatch.setattr(cache_module, "content_digests", counting_digests)
+    files = sorted(str(p) for p in root.rglob("*.jpg"))
+    check_files(files, full=False)
+    assert sorted(opened) == files  # one open per file
+    settings = dict(image_size=16, validation_split=0.5, augment="none", batch_size=4)
+    pipelines.from_folder(root, cache=False, **settings)
+    pipelines.from_folder(root, cache=True, **settings)  # in memory: no key to take
+    assert hashed == []
+    pipelines.from_folder(root, cache=tmp_path / "cache", **settings)
+    assert sorted(hashed) == files  # the file cache's key hashes every file's bytes
+
+
 def test_validation_split_zero_beside_a_val_folder_warns(tmp_path):
     root = tmp_path / "data"
     make_folder(root / "train", {"cats": 4, "dogs": 4})

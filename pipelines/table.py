@@ -16,6 +16,7 @@ import csv
 import inspect
 import math
 import os
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,22 +136,45 @@ def _split_of(row: Row) -> str | None:
     return SPLIT_VALUES[value.lower()]
 
 
-def _resolve(row: Row, root: str, real_root: str, suffix: str) -> tuple[str, str | None]:
-    """``(absolute path, reason to skip it or None)`` of the row's image."""
-    value = _text(row.path)
-    if not value:
-        raise ValueError(f"{row.where}: the path is empty. Name an image in every row, or "
-                         "remove the row.")
-    path = os.path.normpath(os.path.join(root, value + suffix))
-    real = os.path.realpath(path)
-    if real != real_root and not real.startswith(real_root.rstrip(os.sep) + os.sep):
-        return path, (f"{row.where}: outside the image folder {root} (paths are relative "
-                      "to root=, which must hold every image); pass the folder that holds "
-                      "them all as root=")
-    if not os.path.isfile(path):
-        what = "a folder, not an image" if os.path.isdir(path) else "no such file"
-        return path, f"{row.where}: {what}"
-    return path, None
+class _Resolver:
+    """Rows' paths to files under ``root``: one ``lstat`` a row, each folder resolved once.
+
+    A folder scan pays about as much per file; resolving every path in full
+    (``os.path.realpath``) would cost one ``lstat`` per path component instead.
+    """
+
+    def __init__(self, root: Path, suffix: str):
+        self.root, self.suffix = str(root), suffix
+        self.bound = os.path.realpath(root).rstrip(os.sep) + os.sep
+        self.real_folders: dict[str, str] = {}
+
+    def __call__(self, row: Row) -> tuple[str, str | None]:
+        """``(absolute path, reason to skip it or None)`` of the row's image."""
+        value = _text(row.path)
+        if not value:
+            raise ValueError(f"{row.where}: the path is empty. Name an image in every row, "
+                             "or remove the row.")
+        path = os.path.normpath(os.path.join(self.root, value + self.suffix))
+        folder, name = os.path.split(path)
+        if folder not in self.real_folders:
+            self.real_folders[folder] = os.path.realpath(folder)
+        real = os.path.join(self.real_folders[folder], name)
+        try:
+            mode = os.lstat(real).st_mode
+        except OSError:
+            mode = None
+        if mode is not None and stat.S_ISLNK(mode):  # a link: where it leads decides
+            real = os.path.realpath(real)
+            mode = os.stat(real).st_mode if os.path.exists(real) else None
+        if not real.startswith(self.bound):
+            return path, (f"{row.where}: outside the image folder {self.root} (paths are "
+                          "relative to root=, which must hold every image); pass the folder "
+                          "that holds them all as root=")
+        if mode is None or not stat.S_ISREG(mode):
+            what = "a folder, not an image" if mode is not None and stat.S_ISDIR(mode) \
+                else "no such file"
+            return path, f"{row.where}: {what}"
+        return path, None
 
 
 class _Entry:
@@ -178,14 +202,14 @@ def _entries(rows: list[Row], root: Path, *, delimiter, multi: bool, suffix: str
     """``{path: entry}`` of the rows naming images; the others go to ``skipped``."""
     entries: dict[str, _Entry] = {}
     skipped_paths: set[str] = set()
-    real_root = os.path.realpath(root)
+    resolve = _Resolver(root, suffix)
     for row in rows:
         labels = _cell_labels(row, delimiter)
         if not multi and len(labels) > 1:
             raise ValueError(f"{row.where}: {_text(row.path)!r} has several labels "
                              f"{list(labels)}; pass multi_label=True for multi-label data.")
         split = _split_of(row)
-        path, reason = _resolve(row, str(root), real_root, suffix)
+        path, reason = resolve(row)
         if reason is not None:
             if path not in skipped_paths:
                 skipped_paths.add(path)

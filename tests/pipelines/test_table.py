@@ -67,20 +67,28 @@ def test_bad_rows_are_skipped_with_the_row_named_and_nothing_is_touched(tmp_path
     (root / "broken").mkdir()
     (root / "broken" / "cut.png").write_bytes(
         png_bytes(np.full((20, 20, 3), 90, np.uint8))[:60])
+    (root / "coffee" / "out-link.jpg").symlink_to(tmp_path / "outside.jpg")
+    (root / "coffee" / "in-link.jpg").symlink_to(root / rows[-1]["path"])
     extra = [{"path": "astronaut/missing.jpg", "label": "astronaut"},
              {"path": "../outside.jpg", "label": "coffee"},
-             {"path": "broken/cut.png", "label": "coffee"}]
+             {"path": "broken/cut.png", "label": "coffee"},
+             {"path": "coffee/out-link.jpg", "label": "coffee"},
+             {"path": "astronaut", "label": "coffee"},
+             {"path": "coffee/in-link.jpg", "label": "coffee"}]
     table = _write_csv(tmp_path / "bad.csv", rows + extra)
     before = tree_fingerprint(root)
-    with pytest.warns(UserWarning, match="Skipped 3 file"):
+    with pytest.warns(UserWarning, match="Skipped 5 file"):
         data = pipelines.from_csv(table, root, out_dir=tmp_path / "run", **SMALL)
     reasons = {Path(p).name: r for p, r in data.skipped}
     n = len(rows) + 1  # the header is line 1
     assert reasons["missing.jpg"] == f"bad.csv line {n + 1}: no such file"
     assert reasons["outside.jpg"].startswith(f"bad.csv line {n + 2}: outside the image folder")
     assert "cut.png" in reasons and "line" not in reasons["cut.png"]  # found by the check
+    assert reasons["out-link.jpg"].startswith(f"bad.csv line {n + 4}: outside the image")
+    assert reasons["astronaut"] == f"bad.csv line {n + 5}: a folder, not an image"
     assert sum(len(batch[1]) for batch in data.train) == len(data.train_files)
-    assert len(data.train_files) + len(data.val_files) == len(rows)
+    # The link that stays inside root is an image like the others.
+    assert len(data.train_files) + len(data.val_files) == len(rows) + 1
     assert tree_fingerprint(root) == before
 
 

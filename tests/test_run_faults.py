@@ -319,6 +319,39 @@ def test_ctrl_c_in_training_stops_cleanly_and_says_how_to_resume(tmp_path, small
         assert named in err and "--overwrite" in err and "--resume-changed" in err, err
 
 
+def _read_only_mount_works() -> bool:
+    # As root, chmod cannot make a folder read-only; a read-only bind mount in a private
+    # mount namespace can (unshare -m needs CAP_SYS_ADMIN, which root has here).
+    import tempfile
+
+    if shutil.which("unshare") is None:
+        return False
+    with tempfile.TemporaryDirectory() as folder:
+        probe = subprocess.run(["unshare", "-m", "sh", "-c",
+                                f"mount --bind -o ro {folder} {folder} && ! touch {folder}/x"],
+                               capture_output=True)
+    return probe.returncode == 0
+
+
+@pytest.mark.skipif(not _read_only_mount_works(), reason="no read-only bind mount here")
+@pytest.mark.parametrize("where", ["new folder", "existing folder"])
+def test_zoo_train_into_a_read_only_folder_is_one_line(tmp_path, small_digits, where):
+    folder = tmp_path / "read-only"
+    (folder / "existing").mkdir(parents=True)
+    out = folder / ("run" if where == "new folder" else "existing")
+    train = (f"{sys.executable} -m zoo.cli train --data {small_digits} --model lenet5 "
+             f"--weights none --epochs 1 --out {out}")
+    done = subprocess.run(
+        ["unshare", "-m", "sh", "-c", f"mount --bind -o ro {folder} {folder} && exec {train}"],
+        capture_output=True, text=True, timeout=300, env=ENV, cwd=REPO)
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"zoo train: cannot write {out}") and "Read-only file system" in last
+    assert "choose a folder you can write to (--out)" in last
+    assert sorted(p.name for p in folder.rglob("*")) == ["existing"]  # nothing was written
+
+
 def test_a_negative_learning_rate_is_refused(tmp_path, small_digits, capsys):
     for flag, value in [("--scratch-lr", "-0.01"), ("--head-lr", "0"),
                         ("--batch-size", "0"), ("--validation-split", "1.5")]:

@@ -167,12 +167,14 @@ def _train_batches(ds: tf.data.Dataset, *, size, geometry, plan, batch_size, num
                    label_mode, seed, read_files, cache, cache_name, key, shuffle,
                    shuffle_buffer, deterministic, drop_remainder, decoding, dct_scaling,
                    skip_errors, balanced_over) -> tf.data.Dataset:
+    in_memory = False
     if cache and read_files:
         ds = cache_module.cached(ds.map(read_element, num_parallel_calls=AUTOTUNE), cache,
                                  name=cache_name, key=key)
-        read_files = False
+        read_files, in_memory = False, cache is True
     if balanced_over:
-        ds = sampling_module.balanced(ds, balanced_over, size=size, seed=seed, shuffle=shuffle)
+        ds = sampling_module.balanced(ds, balanced_over, size=size, seed=seed, shuffle=shuffle,
+                                      in_memory=in_memory)
     elif shuffle:
         ds = ds.shuffle(shuffle_buffer or size or 10_000, seed=seed,
                         reshuffle_each_iteration=True)

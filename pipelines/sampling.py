@@ -34,7 +34,7 @@ def check_sampling(sampling: str, multi_label: bool) -> str:
 
 
 def balanced(ds: tf.data.Dataset, classes: Sequence[int], *, size: int | None, seed: int,
-             shuffle: bool = True) -> tf.data.Dataset:
+             shuffle: bool = True, in_memory: bool = False) -> tf.data.Dataset:
     """Draws ``(source, label, kind, orientation)`` elements with every class equally often.
 
     Args:
@@ -44,6 +44,11 @@ def balanced(ds: tf.data.Dataset, classes: Sequence[int], *, size: int | None, s
         size: Elements per epoch (the train split's size).
         seed: Seed of the per-class shuffles and of the draws.
         shuffle: Shuffle each class's stream (every pass through it anew).
+        in_memory: ``ds`` is an in-memory cache: each class's stream then keeps its own
+            elements after its first pass (references to the cached tensors, not copies),
+            so that a rare class's many passes per epoch do not each scan the whole cache.
+            Otherwise each pass filters ``ds`` again, which costs little over records of
+            paths and more over a file cache.
 
     Returns:
         An epoch of ``size`` elements (endless if ``size`` is None).
@@ -57,6 +62,8 @@ def balanced(ds: tf.data.Dataset, classes: Sequence[int], *, size: int | None, s
     for offset, label in enumerate(classes):
         stream = ds.filter(lambda source, y, kind, orientation, label=label:
                            tf.equal(y, label))
+        if in_memory:
+            stream = stream.cache()
         if shuffle:
             stream = stream.shuffle(size or 10_000, seed=seed + 7919 * (offset + 1),
                                     reshuffle_each_iteration=True)

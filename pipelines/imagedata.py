@@ -109,7 +109,11 @@ class ImageData:
 
     @property
     def class_weights(self) -> dict[int, float]:
-        """Balanced class weights for ``model.fit(class_weight=...)``, from train counts."""
+        """Balanced class weights for ``model.fit(class_weight=...)``, from train counts.
+
+        For multi-label data they come from the images carrying each class; Keras'
+        ``class_weight`` weighs an image by its one class, so they do not apply there.
+        """
         return balanced_class_weights([self.counts["train"].get(n, 0)
                                        for n in self.class_names])
 
@@ -140,9 +144,13 @@ class ImageData:
         """A few lines for logs: classes, counts, skipped files, augmentation, manifest."""
         counts = self.counts
         lines = [f"{self.num_classes} classes, image size {self.image_size[0]}x"
-                 f"{self.image_size[1]}, augment={self.augment!r}, labels={self.label_mode}"]
+                 f"{self.image_size[1]}, augment={self.augment!r}, labels={self.label_mode}, "
+                 f"sampling={self.sampling}"]
+        files = {"train": self.train_files, "val": self.val_files, "test": self.test_files}
         for split, per_class in counts.items():
-            lines.append(f"  {split}: {sum(per_class.values())} images")
+            # A multi-label image counts once per class it carries: count the files instead.
+            images = len(files[split]) if self.multi_label else sum(per_class.values())
+            lines.append(f"  {split}: {images} images")
         if self.skipped:
             lines.append(f"  skipped: {len(self.skipped)} files (see .skipped)")
         if self.manifest_path:

@@ -59,6 +59,21 @@ def test_multi_label_batches_are_multi_hot_float32(data, digits):
     assert y_train.numpy().sum(axis=1).min() >= 2 and y_train.numpy().sum(axis=1).max() <= 3
 
 
+def test_summary_counts_images_not_labels(data):
+    summary = data.summary()
+    assert "labels=multi_hot, sampling=natural" in summary
+    assert f"train: {len(data.train_files)} images" in summary
+    assert sum(data.counts["train"].values()) > len(data.train_files)
+
+
+def test_a_table_takes_the_geometry_of_a_model(digits):
+    images, table = digits
+    lenet = pipelines.from_csv(table, images, label_delimiter=" ", model="lenet5",
+                               batch_size=8, augment="none", imbalance_warning=None)
+    assert lenet.input_shape == (32, 32, 1)
+    assert next(iter(lenet.val))[0].shape[1:] == (32, 32, 1)
+
+
 def test_the_split_is_iterative_keeps_every_label_in_validation_and_is_recorded(data):
     assert data.manifest["split_method"] == "iterative" and data.manifest["multi_label"]
     assert all(data.counts["val"][c] >= 1 for c in data.class_names)

@@ -545,6 +545,9 @@ def _write_run_dir(setup: _Setup, model: keras.Model, model_name: str, weights,
         "recipe": dataclasses.asdict(recipe),
         "replicas": setup.strategy.num_replicas_in_sync,
         "precision": policy,
+        # The report re-measures the kept model in float32 (the model saved and served);
+        # the history's per-epoch figures were measured by fit under the training policy.
+        "measured": {"report": "float32", "history": policy},
         "strategy": distribute.strategy_name(setup.strategy),
         "data": {"root": str(setup.data_root) if setup.data_root else None,
                  "fingerprint": _data_fingerprint(setup.data_root),

@@ -525,7 +525,7 @@ def model_card(info: dict, metrics: dict) -> str:
 
 Trained with zoo on {info['finished']} ({info['strategy']}, {info['replicas']}
 replica(s), {info['precision']}), from weights `{info['weights']}`.
-
+{_precision_line(info)}
 ## Data
 - root: `{data['root']}` (fingerprint of names and sizes
   `{data['fingerprint']}`)
@@ -552,6 +552,20 @@ import keras, zoo  # importing zoo registers its layers
 model = keras.saving.load_model("{rundir.MODEL_FILE}")
 ```
 """
+
+
+def _precision_line(info: dict) -> str:
+    """Which precision each validation figure was measured under, when they differ."""
+    measured = info.get("measured") or {}
+    report, history = measured.get("report"), measured.get("history")
+    if report is None or history in (None, report):
+        return ""
+    # Trained in bfloat16, re-measured in float32: rounding can flip a near-tie of the
+    # top two classes, so on a few validation images the two may differ by an image.
+    return (f"\nThe validation figures below were measured after training, on the saved "
+            f"model, in {report}; the per-epoch figures of {rundir.HISTORY_FILE} (and the "
+            f"training curves) during training, under {history}. On a small validation "
+            f"set they can differ by an image or two.\n")
 
 
 def _imbalance_line(info: dict) -> str:

@@ -352,6 +352,26 @@ def test_zoo_train_into_a_read_only_folder_is_one_line(tmp_path, small_digits, w
     assert sorted(p.name for p in folder.rglob("*")) == ["existing"]  # nothing was written
 
 
+@pytest.mark.parametrize("precision", ["mixed_bfloat16", "float32"])
+def test_the_report_says_which_precision_each_validation_figure_was_measured_in(tmp_path,
+                                                                               precision):
+    import numpy as np
+
+    data = _digits(n_train=128)
+    result = ft.finetune("lenet5", data, weights=None, epochs=1, out_dir=tmp_path / "run",
+                         verbose=0, precision=precision)
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert info["measured"] == {"report": "float32", "history": precision}
+    # The report's figure is the saved model's, in float32.
+    saved = rundir.load_model_file(tmp_path / "run" / rundir.MODEL_FILE)
+    labels = np.concatenate([np.asarray(y) for _, y in data.val])
+    predicted = np.concatenate([saved.predict(x, verbose=0) for x, _ in data.val]).argmax(1)
+    assert result.metrics["val_accuracy"] == pytest.approx(float((predicted == labels).mean()))
+    card = (tmp_path / "run" / rundir.CARD_FILE).read_text()
+    named = "during training, under mixed_bfloat16" in card.replace("\n", " ")
+    assert named == (precision == "mixed_bfloat16")
+
+
 def test_a_negative_learning_rate_is_refused(tmp_path, small_digits, capsys):
     for flag, value in [("--scratch-lr", "-0.01"), ("--head-lr", "0"),
                         ("--batch-size", "0"), ("--validation-split", "1.5")]:

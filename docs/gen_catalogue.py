@@ -39,7 +39,9 @@ LIBRARY_TITLES = {"torchvision": "torchvision", "keras": "keras.applications"}
 SOURCE_TITLES = {"torchvision": "torchvision state dict (.pth)",
                  "keras_h5": "keras.applications HDF5 (.h5)",
                  "safetensors": "safetensors", "keras": ".keras file",
-                 "keras_weights": "Keras .weights.h5"}
+                 "keras_weights": "Keras .weights.h5",
+                 "timm": "timm on the Hugging Face Hub (safetensors)"}
+HUB_PAGE = "https://huggingface.co/"
 
 log = logging.getLogger("mkdocs.hooks.catalogue")
 
@@ -84,6 +86,7 @@ def _weights_rows(weights: dict) -> list[dict]:
             "num_classes": meta.get("num_classes"),
             "metrics_source": meta.get("metrics_source", ""),
             "licence": meta.get("licence", ""),
+            "hub_id": meta.get("hub_id"), "pinned": bool(meta.get("hash")),
         })
     return rows
 
@@ -184,7 +187,11 @@ def render(models: list[dict]) -> str:
         "multiply-accumulates of one image at the default input size, counted by "
         "`zoo.count_macs`. Top-1 and top-5 are ImageNet-1k validation accuracies in percent "
         "as the publisher of each file states them (" + "; ".join(sources) + "); "
-        "`weights=\"imagenet\"` picks the tag with the best top-1.",
+        "`weights=\"imagenet\"` picks the pinned tag (one with the publisher's hash) with the "
+        "best top-1. The `timm_*` tags are timm's sets on the Hugging Face Hub, fetched as "
+        "`hf://<hub id>`; the Hub publishes no hash for them beforehand, so they are marked "
+        "unpinned; an `hf://` load records the commit and the sha256 of the files it "
+        "fetched in its weight set (`revision`, `hash`).",
         "",
         "| model | family | year | params | GMACs | input | best top-1 (tag) | twins |",
         "|---|---|---:|---:|---:|---|---|---|",
@@ -258,6 +265,9 @@ def _model_section(m: dict, *, with_notes: bool) -> list[str]:
             elif w["num_classes"] is None:
                 source += ", convolutional part only"
             link = f"[{w['file_name']}]({w['url']})" if w["url"] else w["file_name"] or ""
+            if w.get("hub_id"):
+                link = (f"[{w['hub_id']}]({HUB_PAGE}{w['hub_id']})"
+                        + ("" if w.get("pinned") else " (unpinned)"))
             top1 = "–" if w["top1"] is None else w["top1"]
             top5 = "–" if w["top5"] is None else w["top5"]
             lines.append(f"| `{w['tag']}` | {source} | {top1} | {top5} | "

@@ -260,3 +260,95 @@ def test_a_state_dict_of_another_architecture_is_refused(resnet18_folder, timm, 
     shutil.copy(tmp_path / "r50" / "model.safetensors", folder / "model.safetensors")
     with pytest.raises(WeightsMismatchError, match="does not fit 'resnet18'"):
         zoo.build("resnet18", weights=str(folder), input_shape=(64, 64, 3))
+
+
+# --- the catalogue against timm's own configs and published results -----------------------
+
+
+def _timm_entries():
+    from zoo.models import catalog
+
+    return [e for e in catalog() if e.source == "timm"]
+
+
+def test_catalogue_has_every_hub_set_timm_names_for_the_twins(timm):
+    from zoo.weights.timm import supported_architectures
+
+    listed = {e.hub_id for e in _timm_entries()}
+    named = set()
+    for architecture in supported_architectures():
+        for full in timm.list_pretrained(f"{architecture}.*"):
+            hub_id = timm.models.get_pretrained_cfg(full).hf_hub_id
+            if hub_id:
+                named.add(hub_id)
+    assert listed == named
+    assert len(listed) >= 50  # 5 ResNets x 7+, 8 VGGs, 4 Inception v3, 2 Inception-ResNet
+
+
+def test_catalogue_entries_are_timm_s_configs_unpinned(timm):
+    for entry in _timm_entries():
+        architecture, tag = entry.hub_id.split("/")[1].split(".", 1)
+        assert get_spec(entry.model).timm_rule.architecture == architecture
+        assert entry.tag == f"timm_{tag}" and entry.url == f"hf://{entry.hub_id}"
+        cfg = timm.models.get_pretrained_cfg(f"{architecture}.{tag}").to_dict()
+        fields = timm_checkpoints.weights_fields(cfg)
+        for name, value in fields.items():
+            assert getattr(entry, name) == value, (entry.tag, name)
+        assert entry.num_classes == (cfg["num_classes"] or None)
+        assert entry.hash is None and "unpinned" in entry.notes
+        assert get_spec(entry.model).weights["imagenet"].source != "timm"
+
+
+def test_published_top1_is_timm_s_measured_at_the_entry_s_eval_geometry():
+    # timm's results file says at which size, crop and interpolation each top-1 was
+    # measured: the catalogue's eval geometry must be that one.
+    import csv
+    from pathlib import Path
+
+    path = Path(__file__).parents[2] / "docs" / "timm_results_imagenet.csv"
+    rows = {r["model"]: r for r in csv.DictReader(path.open())}
+    with_top1 = [e for e in _timm_entries() if e.top1 is not None]
+    assert len(with_top1) == len(rows)
+    for entry in with_top1:
+        row = rows[entry.hub_id.split("/")[1]]
+        assert (entry.top1, entry.top5) == (float(row["top1"]), float(row["top5"]))
+        assert entry.input_size[0] == int(row["img_size"])
+        assert entry.crop_fraction == pytest.approx(float(row["crop_pct"]), abs=5e-4)
+        assert entry.interpolation == row["interpolation"]
+
+
+# --- through the Hub (the stand-in on 127.0.0.1) -------------------------------------------
+
+
+def test_hf_address_and_catalogue_tag_load_through_the_hub(timm, tmp_path, monkeypatch):
+    import hashlib
+    from pathlib import Path
+
+    from hub_server import HubStandIn, point_huggingface_hub_at
+
+    net = timm_model(timm, "resnet18")
+    folder = Path(save_checkpoint(net, tmp_path / "ck"))
+    files = {n: (folder / n).read_bytes() for n in ("config.json", "model.safetensors")}
+    pixels, normalised = photos(timm, net, 64)
+    expected = timm_logits(net, normalised)
+    spec = get_spec("resnet18")
+    with HubStandIn() as hub:
+        point_huggingface_hub_at(hub, tmp_path / "hf", monkeypatch)
+        commit = hub.add_repo("timm/resnet18.a1_in1k", files)
+        model = zoo.build("resnet18", weights="hf://timm/resnet18.a1_in1k",
+                          input_shape=(64, 64, 3), classifier_activation=None)
+        compare("resnet18 via hf://", run(model, pixels), expected)
+        entry = resolve(spec, "hf://timm/resnet18.a1_in1k")
+        # The catalogue's facts, the files' commit and sha256.
+        assert entry.tag == "timm_a1_in1k" and entry.top1 == spec.weights["timm_a1_in1k"].top1
+        assert entry.revision == commit and entry.url == f"hf://timm/resnet18.a1_in1k@{commit}"
+        assert entry.hash == hashlib.sha256(files["model.safetensors"]).hexdigest()
+        by_tag = zoo.build("resnet18", weights="timm_a1_in1k", input_shape=(64, 64, 3),
+                           classifier_activation=None)
+        compare("resnet18 via timm_a1_in1k", run(by_tag, pixels), expected)
+        # A repository outside the catalogue, pinned to a revision, loads from its config.
+        pets = hub.add_repo("someone/pets", files, message="pets", tag="v1")
+        hub.add_repo("someone/pets", {"README.md": b"later"}, message="later")
+        entry = resolve(spec, "hf://someone/pets@v1")
+        assert entry.tag == "file" and entry.revision == pets and entry.top1 is None
+    assert any("/resolve/" in path for _, path in hub.requests)

@@ -92,6 +92,7 @@ from zoo.weights.catalog import (
     LICENCE_KERAS_INCEPTION_V3,
     LICENCE_KERAS_UNSTATED,
     keras_weights,
+    timm_weights,
     torchvision_weights,
 )
 
@@ -681,7 +682,8 @@ register(Spec(
         "torchvision_v1", "inception_v3_google-0cc3c7bd.pth", top1=77.294, top5=93.450,
         recipe="#inception-v3", crop=299, resize=342, preprocessing="tf",
         notes=_TRANSFORM_INPUT + " Ported from TensorFlow by torchvision. The file also "
-              "holds the auxiliary head (AuxLogits), which loads with aux_logits=True.")],
+              "holds the auxiliary head (AuxLogits), which loads with aux_logits=True."),
+        *timm_weights("inception_v3_tv")],
     torchvision_rule=TorchvisionRule(torchvision_layer_name, head=("fc",),
                                      aux=("AuxLogits",), bn_eps=1e-3),
     timm_rule=TimmRule("inception_v3", timm_v3_module_of, head=("fc",), bn_eps=1e-3),
@@ -709,7 +711,8 @@ register(Spec(
     weights=keras_weights("inception_resnet_v2/inception_resnet_v2",
                           md5="e693bd0210a403b3192acc6073ad2e96",
                           md5_notop="d19885ff4a710c122648d3b5c3b684e4", top1=80.3, top5=95.3,
-                          size=299, preprocessing="tf", licence=LICENCE_KERAS_UNSTATED),
+                          size=299, preprocessing="tf", licence=LICENCE_KERAS_UNSTATED)
+    + timm_weights("inception_resnet_v2"),
     timm_rule=TimmRule("inception_resnet_v2", timm_irv2_module_of, head=("classif",),
                        bn_eps=1e-3),
     variant="Keras': batch norm without scale",

@@ -46,6 +46,7 @@ from zoo.weights.catalog import (
     LICENCE_KERAS_RESNET,
     LICENCE_KERAS_UNSTATED,
     keras_weights,
+    timm_weights,
     torchvision_weights,
 )
 
@@ -370,7 +371,7 @@ for _depth in (18, 34, 50, 101, 152):
         published_gmacs=_TV_GMACS[_depth],
         gmacs_source="torchvision model table (its GFLOPS column counts multiply-adds)",
         preprocessing="torch",
-        weights=WEIGHTS[f"resnet{_depth}"],
+        weights=WEIGHTS[f"resnet{_depth}"] + timm_weights(f"resnet{_depth}"),
         torchvision_rule=TORCHVISION_RULE,
         timm_rule=TimmRule(f"resnet{_depth}", timm_module_of, head=("fc",)),
         variant=("v1.5: stride in the 3x3 convolution, torchvision" if _depth >= 50 else

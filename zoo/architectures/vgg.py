@@ -16,6 +16,7 @@ from zoo.weights.catalog import (
     LICENCE_TORCHVISION,
     TORCHVISION_METRICS_SOURCE,
     keras_weights,
+    timm_weights,
     torchvision_hash,
     torchvision_weights,
 )
@@ -177,7 +178,7 @@ for _depth in ("vgg11", "vgg13", "vgg16", "vgg19"):
             weights=[torchvision_weights("torchvision_v1", _TV_WEIGHTS[_name][0],
                                          top1=_TV_WEIGHTS[_name][1], top5=_TV_WEIGHTS[_name][2],
                                          recipe="#alexnet-and-vgg"),
-                     *_EXTRA_WEIGHTS.get(_name, [])],
+                     *_EXTRA_WEIGHTS.get(_name, []), *timm_weights(_name)],
             torchvision_rule=torchvision_rule(CONFIGS[_depth], _bn),
             timm_rule=timm_rule(_name, CONFIGS[_depth], _bn),
             # Huge dense heads overfit fast and want smaller rates.

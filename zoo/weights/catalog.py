@@ -19,6 +19,11 @@ Tags, per model:
   original VGG weights: the convolutional part only, the classifier holds no usable values.
 * ``keras``, ``keras_notop``: keras.applications' file with and without the classifier.
   ``build(..., weights="keras", include_top=False)`` fetches the smaller ``_notop`` file.
+* ``timm_<tag>``: timm's set ``<architecture>.<tag>`` on the Hugging Face Hub
+  (``timm_a1_in1k`` is ``hf://timm/resnet50.a1_in1k``), from the data
+  ``docs/gen_timm_sets.py`` wrote (:mod:`zoo.weights.timm_sets`). No hash is published for
+  them, so they are unpinned: never picked as ``imagenet``; fetching one records the commit
+  and the sha256 of its files in the resolved entry (``revision``, ``hash``).
 """
 
 from __future__ import annotations
@@ -119,6 +124,36 @@ def keras_weights(stem: str, *, md5: str, md5_notop: str, top1: float, top5: flo
     top = Weights(tag="keras", url=f"{KERAS_BASE}{directory}/{top_file}", file_name=top_file,
                   hash=md5, notop=notop, **common)
     return [top, notop]
+
+
+def timm_weights(model: str) -> list[Weights]:
+    """The pretrained sets timm publishes for one zoo model (from its configs and results).
+
+    Args:
+        model: The zoo model name.
+
+    Returns:
+        One unpinned entry per set, tagged ``timm_<tag>``, with the eval geometry and
+        normalisation of its ``pretrained_cfg``; none when timm has no set for it.
+    """
+    from zoo.weights import timm as timm_checkpoints
+    from zoo.weights import timm_sets
+
+    entries = []
+    for tag, cfg, top1, top5 in timm_sets.SETS.get(model, []):
+        classes = cfg.get("num_classes") or None
+        entries.append(Weights(
+            tag=f"timm_{tag}", source=timm_checkpoints.TIMM_SOURCE,
+            url=f"hf://{cfg['hf_hub_id']}", hub_id=cfg["hf_hub_id"],
+            file_name=timm_checkpoints.SAFETENSORS_NAME, num_classes=classes,
+            labels="imagenet-1k" if classes == 1000 else None, top1=top1, top5=top5,
+            metrics_source=timm_sets.METRICS_SOURCE if top1 is not None else "",
+            licence=cfg.get("license", "not stated in timm's config"),
+            recipe=cfg.get("origin_url") or cfg.get("paper_ids") or "timm",
+            notes=f"timm {timm_sets.TIMM_VERSION}'s {cfg['hf_hub_id'].split('/')[-1]}; "
+                  "unpinned (the Hub publishes no hash beforehand).",
+            **timm_checkpoints.weights_fields(cfg)))
+    return entries
 
 
 def local_entry(model: str, path: str, source: str, **overrides) -> Weights:

@@ -20,6 +20,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from zoo.layers import PREPROCESSING
 from zoo.registry import Spec, TimmRule, TorchvisionRule, Weights, registered
 from zoo.weights.convert import WeightsMismatchError, plan_torchvision
 from zoo.weights.readers import WeightsFileError, damage_message, damaged_file_errors, read_torch
@@ -154,10 +155,20 @@ def weights_fields(pretrained_cfg: dict) -> dict:
                                "evaluates with a centre crop ('center').")
     mean = tuple(float(v) * 255 for v in cfg.get("mean", (0.485, 0.456, 0.406)))
     std = tuple(float(v) * 255 for v in cfg.get("std", (0.229, 0.224, 0.225)))
-    return {"preprocessing": {"mean": mean, "std": std, "channel_order": "rgb"},
+    return {"preprocessing": _preset(mean, std),
             "input_size": (int(size[1]), int(size[2]), int(size[0])),
             "resize_size": math.floor(max(size[1:]) / crop), "crop_fraction": crop,
             "interpolation": _INTERPOLATIONS[name]}
+
+
+def _preset(mean: tuple, std: tuple) -> str | dict:
+    # The preset's name where it is one (ImageNet's mean and std, or timm's 0.5 / 0.5).
+    for name in ("torch", "tf"):
+        preset = PREPROCESSING[name]
+        if np.allclose(preset["mean"], mean, rtol=1e-4) and \
+                np.allclose(preset["std"], std, rtol=1e-4):
+            return name
+    return {"mean": mean, "std": std, "channel_order": "rgb"}
 
 
 def folder_entry(spec: Spec, folder: str | os.PathLike, **fields) -> Weights:

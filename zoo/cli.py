@@ -52,9 +52,16 @@ def cmd_list(args: argparse.Namespace) -> int:
         spec = get_spec(name)
         twins = ", ".join(f"{lib}:{tw}" for lib, tw in spec.twins.items()) or "-"
         size = "x".join(str(s) for s in spec.input_size)
-        rows.append([name, spec.family, spec.year, size, ", ".join(spec.weights) or "-", twins])
+        rows.append([name, spec.family, spec.year, size, _tags(spec.weights) or "-", twins])
     print(_format_table(rows, ["model", "family", "year", "input", "weights", "twins"]))
     return 0
+
+
+def _tags(weights: dict) -> str:
+    # timm's many Hub sets would make the line run on: counted here, listed by `zoo info`.
+    tags = [tag for tag in weights if not tag.startswith("timm_")]
+    hub = len(weights) - len(tags)
+    return ", ".join(tags + ([f"{hub} timm_* (zoo info)"] if hub else []))
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -92,7 +99,9 @@ def cmd_info(args: argparse.Namespace) -> int:
                          f"{alias}{meta.get('source', '?')}"
                          + (f", top-1 {top1}" if top1 is not None else "")
                          + (f", {meta.get('preprocessing')}" if meta.get("preprocessing") else "")
-                         + _weights_transform(meta)])
+                         + _weights_transform(meta)
+                         + (f", hf://{meta['hub_id']}" if meta.get("hub_id") else "")
+                         + (", unpinned" if meta.get("url") and not meta.get("hash") else "")])
     else:
         rows.append(["weights", "none"])
     print(_format_table(rows, ["", args.name]))

@@ -352,3 +352,17 @@ def test_hf_address_and_catalogue_tag_load_through_the_hub(timm, tmp_path, monke
         entry = resolve(spec, "hf://someone/pets@v1")
         assert entry.tag == "file" and entry.revision == pets and entry.top1 is None
     assert any("/resolve/" in path for _, path in hub.requests)
+
+
+def test_zoo_list_and_info_show_the_hub_sets(capsys):
+    from zoo import cli
+
+    assert cli.main(["list", "--pretrained", "resnet50"]) == 0
+    hub_sets = [t for t in get_spec("resnet50").weights if t.startswith("timm_")]
+    assert f"{len(hub_sets)} timm_* (zoo info)" in capsys.readouterr().out
+    assert cli.main(["info", "resnet50"]) == 0
+    out = capsys.readouterr().out
+    line = next(row for row in out.splitlines() if row.startswith("weights:timm_a1_in1k "))
+    assert "hf://timm/resnet50.a1_in1k, unpinned" in line and "eval 288 of 288 (bicubic)" in line
+    assert "unpinned" not in next(row for row in out.splitlines()
+                                  if row.startswith("weights:torchvision_v2"))

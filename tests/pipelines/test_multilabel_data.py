@@ -151,6 +151,27 @@ def test_one_row_per_image_and_label_is_merged(tmp_path, digits):
         == truth
 
 
+def test_a_split_column_gives_multi_hot_val_and_test(tmp_path, digits):
+    images, table = digits
+    truth = _table_labels(table)
+    parts = ("train", "train", "train", "val", "test")
+    rows = [{"path": path, "tags": ",".join(map(str, labels)), "part": parts[i % 5]}
+            for i, (path, labels) in enumerate(sorted(truth.items()))]
+    marked = tmp_path / "marked.csv"
+    with open(marked, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["path", "tags", "part"])
+        writer.writeheader()
+        writer.writerows(rows)
+    data = pipelines.from_csv(marked, images, label_column="tags", label_delimiter=",",
+                              split_column="part", **SMALL)
+    assert len(data.test_files) == len(data.val_files) == 16
+    assert {Path(p).name: labels for p, labels in data.test_files} == {
+        r["path"]: truth[r["path"]] for r in rows if r["part"] == "test"}
+    _, y = next(iter(data.test))
+    assert y.dtype.name == "float32" and y.shape == (16, 10)
+    assert y.numpy().sum() == sum(len(labels) for _, labels in data.test_files)
+
+
 def test_mixup_mixes_multi_hot_targets(digits):
     images, table = digits
     mixed = pipelines.from_csv(table, images, label_delimiter=" ", augment="mixup",

@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from zoo.registry import Geometry
-from zoo.weights.readers import digest_path, file_sha256, recorded_digests
+from zoo.weights.readers import digest_path, file_sha256, recorded_digests, verify_recorded
 
 log = logging.getLogger("zoo")
 
@@ -261,6 +261,16 @@ def save_weights(model, path: str | os.PathLike) -> Path:
     Their sha256 is recorded beside them.
     """
     return _into_place(model.save_weights, path, digest=True)
+
+
+def load_weights(model, path: str | os.PathLike) -> None:
+    """Loads weights :func:`save_weights` wrote, checking their recorded sha256 first.
+
+    Raises:
+        zoo.weights.WeightsFileError: When the file is not what zoo wrote.
+    """
+    verify_recorded(path)
+    model.load_weights(path)
 
 
 # ----------------------------------------------------------------- recorded digests

@@ -266,7 +266,7 @@ class StageRunner:
         if not path.exists():
             return False
         try:
-            self.model.load_weights(path)
+            rundir.load_weights(self.model, path)  # sha256 first
             return True
         except Exception as error:  # noqa: BLE001  (h5py raises OSError, RuntimeError, ...)
             aside = set_aside(path)
@@ -420,7 +420,7 @@ class SafeBackup(keras.callbacks.Callback):
         for entry in reversed(list(self.entries)):
             path = self.folder / entry["file"]
             try:
-                self.model.load_weights(path)
+                rundir.load_weights(self.model, path)  # sha256 first
             except Exception as error:  # noqa: BLE001  (h5py: OSError, RuntimeError, ...)
                 self.entries.remove(entry)
                 aside = (set_aside(path, self.aside, f"{self.folder.name}-")

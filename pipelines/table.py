@@ -359,9 +359,15 @@ def _dataframe_rows(df: Any, columns: Columns) -> list[Row]:
             in zip(df.index, df[columns.path], df[columns.label], splits)]
 
 
-def _common_folder(rows: list[Row]) -> Path:
-    paths = {os.path.dirname(os.path.abspath(_text(r.path))) for r in rows if _text(r.path)}
-    return Path(os.path.commonpath(sorted(paths))) if paths else Path.cwd()
+def _as_given(rows: list[Row]) -> tuple[list[Row], Path]:
+    """Rows with absolute paths (relative ones from the current directory), and their root.
+
+    The root is the deepest folder that holds every listed path.
+    """
+    absolute = [Row(r.where, os.path.abspath(_text(r.path)) if _text(r.path) else r.path,
+                    r.label, r.split) for r in rows]
+    folders = {os.path.dirname(r.path) for r in absolute if _text(r.path)}
+    return absolute, Path(os.path.commonpath(sorted(folders))) if folders else Path.cwd()
 
 
 def from_dataframe(df: Any, root: str | os.PathLike | None = None, *,
@@ -397,7 +403,10 @@ def from_dataframe(df: Any, root: str | os.PathLike | None = None, *,
     """
     columns = Columns(path_column, label_column, split_column)
     rows = _dataframe_rows(df, columns)
-    root = _open_root(root) if root is not None else _common_folder(rows)
+    if root is None:
+        rows, root = _as_given(rows)
+    else:
+        root = _open_root(root)
     return _from_rows(rows, root, table="DataFrame", columns=columns,
                       label_delimiter=label_delimiter, suffix=suffix,
                       multi_label=multi_label, entry_point="from_dataframe",

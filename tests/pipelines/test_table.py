@@ -181,13 +181,17 @@ def test_unknown_keyword_is_named(photos):
         pipelines.from_csv(photos[1], imagesize=24)
 
 
-def test_dataframe_tables_and_list_valued_labels(digits):
+def test_dataframe_tables_and_list_valued_labels(digits, monkeypatch):
     import pandas
     images, table = digits
     frame = pandas.read_csv(table)
     frame["path"] = [str(images / p) for p in frame["path"]]  # absolute, root left out
     single = pipelines.from_dataframe(frame, label_column="first", **SMALL)
     assert Path(single.root) == images and not single.multi_label
+    relative = frame.assign(path=[f"images/{Path(p).name}" for p in frame["path"]])
+    monkeypatch.chdir(images.parent)  # relative paths are taken from the current folder
+    assert pipelines.from_dataframe(relative, label_column="first", **SMALL).train_files \
+        == single.train_files
     frame["tags"] = [label.split() for label in frame["label"]]
     multi = pipelines.from_dataframe(frame, label_column="tags", **SMALL)
     assert multi.multi_label and multi.label_mode == "multi_hot"

@@ -31,6 +31,7 @@ Example:
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import os
@@ -86,6 +87,9 @@ class HubStandIn:
         # ("corrupt", same size) or a server error ("fail").
         self.after_cut = "resume"
         self.was_cut = False
+        # stall: a cut transfer waits, half sent, until release is set (stalled says so).
+        self.stall = False
+        self.stalled, self.release = threading.Event(), threading.Event()
         self._lock = threading.Lock()
         self._servers = [ThreadingHTTPServer(("127.0.0.1", 0), _handler(self, role))
                          for role in ("hub", "cdn")]
@@ -104,6 +108,7 @@ class HubStandIn:
         return self
 
     def __exit__(self, *exc) -> None:
+        self.release.set()
         for server in self._servers:
             server.shutdown()
             server.server_close()
@@ -218,7 +223,7 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command == "GET" and self.hub.cut_transfers > 0:
             self.hub.cut_transfers -= 1
             self.hub.was_cut = True
-            return self._cut(data)
+            return self._cut(data, stall=self.hub.stall)
         if self.command == "GET" and self.hub.was_cut and self.hub.after_cut == "fail":
             return self._error(500, "InternalError")
         if self.command == "GET" and self.hub.was_cut and self.hub.after_cut == "corrupt":
@@ -229,15 +234,20 @@ class _Handler(BaseHTTPRequestHandler):
                 "Content-Range": f"bytes {start}-{len(data) - 1}/{len(data)}"})
         self._send(200, data, {"ETag": f'"{sha256}"'})
 
-    def _cut(self, data: bytes) -> None:
-        # Promise the whole file, send half, hang up: a connection lost mid-transfer.
+    def _cut(self, data: bytes, stall: bool = False) -> None:
+        # Promise the whole file, send half, hang up: a connection lost mid-transfer. With
+        # stall, the hang-up waits for the test (which kills the client meanwhile).
         self.send_response(200)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data[: len(data) // 2])
         self.wfile.flush()
+        if stall:
+            self.hub.stalled.set()
+            self.hub.release.wait(60)
         self.close_connection = True
-        self.connection.shutdown(2)
+        with contextlib.suppress(OSError):  # the client is gone already (killed, stalled)
+            self.connection.shutdown(socket.SHUT_RDWR)
 
     # --- writes -------------------------------------------------------------------------
     def do_POST(self) -> None:

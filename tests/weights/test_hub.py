@@ -9,6 +9,7 @@ import hashlib
 import os
 import socket
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -397,3 +398,40 @@ def test_zoo_push_command(standin, tmp_path, monkeypatch, capsys):
     assert standin.repos["me/cli"].private
     assert cli.main(["push", str(tmp_path / "nothing"), "hf://me/cli"]) == 2
     assert "is not a folder" in capsys.readouterr().err
+
+
+def test_a_download_killed_midway_leaves_no_trusted_file(standin, tmp_path):
+    import signal
+    import subprocess
+
+    # Past huggingface_hub's 10 MB write chunk, so that the kill leaves bytes on disk.
+    big = os.urandom(24_000_000)
+    standin.add_repo("me/m", {"config.json": CONFIG, "model.safetensors": big})
+    standin.cut_transfers, standin.stall = 1, True
+    env = {**os.environ, "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HOME": str(tmp_path / "hf"),
+           "HF_ENDPOINT": standin.endpoint, "PYTHONPATH": str(Path(__file__).parents[2])}
+    child = subprocess.Popen(
+        [sys.executable, "-c", "from zoo.weights.hub import fetch_hub_folder as f; "
+                               "f('me/m')"], env=env)
+    blobs = tmp_path / "hf" / "hub" / "models--me--m" / "blobs"
+    try:
+        assert standin.stalled.wait(60), "the download never started"
+        partial = []
+        for _ in range(600):  # until the client has written its first chunk
+            partial = [p for p in blobs.glob("*.incomplete") if p.stat().st_size]
+            if partial:
+                break
+            time.sleep(0.05)
+        child.send_signal(signal.SIGKILL)  # part of the file written, no chance to clean up
+        child.wait(30)
+    finally:
+        child.kill()
+        standin.release.set()
+    partial = list(blobs.glob("*.incomplete"))
+    assert len(partial) == 1 and 0 < partial[0].stat().st_size < len(big)  # the kill's leftover
+    assert not (blobs / _sha256(big)).exists()  # never under the trusted name
+    assert not list((tmp_path / "hf" / "hub" / "models--me--m" / "snapshots").glob(
+        "*/model.safetensors"))
+    files = fetch_hub_folder("me/m")
+    assert files.files["model.safetensors"] == _sha256(big)
+    assert (files.folder / "model.safetensors").read_bytes() == big

@@ -3,8 +3,10 @@
 What is pushed is an export folder as it is: timm's hub layout (``config.json`` with the
 architecture, ``model.safetensors`` and the model card ``README.md``, which PyTorch users
 load with ``timm.create_model``), else a SavedModel export version. The upload is
-``huggingface_hub.HfApi.upload_folder``, one commit; the token is huggingface_hub's
-(``HF_TOKEN``, else the one ``hf auth login`` stored).
+``huggingface_hub.HfApi.upload_folder``, one commit (a SavedModel's card, kept in
+``assets/README.md``, follows in a second one as the repository's ``README.md``, which the
+Hub shows); the token is huggingface_hub's (``HF_TOKEN``, else the one ``hf auth login``
+stored).
 """
 
 from __future__ import annotations
@@ -37,7 +39,8 @@ class Pushed:
         revision: The branch pushed to (``"main"`` unless one was asked for).
         commit: The new commit on the Hub.
         url: The commit's address.
-        files: The paths uploaded, relative to ``folder``.
+        files: The paths uploaded, relative to ``folder`` (and ``README.md``, the model
+            card a SavedModel keeps in ``assets/``, which is also put at the top).
     """
 
     folder: Path
@@ -154,8 +157,15 @@ def push(source: str | os.PathLike, uri: str, *, revision: str | None = None,
             api.create_branch(repo_id, branch=branch, exist_ok=True)
         info = api.upload_folder(repo_id=repo_id, folder_path=folder, revision=branch,
                                  commit_message=message)
-    files = tuple(sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()))
-    return Pushed(folder, kind, repo_id, branch, info.oid, str(info.commit_url), files)
+        files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+        card = folder / "assets" / "README.md"
+        if "README.md" not in files and card.is_file():
+            # A SavedModel keeps its card in assets/; the Hub shows the one at the top.
+            info = api.upload_file(path_or_fileobj=str(card), path_in_repo="README.md",
+                                   repo_id=repo_id, revision=branch,
+                                   commit_message=f"{message}: the model card")
+            files.append("README.md")
+    return Pushed(folder, kind, repo_id, branch, info.oid, str(info.commit_url), tuple(files))
 
 
 def _model_name(folder: Path) -> str:

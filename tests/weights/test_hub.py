@@ -274,6 +274,8 @@ def _timm_export(folder: Path, weights: bytes = WEIGHTS) -> Path:
 
 def _savedmodel_export(folder: Path, model: str = "resnet18") -> Path:
     (folder / "variables").mkdir(parents=True)
+    (folder / "assets").mkdir()
+    (folder / "assets" / "README.md").write_text(f"# {model}, version {folder.name}\n")
     (folder / "saved_model.pb").write_bytes(b"graph " + folder.name.encode())
     (folder / "variables" / "variables.data-00000-of-00001").write_bytes(os.urandom(5000))
     (folder / "export.json").write_text(f'{{"model": "{model}"}}')
@@ -336,7 +338,14 @@ def test_push_takes_the_newest_savedmodel_when_there_is_no_timm_export(standin, 
     files = standin.files_at("me/served")
     assert files["saved_model.pb"] == b"graph 2"
     assert "variables/variables.data-00000-of-00001" in files
-    assert standin.message_at("me/served") == "zoo push: savedmodel export 2 (resnet18)"
+    assert files["README.md"] == files["assets/README.md"] == b"# resnet18, version 2\n"
+    assert "README.md" in pushed.files and pushed.commit == standin.repos["me/served"].branches[
+        "main"]
+    assert standin.message_at("me/served") == ("zoo push: savedmodel export 2 (resnet18): the "
+                                               "model card")
+    head = standin.repos["me/served"].commits[pushed.commit]
+    first = standin.message_at("me/served", head.parent)
+    assert first == "zoo push: savedmodel export 2 (resnet18)"
 
 
 def test_push_without_an_export_or_a_token_says_what_to_do(standin, tmp_path, monkeypatch):

@@ -139,3 +139,52 @@ def test_mixup_trains_and_class_weight_is_refused_for_multi_label_data(table, tm
     result = finetune("lenet5", data, weights=None, epochs=1, verbose=0,
                       out_dir=tmp_path / "run", label_smoothing=0.1)
     assert np.isfinite(result.history["loss"]).all() and 0 < result.metrics["val_map"] <= 1
+
+
+# ------------------------------------------------------------------------------ evaluate
+
+
+def _write_rows(path: Path, files, class_names) -> Path:
+    lines = ["path,label"] + [f"{Path(p).name},{' '.join(class_names[c] for c in labels)}"
+                              for p, labels in files]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_evaluate_on_the_validation_rows_gives_the_runs_figures(run, table, tmp_path):
+    from zoo.recipes.evaluate import evaluate
+
+    data, result = run
+    images, _ = table
+    rows = _write_rows(tmp_path / "val.csv", data.val_files, data.class_names)
+    metrics = evaluate(result.run_dir, rows, images=images, label_delimiter=" ",
+                       out_dir=tmp_path / "eval")
+    # The run's thresholds, not ones chosen again on these images.
+    assert metrics["thresholds"] == result.metrics["thresholds"]
+    assert metrics["thresholds_from"] == "given"
+    for key in ("val_map", "val_f1_micro", "val_f1_macro"):
+        assert metrics[key] == pytest.approx(result.metrics[key], abs=1e-4), key
+    assert metrics["num_images"] == len(data.val_files)
+    saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert saved["per_class"]["3"]["ap"] == pytest.approx(metrics["per_class"]["3"]["ap"])
+    assert (tmp_path / "eval" / "precision_recall.png").is_file()
+    assert not list(images.glob("*.json"))  # nothing written beside the images
+
+
+def test_evaluate_refuses_a_multi_label_table_for_a_single_label_model(table, tmp_path):
+    import zoo
+    from zoo import rundir
+    from zoo.recipes.evaluate import evaluate
+    from zoo.registry import Geometry
+
+    images, csv_path = table
+    model = zoo.build("lenet5", num_classes=10, input_shape=(*SIZE, 3))
+    run_dir = rundir.write_run(tmp_path / "single", model=model, model_name="lenet5",
+                               class_names=[str(d) for d in range(10)],
+                               geometry=Geometry(SIZE, 1.0, "bilinear", 3))
+    with pytest.raises(ValueError, match=r"is a multi-label table \(label_delimiter=' '\), "
+                                         r"but .* is a single-label model"):
+        evaluate(run_dir, csv_path, images=images, label_delimiter=" ",
+                 out_dir=tmp_path / "eval")
+    with pytest.raises(ValueError, match=r"label_delimiter=' ' go with a label table"):
+        evaluate(run_dir, images, label_delimiter=" ", out_dir=tmp_path / "eval")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
@@ -78,22 +77,29 @@ def _check_folders(root: Path, folders: list[Path], opened: rundir.Opened) -> No
 
 
 def evaluate(model_or_run: str | os.PathLike, data: str | os.PathLike, *,
+             images: str | os.PathLike | None = None, label_delimiter: str | None = None,
              out_dir: str | os.PathLike | None = None, weights: str | None = None,
              batch_size: int = 32) -> dict:
-    """Measures a model on a folder with the model's own evaluation transform.
+    """Measures a model on a folder or a label table with the model's own eval transform.
 
     The transform is the run's (the geometry its data used), else the one of the model's
     weights (``zoo.geometry``). Class folders are matched to the model's classes by name,
     or, for ImageNet models, by WordNet id (``n01440764/``), as ILSVRC2012's validation set
     is usually laid out; so a pretrained weight set's published top-1/top-5 can be
-    re-measured.
+    re-measured. A label table's labels are matched by name. A multi-label run is measured
+    as in training (mAP, F1 micro and macro, per-class AP) at the thresholds its run
+    chose on its validation split (0.5 for a model without a run).
 
     Args:
         model_or_run: A run directory, a ``.keras`` file, or a zoo model name (with
             ``weights``).
-        data: ``root/<class>/*`` (or ``root/val/<class>/*``).
+        data: ``root/<class>/*`` (or ``root/val/<class>/*``), or a label table (``.csv``
+            / ``.tsv``, read by ``pipelines.from_csv``; every row is measured).
+        images: With a label table: the folder its paths are relative to (default: the
+            table's folder).
+        label_delimiter: With a label table: splits a label cell into several labels.
         out_dir: Where ``metrics.json`` and the plots go; defaults to
-            ``runs/eval-<model>-<folder>``.
+            ``runs/eval-<model>-<folder or table>``.
         weights: With a model name: a catalog tag or a weights file.
         batch_size: Batch size.
 
@@ -101,32 +107,97 @@ def evaluate(model_or_run: str | os.PathLike, data: str | os.PathLike, *,
         The metrics (as in a run's ``metrics.json``) plus ``out_dir``, ``skipped`` and,
         for catalog weights, the publisher's ``reference`` figures.
     """
-    import pipelines
-    from pipelines.scan import class_folders
+    from zoo.recipes.finetune import table_options
 
+    table = table_options(data, images, label_delimiter)
     opened = rundir.open_model(model_or_run, weights=weights)
     if opened.class_names is None:
         opened.class_names = [str(i) for i in range(opened.model.output_shape[-1])]
-    root, folders = class_folders(Path(data))
-    if root != Path(data):
-        log.info("Evaluating on %s.", root)
-    paths, labels, passed_over = _labelled_files(root, folders, opened)
-    geometry = opened.geometry
-    files = pipelines.from_files(paths, labels, image_size=geometry.image_size,
-                                 crop_fraction=geometry.crop_fraction,
-                                 interpolation=geometry.interpolation,
-                                 channels=geometry.channels, batch_size=batch_size)
-    if not files.paths:
-        raise ValueError(f"No usable images under {root}.")
-    kept = set(files.paths)
-    _warn_missing_classes(opened, [lab for p, lab in zip(paths, labels) if str(p) in kept],
-                          root)
     name = Path(str(model_or_run)).name.replace(".keras", "")
-    out = Path(out_dir or Path("runs") / f"eval-{name}-{Path(data).name}")
+    shown = Path(data).stem if table else Path(data).name
+    out = Path(out_dir or Path("runs") / f"eval-{name}-{shown}")
+    if table:
+        files, labels, passed_over = _table_files(Path(data), table, opened, batch_size, out)
+    else:
+        files, labels, passed_over = _folder_files(Path(data), opened, batch_size)
     out.mkdir(parents=True, exist_ok=True)
-    metrics = reports.write_report(out, opened.model, files.dataset, opened.class_names)
+    thresholds = opened.thresholds or [0.5] * len(opened.class_names)
+    metrics = reports.write_report(out, opened.model, _labelled(files, labels, opened,
+                                                                batch_size),
+                                   opened.class_names, multi_label=opened.multi_label,
+                                   thresholds=thresholds if opened.multi_label else None)
     skipped = [[str(p), r] for p, r in passed_over] + [list(s) for s in files.skipped]
     metrics.update(out_dir=str(out), skipped=skipped, model=opened.description,
                    reference=opened.reference)
-    (out / rundir.METRICS_FILE).write_text(json.dumps(metrics, indent=2))
+    rundir.write_json(out / rundir.METRICS_FILE, metrics)
     return metrics
+
+
+def _eval_files(paths: list, opened: rundir.Opened, batch_size: int):
+    import pipelines
+
+    geometry = opened.geometry
+    return pipelines.from_files(paths, image_size=geometry.image_size,
+                                crop_fraction=geometry.crop_fraction,
+                                interpolation=geometry.interpolation,
+                                channels=geometry.channels, batch_size=batch_size)
+
+
+def _folder_files(data: Path, opened: rundir.Opened, batch_size: int):
+    """A folder's files through the eval path, their labels and what was passed over."""
+    from pipelines.scan import class_folders
+
+    root, folders = class_folders(data)
+    if root != data:
+        log.info("Evaluating on %s.", root)
+    paths, labels, passed_over = _labelled_files(root, folders, opened)
+    files = _eval_files(paths, opened, batch_size)
+    if not files.paths:
+        raise ValueError(f"No usable images under {root}.")
+    label_of = {str(p): label for p, label in zip(paths, labels)}
+    kept = [label_of[p] for p in files.paths]
+    _warn_missing_classes(opened, kept, root)
+    return files, kept, passed_over
+
+
+def _table_files(data: Path, table: dict, opened: rundir.Opened, batch_size: int,
+                 out: Path):
+    """Every row of a label table through the eval path, labels by the model's classes."""
+    import pipelines
+
+    out.mkdir(parents=True, exist_ok=True)  # the split manifest goes there
+    rows = pipelines.from_csv(data, table["images"], label_delimiter=table["label_delimiter"],
+                              validation_split=0, augment="none", out_dir=out,
+                              imbalance_warning=None, cache=False)
+    if rows.multi_label and not opened.multi_label:
+        raise ValueError(f"{data} is a multi-label table (label_delimiter="
+                         f"{table['label_delimiter']!r}), but {opened.description} is a "
+                         "single-label model; evaluate a multi-label run on it.")
+    unknown = sorted(set(rows.class_names) - set(opened.class_names))
+    if unknown:
+        raise ValueError(f"{data} has labels that are not classes of {opened.description}: "
+                         f"{', '.join(unknown[:10])}. Its classes are: "
+                         f"{', '.join(opened.class_names[:20])}.")
+    index = [opened.class_names.index(name) for name in rows.class_names]
+    listed = rows.train_files + rows.val_files + rows.test_files
+    label_of = {str(Path(p)): (tuple(index[c] for c in label) if rows.multi_label
+                               else index[label]) for p, label in listed}
+    files = _eval_files([p for p, _ in listed], opened, batch_size)
+    if not files.paths:
+        raise ValueError(f"No usable images in {data}.")
+    return files, [label_of[p] for p in files.paths], rows.skipped
+
+
+def _labelled(files, labels: list, opened: rundir.Opened, batch_size: int):
+    """The files' pixel batches with their labels: indices, or multi-hot for multi-label."""
+    import numpy as np
+    import tensorflow as tf
+
+    if opened.multi_label:
+        y = np.zeros((len(labels), len(opened.class_names)), "float32")
+        for row, label in enumerate(labels):
+            y[row, list(label) if isinstance(label, tuple) else [label]] = 1.0
+    else:
+        y = np.asarray(labels, "int32")
+    return tf.data.Dataset.zip((files.dataset,
+                                tf.data.Dataset.from_tensor_slices(y).batch(batch_size)))

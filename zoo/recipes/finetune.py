@@ -41,6 +41,7 @@ from zoo.recipes.stages import (
     NanGuard,
     StageRunner,
     layer_stages,
+    make_loss,
     monitored,
     one_hot,
     prepare_stage,
@@ -83,6 +84,7 @@ class _Opening:
     overwrite: bool
     resume: str | None
     stack: contextlib.ExitStack
+    table: dict = field(default_factory=dict)  # a label table's images and label_delimiter
 
 
 @dataclass
@@ -110,6 +112,8 @@ def finetune(
     model_name: str,
     data,
     *,
+    images: str | os.PathLike | None = None,
+    label_delimiter: str | None = None,
     weights: str | None = "imagenet",
     epochs: int | None = None,
     out_dir: str | os.PathLike | None = None,
@@ -128,8 +132,13 @@ def finetune(
 
     Args:
         model_name: A registered model name.
-        data: A folder of images (``root/<class>/*`` or ``root/train|val/<class>/*``) or
-            the object ``pipelines.from_folder`` / ``pipelines.from_tfds`` returns.
+        data: A folder of images (``root/<class>/*`` or ``root/train|val/<class>/*``), a
+            label table (a ``.csv`` or ``.tsv`` path, read by ``pipelines.from_csv``), or
+            the object ``pipelines.from_folder`` / ``from_csv`` / ``from_tfds`` returns.
+        images: With a label table: the folder its paths are relative to (default: the
+            table's folder).
+        label_delimiter: With a label table: splits a label cell into several labels
+            (``" "`` for ``"cat dog"``), making the data multi-label.
         weights: Pretrained weights (tag or path), or None to train from scratch.
         epochs: Total epochs; with weights, a quarter (at least one) trains the head.
         out_dir: The run directory; defaults to ``runs/<model>-<data folder>``.
@@ -162,9 +171,10 @@ def finetune(
     recipe = make_recipe(model_name, strategy=strategy, precision=precision, **recipe_options)
     set_epochs(recipe, epochs, pretrained=weights is not None)
     keras.utils.set_random_seed(recipe.seed)
+    table = table_options(data, images, label_delimiter)
     with contextlib.ExitStack() as stack:
         setup = _prepare(model_name, data, weights, recipe, out_dir,
-                         _Opening(overwrite, resume, stack), recipe_options)
+                         _Opening(overwrite, resume, stack, table), recipe_options)
         result = _train(setup, model_name, weights, recipe, verbose, callbacks,
                         recipe_options)
     return result
@@ -217,13 +227,13 @@ def _prepare(model_name: str, data, weights, recipe: Recipe, out_dir, opening: _
         recipe.sampling = getattr(data, "sampling", "natural")
     start: dict = {"changes": []}
     if chief:
-        _open_run_dir(run_dir, None if given_data else Path(data), opening.overwrite,
+        _open_run_dir(run_dir, images_root(data, opening.table), opening.overwrite,
                       opening.stack)
-        start = _guard_resume(run_dir, _start_record(model_name, weights, recipe, data),
-                              opening.resume)
+        start = _guard_resume(run_dir, _start_record(model_name, weights, recipe, data,
+                                                     opening.table), opening.resume)
     global_batch = recipe.batch_size * strategy.num_replicas_in_sync
     data, data_root = _load_data(data, model_name, weights, recipe, global_batch, write_dir,
-                                 recipe_options)
+                                 recipe_options, opening.table)
     if chief:
         # Written once the data is read: a command that fails before leaves no trace.
         rundir.write_start(run_dir, start)
@@ -240,6 +250,44 @@ def _prepare(model_name: str, data, weights, recipe: Recipe, out_dir, opening: _
                   steps=cardinality if cardinality > 0 else None,
                   changes=list(start["changes"]), multi_label=multi_label,
                   class_weight=class_weights(recipe.class_weight, data, class_names))
+
+
+TABLE_SUFFIXES = (".csv", ".tsv", ".tab")
+
+
+def table_options(data, images, label_delimiter: str | None) -> dict:
+    """A label table's options, ``{}`` for other data (which takes neither).
+
+    Args:
+        data: What was given as the data.
+        images: The table's image folder, or None (the table's own folder).
+        label_delimiter: The table's label delimiter, or None.
+
+    Returns:
+        ``{"images": ..., "label_delimiter": ...}`` for a ``.csv`` / ``.tsv`` path, else
+        ``{}``.
+
+    Raises:
+        ValueError: For ``images`` or ``label_delimiter`` with data that is no table.
+    """
+    if isinstance(data, (str, os.PathLike)) and Path(data).suffix.lower() in TABLE_SUFFIXES:
+        return {"images": images, "label_delimiter": label_delimiter}
+    given = [f"{name}={value!r}" for name, value in (("images", images),
+             ("label_delimiter", label_delimiter)) if value is not None]
+    if given:
+        raise ValueError(f"{' and '.join(given)} go with a label table (a data path ending "
+                         f"in {', '.join(TABLE_SUFFIXES)}); {str(data)!r} is not one. Leave "
+                         "them out, or pass the table as the data.")
+    return {}
+
+
+def images_root(data, table: dict) -> Path | None:
+    """The folder of the images a data path names (a table's: ``images``, or its folder)."""
+    if not isinstance(data, (str, os.PathLike)):
+        return None
+    if table:
+        return Path(table["images"]) if table["images"] is not None else Path(data).parent
+    return Path(data)
 
 
 def _refuse_other_sampling(sampling: str | None, data) -> None:
@@ -342,11 +390,15 @@ def _open_run_dir(run_dir: Path, data_root: Path | None, overwrite: bool,
         log.warning("Moved the previous run to %s.", lock.set_aside())
 
 
-def _start_record(model_name: str, weights, recipe: Recipe, data) -> dict:
+def _start_record(model_name: str, weights, recipe: Recipe, data, table: dict) -> dict:
     """What a run starts with, for the resume guard: model, weights, recipe, data."""
     if isinstance(data, (str, os.PathLike)):
-        described = {"root": str(Path(data).resolve()),
-                     "fingerprint": _data_fingerprint(Path(data))}
+        fingerprint = _data_fingerprint(images_root(data, table))
+        if table:
+            # The table's rows are the labels: an edited table is other data.
+            fingerprint += "-" + hashlib.sha256(Path(data).read_bytes()).hexdigest()[:16]
+        described = {"root": str(Path(data).resolve()), "fingerprint": fingerprint,
+                     **{k: v for k, v in table.items() if v is not None}}
     else:
         manifest = getattr(data, "manifest", None)
         shape = {"class_names": list(getattr(data, "class_names", []) or []),
@@ -402,17 +454,20 @@ def _guard_resume(run_dir: Path, record: dict, resume: str | None) -> list:
 
 
 def _load_data(data, model_name: str, weights, recipe: Recipe, global_batch: int,
-               run_dir: Path, options: dict):
-    """The pipeline zoo builds from a folder path, or the caller's, and its root."""
+               run_dir: Path, options: dict, table: dict | None = None):
+    """The pipeline zoo builds from a folder or table path, or the caller's, and its root."""
     if isinstance(data, (str, os.PathLike)):
         import pipelines
 
-        root = Path(data)
-        return pipelines.from_folder(root, model=model_name, weights=weights,
-                                     batch_size=global_batch, seed=recipe.seed,
-                                     augment=recipe.augment,
-                                     validation_split=recipe.validation_split,
-                                     sampling=recipe.sampling, out_dir=run_dir), root
+        common = dict(model=model_name, weights=weights, batch_size=global_batch,
+                      seed=recipe.seed, augment=recipe.augment,
+                      validation_split=recipe.validation_split, sampling=recipe.sampling,
+                      out_dir=run_dir)
+        if table:
+            return (pipelines.from_csv(data, table["images"],
+                                       label_delimiter=table["label_delimiter"], **common),
+                    images_root(data, table))
+        return pipelines.from_folder(Path(data), **common), Path(data)
     if options.get("validation_split") is not None:
         # Silently training with the caller's split would contradict what was asked.
         raise ValueError(
@@ -609,7 +664,9 @@ def _jsonable(value):
 # ------------------------------------------------------------------------------ lr-find
 
 
-def find_learning_rate(model_name: str, data, *, weights: str | None = "imagenet",
+def find_learning_rate(model_name: str, data, *, images: str | os.PathLike | None = None,
+                       label_delimiter: str | None = None,
+                       weights: str | None = "imagenet",
                        out_dir: str | os.PathLike | None = None, steps: int = 100,
                        **recipe_options):
     """Runs the learning-rate range test for the stage that would be trained first.
@@ -619,7 +676,10 @@ def find_learning_rate(model_name: str, data, *, weights: str | None = "imagenet
 
     Args:
         model_name: A registered model name.
-        data: A folder of images or a pipelines dataset object.
+        data: A folder of images, a label table (``.csv`` / ``.tsv``) or a pipelines
+            dataset object.
+        images: With a label table: the folder its paths are relative to.
+        label_delimiter: With a label table: splits a label cell into several labels.
         weights: Pretrained weights, or None.
         out_dir: Where the plot ``lr_find.png`` goes; defaults to ``runs/lr-find-<model>``.
         steps: Batches to run.
@@ -631,12 +691,12 @@ def find_learning_rate(model_name: str, data, *, weights: str | None = "imagenet
     recipe = make_recipe(model_name, **recipe_options)
     keras.utils.set_random_seed(recipe.seed)
     out = Path(out_dir or Path("runs") / f"lr-find-{model_name}")
-    data_root = Path(data) if isinstance(data, (str, os.PathLike)) else None
+    table = table_options(data, images, label_delimiter)
     with contextlib.ExitStack() as stack:
-        _open_run_dir(out, data_root, False, stack)
+        _open_run_dir(out, images_root(data, table), False, stack)
         # The range test trains only: a pipeline without a validation split works as it is.
         data, _ = _load_data(data, model_name, weights, recipe, recipe.batch_size, out,
-                             recipe_options)
+                             recipe_options, table)
         return _range_test(model_name, data, weights, recipe, steps, out)
 
 
@@ -645,12 +705,11 @@ def _range_test(model_name: str, data, weights, recipe: Recipe, steps: int, out:
     from zoo.recipes.lr_find import lr_find
 
     num_classes = len(data.class_names)
+    multi_label = bool(getattr(data, "multi_label", False))
     model = build(model_name, weights=weights, num_classes=num_classes,
                   input_shape=tuple(data.train.element_spec[0].shape[1:]),
-                  dropout=recipe.dropout)
+                  dropout=recipe.dropout, classifier_activation=_activation(multi_label))
     set_trainable(model, layer_stages(model, model_name),
                   min_stage=0 if weights is None else None, freeze_bn=weights is not None)
     return lr_find(model, one_hot(data.train, num_classes), steps=steps,
-                   loss=keras.losses.CategoricalCrossentropy(
-                       label_smoothing=recipe.label_smoothing),
-                   plot_path=out / "lr_find.png")
+                   loss=make_loss(recipe, multi_label), plot_path=out / "lr_find.png")

@@ -553,7 +553,7 @@ def _final_model(model: keras.Model, setup: _Setup, model_name: str,
     """
     best = setup.write_dir / rundir.MODEL_FILE
     if best.exists():
-        model = keras.saving.load_model(best, compile=False)
+        model = rundir.load_model_file(best)  # its recorded sha256 checked first
     keras.mixed_precision.set_global_policy("float32")
     if all(layer.dtype_policy.name == "float32" for layer in model.layers):
         return model

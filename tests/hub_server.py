@@ -9,7 +9,8 @@ client reads:
   with ``X-Linked-Etag`` = their sha256, ``X-Linked-Size`` and a ``Location`` on a second
   server, the "CDN" (another origin, so the client does not follow it on ``HEAD``, as with
   the real Hub's CDN). Errors carry ``X-Error-Code`` (``RepoNotFound``, ``RevisionNotFound``,
-  ``EntryNotFound``), which the client turns into its exception classes.
+  ``EntryNotFound``, ``GatedRepo``), which the client turns into its exception classes;
+  a private or gated repo is read only with the token.
 * the CDN serves blobs with ``Range`` support, and can cut transfers halfway
   (``cut_transfers``) and then answer the client's next attempt normally, with flipped
   bytes or with a server error (``after_cut``).
@@ -69,6 +70,7 @@ class Repo:
     tags: dict[str, str] = field(default_factory=dict)
     commits: dict[str, Commit] = field(default_factory=dict)
     private: bool = False
+    gated: bool = False
 
     def find(self, revision: str) -> Commit | None:
         sha = self.branches.get(revision) or self.tags.get(revision) or revision
@@ -197,8 +199,11 @@ class _Handler(BaseHTTPRequestHandler):
             return self._error(404, "NotFound")
         repo_id, revision, path = "/".join(parts[:2]), parts[3], "/".join(parts[4:])
         repo = self.hub.repos.get(repo_id)
-        if repo is None:
-            return self._error(404, "RepoNotFound")
+        authorised = self.headers.get("Authorization") == f"Bearer {TOKEN}"
+        if repo is None or (repo.private and not authorised):
+            return self._error(401, "RepoNotFound")  # as the Hub: private looks missing
+        if repo.gated and not authorised:
+            return self._error(403, "GatedRepo")
         commit = repo.find(revision)
         if commit is None:
             return self._error(404, "RevisionNotFound")

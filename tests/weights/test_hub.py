@@ -197,6 +197,22 @@ def test_missing_repo_revision_and_files_are_named(standin):
         fetch_hub_folder("me/no-weights")
 
 
+def test_private_and_gated_repos_need_the_token(standin, monkeypatch):
+    standin.add_repo("me/private", {"config.json": CONFIG, "model.safetensors": WEIGHTS})
+    standin.add_repo("org/gated", {"config.json": CONFIG, "model.safetensors": WEIGHTS})
+    standin.repos["me/private"].private = True
+    standin.repos["org/gated"].gated = True
+    with pytest.raises(HubNotFoundError, match="no model repository 'me/private'.*private "
+                                               "repository needs a token"):
+        fetch_hub_folder("me/private")
+    with pytest.raises(HubNotFoundError, match="'org/gated' is gated: accept its terms at "
+                                               f"{standin.endpoint}/org/gated.*HF_TOKEN"):
+        fetch_hub_folder("org/gated")
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    assert fetch_hub_folder("me/private").files["model.safetensors"] == _sha256(WEIGHTS)
+    assert fetch_hub_folder("org/gated").files["model.safetensors"] == _sha256(WEIGHTS)
+
+
 # --- interrupted transfers ---------------------------------------------------------------
 
 def test_a_cut_transfer_is_resumed_and_the_file_verified(standin):

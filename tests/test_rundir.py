@@ -156,3 +156,28 @@ def test_open_model_needs_a_known_name_or_weights(tmp_path):
         rundir.open_model(tmp_path / "missing.keras")
     with pytest.raises(FileNotFoundError, match="run.json"):
         rundir.open_model(tmp_path)
+
+
+def test_a_crash_between_a_file_and_its_sha256_record_blames_no_good_file(tmp_path,
+                                                                          monkeypatch):
+    from zoo.weights.readers import file_sha256, recorded_digests, verify_recorded
+
+    model, path = _tiny_model(), tmp_path / "w.weights.h5"
+    rundir.save_weights(model, path)
+    old = file_sha256(path)
+    assert recorded_digests(path) == [old]
+    model.set_weights([w + 1 for w in model.get_weights()])
+    record, calls = rundir._record_digests, []
+
+    def crash_after_the_rename(where, digests):
+        calls.append(digests)
+        if len(calls) == 2:  # the file is renamed into place; its final record is not
+            raise KeyboardInterrupt
+        record(where, digests)
+
+    monkeypatch.setattr(rundir, "_record_digests", crash_after_the_rename)
+    with pytest.raises(KeyboardInterrupt):
+        rundir.save_weights(model, path)
+    new = file_sha256(path)
+    assert new != old and recorded_digests(path) == [new, old]
+    assert verify_recorded(path)  # the new file is not called damaged

@@ -132,3 +132,22 @@ def test_a_damaged_model_in_a_run_dir_fails_its_recorded_sha256(run_dir, images,
         assert main(argv) == 2, name
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and str(model) in err and "sha256" in err, err
+
+
+def test_a_legacy_h5_model_zoo_did_not_write_is_probed_before_keras_opens_it(tmp_path,
+                                                                            monkeypatch):
+    # The real hang (byte 2056 of LeNet's .weights.h5) is tested in
+    # tests/weights/test_weight_file_faults.py; here a child that never returns stands in
+    # for it, to show that opening a whole-model .h5 goes through the same probe.
+    from zoo.weights import WeightsFileError, readers
+
+    path = tmp_path / "lenet5.h5"
+    zoo.build("lenet5", num_classes=3, input_shape=(32, 32, 1)).save(path)
+    rundir.load_model_file(path)  # whole, it opens
+    monkeypatch.setattr(readers, "_PROBE", "import time; time.sleep(120)")
+    monkeypatch.setattr(readers, "PROBE_TIMEOUT", 2.0)
+    with pytest.raises(WeightsFileError, match="did not finish reading its metadata in 2 s"):
+        rundir.load_model_file(path)
+    path.with_name(path.name + ".sha256").write_text(
+        f"{readers.file_sha256(path)}  {path.name}\n")
+    rundir.load_model_file(path)  # a file with a matching record needs no probe

@@ -621,14 +621,15 @@ def load_model_file(path: str | os.PathLike):
     import keras
 
     import zoo.layers  # noqa: F401  (registers Normalize and the other custom layers)
-    from zoo.weights.readers import damaged_file_errors, detect_format
+    from zoo.weights.readers import damaged_file_errors, detect_format, probe_hdf5_metadata
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"No model file at {path}.")
     # The recorded digest is checked, and a cut zip named as such (Keras would call it
-    # "File not found").
-    detect_format(path)
+    # "File not found"). A legacy .h5 model zoo did not write may hang HDF5: probed first.
+    if detect_format(path) == "keras_h5" and recorded_digests(path) is None:
+        probe_hdf5_metadata(path)
     with damaged_file_errors(path, ".keras model"):
         return keras.saving.load_model(path, compile=False)
 

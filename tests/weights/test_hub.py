@@ -460,3 +460,23 @@ def test_a_download_killed_midway_leaves_no_trusted_file(standin, tmp_path):
     files = fetch_hub_folder("me/m")
     assert files.files["model.safetensors"] == _sha256(big)
     assert (files.folder / "model.safetensors").read_bytes() == big
+
+
+def test_a_cache_without_symlinks_is_checked_against_the_hub(standin, monkeypatch, caplog):
+    import huggingface_hub.file_download as hf_download
+
+    # As on file systems without symlinks: the snapshot holds plain copies, not hash names.
+    monkeypatch.setattr(hf_download, "are_symlinks_supported", lambda *args: False)
+    standin.add_repo("me/m", {"config.json": CONFIG, "model.safetensors": WEIGHTS})
+    files = fetch_hub_folder("me/m")
+    copy = files.folder / "model.safetensors"
+    assert not copy.is_symlink() and files.files["model.safetensors"] == _sha256(WEIGHTS)
+    copy.write_bytes(WEIGHTS[:-1] + bytes([WEIGHTS[-1] ^ 1]))
+    with pytest.raises(HashMismatchError, match=_sha256(WEIGHTS)):
+        fetch_hub_folder("me/m")  # the Hub's ETag, asked by HEAD, catches the change
+    assert not copy.exists()
+    files = fetch_hub_folder("me/m")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with caplog.at_level("WARNING", logger="zoo.weights"):
+        assert fetch_hub_folder("me/m").files == files.files
+    assert "could not be checked against the Hub's hash" in caplog.text

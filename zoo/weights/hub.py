@@ -11,7 +11,8 @@ other weights:
   and ``ZOO_OFFLINE`` turns the Hub off too;
 * every file is checked against the Hub's own hash before use, on download and from the
   cache: the cache names each blob by its ETag, which is the sha256 for LFS files (weights)
-  and the git blob sha1 for small ones (``config.json``). A cut or damaged file is never
+  and the git blob sha1 for small ones (``config.json``); where the cache holds plain
+  copies (no symlinks), the ETag is asked of the Hub. A cut or damaged file is never
   used; it is removed from the cache (its name proves it wrong) and named in the error;
 * the errors name the repository, the file, the revision and where the files can be put by
   hand (a local folder passed as ``weights=``).
@@ -197,7 +198,7 @@ def fetch_hub_folder(repo_id: str, revision: str | None = None,
     first, *alternatives = filenames
     path = _download(repo_id, first, revision)
     commit = Path(path).parent.name
-    files = {first: _verified_sha256(path, repo_id, first)}
+    files = {first: _verified_sha256(path, repo_id, first, commit)}
     not_cached: WeightsUnavailableError | None = None
     for name in alternatives:
         try:
@@ -209,7 +210,7 @@ def fetch_hub_folder(repo_id: str, revision: str | None = None,
                 raise  # the Hub failed midway: another file would hide that
             not_cached = not_cached or error  # offline, another file may be cached
             continue
-        files[name] = _verified_sha256(path, repo_id, name)
+        files[name] = _verified_sha256(path, repo_id, name, commit)
         break
     else:
         if not_cached:
@@ -287,21 +288,21 @@ def _cause(error: BaseException) -> str:
     return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
-def _verified_sha256(path: str, repo_id: str, filename: str) -> str:
-    """The sha256 of a cached file, after checking it against the Hub's ETag (its blob name)."""
+def _verified_sha256(path: str, repo_id: str, filename: str, commit: str) -> str:
+    """The sha256 of a cached file, after checking it against the Hub's ETag.
+
+    The cache names each blob by its ETag; where it could not link blobs (no symlinks on
+    the file system) the file is a plain copy and the ETag is asked of the Hub instead.
+    """
     blob = Path(os.path.realpath(path))
-    expected = blob.name
+    expected = blob.name if _is_etag(blob.name) else _published_etag(repo_id, filename, commit)
     sha256 = file_hash(str(blob), "sha256")
-    if len(expected) == 64 and _HEX.fullmatch(expected):
-        actual = sha256  # an LFS file: the ETag is its sha256
-    elif len(expected) == 40 and _HEX.fullmatch(expected):
-        actual = _git_blob_sha1(blob)  # a small file: the ETag is its git blob id
-    else:
-        # The cache could not link the blob (no symlinks on this file system): its ETag is
-        # gone, only the size check of the transfer stands.
-        logger.warning("%s of %s could not be checked against the Hub's hash (the cache holds "
-                       "a copy named %s, not its hash).", filename, repo_id, expected)
+    if expected is None:
+        logger.warning("%s of %s could not be checked against the Hub's hash: the cache holds "
+                       "a plain copy and the Hub cannot be asked now.", filename, repo_id)
         return sha256
+    # An LFS file's ETag is its sha256; a small file's is its git blob id.
+    actual = sha256 if len(expected) == 64 else _git_blob_sha1(blob)
     if actual != expected:
         _remove_damaged(Path(path), blob)
         raise HashMismatchError(
@@ -309,6 +310,26 @@ def _verified_sha256(path: str, repo_id: str, filename: str) -> str:
             f"incomplete: its hash is {actual}, the Hub's is {expected}. It was removed from "
             f"the cache; run again to download it afresh.")
     return sha256
+
+
+def _is_etag(name: str) -> bool:
+    return len(name) in (40, 64) and _HEX.fullmatch(name) is not None
+
+
+def _published_etag(repo_id: str, filename: str, commit: str) -> str | None:
+    # One HEAD request for the file's ETag at that commit; None offline or on failure
+    # (the caller warns that the check was not made).
+    import httpx2  # huggingface_hub's HTTP client
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+
+    if hub_offline():
+        return None
+    url = hf_hub_url(repo_id, filename, revision=commit, endpoint=hub_endpoint())
+    try:
+        etag = get_hf_file_metadata(url).etag
+    except (OSError, httpx2.HTTPError):
+        return None
+    return etag if etag and _is_etag(etag) else None
 
 
 def _git_blob_sha1(path: Path) -> str:

@@ -35,6 +35,8 @@ class Source:
             size is the model's input).
         card: The model card's Markdown text.
         samples_dir: The run's sample images, or None.
+        multi_label: A multi-label run's model: logits out, one sigmoid per class.
+        thresholds: Its per-class decision thresholds (the run's), or None.
     """
 
     model: Any
@@ -44,6 +46,8 @@ class Source:
     geometry: Geometry
     card: str
     samples_dir: Path | None = None
+    multi_label: bool = False
+    thresholds: list[float] | None = None
 
 
 def resolve_source(model_or_run_dir, *, class_names: Sequence[str] | None = None,
@@ -81,7 +85,9 @@ def resolve_source(model_or_run_dir, *, class_names: Sequence[str] | None = None
     card = _read_card(model_card) if model_card is not None else opened.card
     source = Source(model=model, model_name=opened.model_name, class_names=names,
                     class_names_from=origin, geometry=opened.geometry, card="",
-                    samples_dir=opened.samples_dir)
+                    samples_dir=opened.samples_dir, multi_label=opened.multi_label,
+                    thresholds=(opened.thresholds or [0.5] * len(names)
+                                if opened.multi_label else None))
     source.card = card if card is not None else default_card(source)
     return source
 
@@ -128,11 +134,13 @@ def default_card(source: Source) -> str:
             f"- Classes ({len(source.class_names)}): {names}\n")
 
 
-def probability_model(model):
+def probability_model(model, multi_label: bool = False):
     """Returns a model whose one output is probabilities: the first head, softmax if logits.
 
     Args:
         model: A ``keras.Model`` (softmax or logits; auxiliary heads allowed).
+        multi_label: The logits are one sigmoid per class (a multi-label run's), not a
+            softmax.
 
     Returns:
         ``model`` itself when it already has one probability output, else a wrapper.
@@ -149,5 +157,6 @@ def probability_model(model):
     if isinstance(result, (list, tuple)):
         result = result[0]  # the main head; auxiliary heads only help training
     if activation == "linear":
-        result = keras.layers.Activation("softmax", dtype="float32", name="probabilities")(result)
+        result = keras.layers.Activation("sigmoid" if multi_label else "softmax",
+                                         dtype="float32", name="probabilities")(result)
     return keras.Model(inputs, result, name=model.name)

@@ -188,3 +188,62 @@ def test_evaluate_refuses_a_multi_label_table_for_a_single_label_model(table, tm
                  out_dir=tmp_path / "eval")
     with pytest.raises(ValueError, match=r"label_delimiter=' ' go with a label table"):
         evaluate(run_dir, images, label_delimiter=" ", out_dir=tmp_path / "eval")
+
+
+# -------------------------------------------------------------------------------- export
+
+
+def test_export_serves_sigmoid_probabilities_and_the_labels_above_thresholds(run, tmp_path):
+    import tensorflow as tf
+
+    import zoo
+    from zoo.deploy import reference_pixels, run_onnx
+    from zoo.predict import predict
+
+    data, result = run
+    paths = zoo.export(result.run_dir, tmp_path / "export", formats="savedmodel,onnx")
+    files = [p for p, _ in data.val_files[:12]]
+    images = [Path(p).read_bytes() for p in files]
+    pixels = reference_pixels(images, data.geometry)
+    keras_probs = reports.sigmoid(result.model(pixels, training=False))
+    served = tf.saved_model.load(paths["savedmodel"]).signatures["serving_default"]
+    out = served(image_bytes=tf.constant(images))
+    np.testing.assert_allclose(out["probabilities"].numpy(), keras_probs, atol=1e-5)
+    thresholds = np.asarray(result.metrics["thresholds"])
+    names = data.class_names
+    for row in range(len(files)):
+        order = np.argsort(-keras_probs[row])
+        expected = [names[c] for c in order if keras_probs[row, c] >= thresholds[c]]
+        count = int(out["predicted_count"][row])
+        labels = [x.decode() for x in out["predicted_labels"][row].numpy()]
+        assert count == len(expected) and labels[:count] == expected
+        assert labels[count:] == [""] * (len(names) - count)
+        assert out["predicted"][row].numpy().sum() == count
+    np.testing.assert_allclose(run_onnx(paths["onnx"], pixels), keras_probs, atol=1e-4)
+    report = json.loads(Path(paths["report"]).read_text())
+    assert report["multi_label"] and report["thresholds"] == result.metrics["thresholds"]
+    # zoo predict gives the same labels from the export and from the run directory.
+    answers = [predict(source, files[:4]) for source in (paths["savedmodel"], result.run_dir)]
+    assert [a["labels"] for a in answers[0]] == [a["labels"] for a in answers[1]]
+    assert all("labels" in a and a["predictions"] for a in answers[0])
+
+
+def test_tflite_of_a_multi_label_run_gives_sigmoid_probabilities(tmp_path):
+    # LeNet-5 at a square input: at 32x96 its adaptive pooling does not load in the TFLite
+    # interpreter, single-label or not ("BytesRequired number of elements overflowed").
+    import zoo
+    from zoo import rundir
+    from zoo.deploy import reference_pixels, run_tflite, synthetic_images
+    from zoo.registry import Geometry
+
+    model = zoo.build("lenet5", num_classes=4, input_shape=(32, 32, 3),
+                      classifier_activation=None)
+    geometry = Geometry((32, 32), 1.0, "bilinear", 3)
+    run_dir = rundir.write_run(tmp_path / "run", model=model, model_name="lenet5",
+                               class_names=list("abcd"), geometry=geometry,
+                               multi_label=True, thresholds=[0.5, 0.4, 0.6, 0.5])
+    paths = zoo.export(run_dir, tmp_path / "export", formats="tflite")
+    pixels = reference_pixels(synthetic_images(), geometry)
+    probs = run_tflite(paths["tflite"], pixels)
+    np.testing.assert_allclose(probs, reports.sigmoid(model(pixels)), atol=1e-4)
+    assert not np.allclose(probs.sum(axis=1), 1.0)  # independent per class, not a softmax

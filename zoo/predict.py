@@ -32,6 +32,8 @@ class Predictor:
     def __init__(self, path: str | os.PathLike, *, class_names: Sequence[str] | None = None,
                  model_name: str | None = None):
         self.path = Path(path)
+        #: A multi-label model's per-class thresholds (None for a single-label one).
+        self.thresholds: list[float] | None = None
         self.kind, self._model, self.class_names = self._load(class_names, model_name)
 
     def _load(self, class_names, model_name):
@@ -45,6 +47,7 @@ class Predictor:
         savedmodel = _savedmodel_dir(path)
         if savedmodel is not None:
             self.path = savedmodel
+            self.thresholds = _export_thresholds(savedmodel)
             return ("savedmodel", *_load_savedmodel(savedmodel))
         if not path.exists():
             raise FileNotFoundError(f"No model at {path}.")
@@ -52,15 +55,15 @@ class Predictor:
                          f"{rundir.RUN_FILE}) or a SavedModel (with saved_model.pb, "
                          f"or numbered version directories holding one).")
 
-    @staticmethod
-    def _keras_runner(path, class_names, model_name):
+    def _keras_runner(self, path, class_names, model_name):
         import warnings
 
         with warnings.catch_warnings():
             # Without names the labels are class indices; printing them says as much.
             warnings.simplefilter("ignore")
             source = resolve_source(path, class_names=class_names, model_name=model_name)
-        model = probability_model(source.model)
+        model = probability_model(source.model, multi_label=source.multi_label)
+        self.thresholds = source.thresholds
 
         def run(images: list[bytes]):
             import numpy as np
@@ -97,7 +100,9 @@ class Predictor:
         Returns:
             One dict per path: ``{"image", "predictions": [{"label", "score",
             "class_id"}, ...]}``, or ``{"image", "error"}`` for a file that could not be
-            read or decoded.
+            read or decoded. A multi-label model's answers add ``"labels"``: the classes
+            at or above their thresholds, most probable first (the SavedModel's
+            ``predicted_labels``).
         """
         import tensorflow as tf
 
@@ -125,7 +130,15 @@ class Predictor:
                 results[i] = {"image": str(paths[i]), "error": f"not a decodable image: {probs}"}
             else:
                 results[i] = {"image": str(paths[i]), "predictions": self._top(probs, top_k)}
+                if self.thresholds is not None:
+                    results[i]["labels"] = self._above(probs)
         return results
+
+    def _above(self, probs) -> list[str]:
+        import numpy as np
+
+        chosen = [i for i in np.argsort(-probs, kind="stable") if probs[i] >= self.thresholds[i]]
+        return [self.class_names[i] if self.class_names else str(i) for i in chosen]
 
     def _top(self, probs, top_k: int) -> list[dict]:
         import numpy as np
@@ -148,6 +161,18 @@ def _load_savedmodel(savedmodel: Path):
     names = (names_file.read_text(encoding="utf-8").splitlines()
              if names_file.is_file() else None)
     return loaded.signatures["serving_default"], names
+
+
+def _export_thresholds(savedmodel: Path) -> list[float] | None:
+    """A multi-label export's thresholds, from its ``export.json`` (None otherwise)."""
+    import json
+
+    from zoo.deploy import REPORT_FILE
+
+    report = savedmodel / REPORT_FILE
+    if not report.is_file():
+        return None
+    return json.loads(report.read_text(encoding="utf-8")).get("thresholds")
 
 
 def _savedmodel_dir(path: Path) -> Path | None:

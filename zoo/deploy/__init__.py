@@ -156,7 +156,7 @@ def export(
     representative = _representative(chosen, representative_images, source)
     images = parity.sample_images(sample_images, source.samples_dir)
 
-    model = probability_model(source.model)
+    model = probability_model(source.model, multi_label=source.multi_label)
     pixels = reference_pixels(images, source.geometry)
     expected = np.asarray(model(pixels, training=False), dtype="float32")
     with layout.staged_version(target, overwrite) as staging, \
@@ -205,7 +205,8 @@ def _write_and_check(fmt: str, staging: Path, source: Source, model, top_k: int,
     path = layout.format_path(staging, fmt)
     if fmt == "savedmodel":
         savedmodel.write(source, model, staging, top_k, scratch)
-        check = savedmodel.check(staging, source.class_names, images, pixels, expected)
+        check = savedmodel.check(staging, source.class_names, images, pixels, expected,
+                                 source.thresholds)
         check["bytes"] = savedmodel_bytes(staging)
         return check
     if fmt.startswith("tflite"):
@@ -237,6 +238,8 @@ def _report(source: Source, version: int, chosen: Sequence[str], top_k: int,
         "eval_transform": {"crop_fraction": geometry.crop_fraction,
                            "interpolation": geometry.interpolation, "antialias": True},
         "top_k": min(top_k, len(source.class_names)),
+        "multi_label": source.multi_label,
+        **({"thresholds": source.thresholds} if source.multi_label else {}),
         "signatures": list(savedmodel.SIGNATURES) if "savedmodel" in chosen else [],
         "files": {fmt: FORMATS[fmt] for fmt in chosen},
         "checks": checks,

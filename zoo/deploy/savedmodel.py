@@ -20,6 +20,14 @@ best first, ``k`` set at export):
   count fails with ``InvalidArgumentError`` naming the expected shape, and NaN or infinite
   pixels are refused the same way.
 
+A multi-label run's model (logits out) is served with a sigmoid per class: its
+``probabilities`` are independent per class, and three more outputs give the labels at or
+above the per-class thresholds the run chose on its validation split (``run.json``
+``thresholds``, also in ``export.json``). TF Serving returns dense tensors only, so the
+list is padded: ``predicted_labels`` [B, C] string (the predicted classes, most probable
+first, then ``""``), ``predicted_count`` [B] int32 (how many) and ``predicted`` [B, C]
+bool (by class id).
+
 A bad image (not an image, empty, truncated) makes the request fail with
 ``InvalidArgumentError`` and the decoder's message ("Unknown image file format...",
 "Input is empty", "Invalid JPEG data..."), as does a file the graph's decoder does not read
@@ -67,8 +75,11 @@ def write(source, probability_model, target: Path, top_k: int, scratch: Path) ->
         probabilities = probability_model(pixels, training=False)
         scores, class_ids = tf.math.top_k(probabilities, k=k)
         labels = table.lookup(tf.cast(class_ids, tf.int64))
-        return {"probabilities": probabilities, "scores": scores, "labels": labels,
-                "class_ids": class_ids}
+        found = {"probabilities": probabilities, "scores": scores, "labels": labels,
+                 "class_ids": class_ids}
+        if source.multi_label:
+            found.update(_above_thresholds(probabilities, source.thresholds, table))
+        return found
 
     def from_bytes(image_bytes):
         pixels = tf.map_fn(transform, image_bytes, fn_output_signature=tf.TensorSpec(
@@ -113,6 +124,27 @@ def write(source, probability_model, target: Path, top_k: int, scratch: Path) ->
     (target / "assets" / MODEL_CARD).write_text(source.card, encoding="utf-8")
 
 
+def _above_thresholds(probabilities, thresholds: Sequence[float], table) -> dict:
+    """A multi-label model's predicted classes: those at or above their thresholds.
+
+    TF Serving returns dense tensors only, so the list is padded: ``predicted_labels``
+    [B, C] string holds each image's classes at or above their thresholds, most probable
+    first, then ``""``; ``predicted_count`` [B] int32 says how many there are, and
+    ``predicted`` [B, C] bool marks them by class id.
+    """
+    import tensorflow as tf
+
+    predicted = probabilities >= tf.constant(thresholds, tf.float32)[None, :]
+    # Predicted classes sort before the others (2 + p > any p), each group by probability.
+    order = tf.argsort(probabilities + 2.0 * tf.cast(predicted, tf.float32), axis=-1,
+                       direction="DESCENDING")
+    names = table.lookup(tf.cast(order, tf.int64))
+    chosen = tf.gather(predicted, order, batch_dims=1)
+    return {"predicted": predicted,
+            "predicted_labels": tf.where(chosen, names, tf.constant("")),
+            "predicted_count": tf.reduce_sum(tf.cast(predicted, tf.int32), axis=-1)}
+
+
 def _label_table(class_names: Sequence[str], names_file: Path):
     """A lookup table from class id to name, initialised from an asset file.
 
@@ -139,7 +171,7 @@ def _urlsafe_base64(text):
 
 
 def check(path: Path, class_names: Sequence[str], images: Sequence[bytes], pixels,
-          expected) -> dict:
+          expected, thresholds: Sequence[float] | None = None) -> dict:
     """Loads the SavedModel back and checks each signature against the Keras model.
 
     Args:
@@ -148,6 +180,8 @@ def check(path: Path, class_names: Sequence[str], images: Sequence[bytes], pixel
         images: The sample images, encoded (for the bytes and base64 signatures).
         pixels: Their eval pixels (for the pixels signature).
         expected: The Keras model's probabilities on ``pixels``.
+        thresholds: A multi-label model's per-class thresholds (its predicted labels are
+            checked against the Keras model's probabilities at them), or None.
 
     Returns:
         The worst figures over the signatures, and each signature's under ``signatures``.
@@ -182,8 +216,35 @@ def check(path: Path, class_names: Sequence[str], images: Sequence[bytes], pixel
                 f"Self-check failed for {signature}: its labels {labels[:2]} do not match "
                 f"the class names of its top-k ids {names[:2]}.")
         parity.enforce(f"the SavedModel's {signature} signature", result)
+        if thresholds is not None:
+            _check_predicted(signature, out, class_names, thresholds, expected)
         checks[signature] = result
     return {"max_abs_diff": max(c["max_abs_diff"] for c in checks.values()),
             "top1_agreement": min(c["top1_agreement"] for c in checks.values()),
             "samples": len(images), "tolerance": parity.TOLERANCES["savedmodel"],
             "signatures": checks}
+
+
+def _check_predicted(signature: str, out: dict, class_names: Sequence[str],
+                     thresholds: Sequence[float], expected) -> None:
+    """A multi-label signature's predicted labels must be the Keras model's at the thresholds.
+
+    A probability within the parity tolerance of its threshold may fall either way; it is
+    not counted against the export.
+    """
+    import numpy as np
+
+    expected = np.asarray(expected)
+    limits = np.asarray(thresholds)[None, :]
+    close = np.abs(expected - limits) <= parity.TOLERANCES["savedmodel"]
+    for row, (labels, count) in enumerate(zip(out["predicted_labels"].numpy(),
+                                              out["predicted_count"].numpy())):
+        got = {x.decode("utf-8") for x in labels[:count]}
+        sure = {class_names[c] for c in np.flatnonzero((expected[row] >= limits[0]) &
+                                                       ~close[row])}
+        unsure = {class_names[c] for c in np.flatnonzero(close[row])}
+        if not sure <= got <= sure | unsure or any(labels[count:]):
+            raise parity.ExportCheckError(
+                f"Self-check failed for {signature}: image {row}'s predicted labels "
+                f"{sorted(got)} are not the Keras model's classes at their thresholds "
+                f"{sorted(sure)}.")

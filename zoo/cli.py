@@ -195,7 +195,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 130
     from zoo.distribute import is_chief
 
-    if result.metrics.get("val_accuracy") is None:
+    if result.metrics.get("multi_label"):
+        print(f"\nvalidation {_multilabel_line(result.metrics)}")
+    elif result.metrics.get("val_accuracy") is None:
         print("\nno validation split: no validation accuracy; best.keras holds the model of "
               "the last epoch")
     else:
@@ -225,11 +227,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     metrics = evaluate(args.model, args.data, out_dir=args.out, weights=args.weights,
                        batch_size=args.batch_size or 32, **_table_options(args))
-    line = f"accuracy {metrics['accuracy']:.4f}"
+    line = (_multilabel_line(metrics) if metrics.get("multi_label")
+            else f"accuracy {metrics['accuracy']:.4f}")
     if "top5_accuracy" in metrics:
         line += f", top-5 {metrics['top5_accuracy']:.4f}"
     print(f"{line} on {metrics['num_images']} images; report in {metrics['out_dir']}")
     return 0
+
+
+def _multilabel_line(metrics: dict) -> str:
+    return (f"mAP {metrics['val_map']:.4f}, F1 micro {metrics['val_f1_micro']:.4f}, "
+            f"macro {metrics['val_f1_macro']:.4f} (at the per-class thresholds)")
 
 
 def _read_labels(path: str | None) -> list[str] | None:
@@ -284,6 +292,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
             width = max(len(p["label"]) for p in result["predictions"])
             for p in result["predictions"]:
                 print(f"  {p['label'].ljust(width)}  {p['score']:.4f}")
+            if "labels" in result:  # multi-label: the classes at or above their thresholds
+                print(f"  labels: {', '.join(result['labels']) or '(none)'}")
     failed = [r["image"] for r in results if "error" in r]
     if failed:
         print(f"zoo predict: {len(failed)} of {len(results)} image(s) could not be read: "

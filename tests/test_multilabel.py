@@ -247,3 +247,25 @@ def test_tflite_of_a_multi_label_run_gives_sigmoid_probabilities(tmp_path):
     probs = run_tflite(paths["tflite"], pixels)
     np.testing.assert_allclose(probs, reports.sigmoid(model(pixels)), atol=1e-4)
     assert not np.allclose(probs.sum(axis=1), 1.0)  # independent per class, not a softmax
+
+
+def test_cli_evaluate_and_predict_say_map_and_the_labels(run, table, tmp_path, capsys):
+    from zoo.cli import main
+
+    data, result = run
+    images, _ = table
+    rows = _write_rows(tmp_path / "val.csv", data.val_files[:40], data.class_names)
+    assert main(["evaluate", str(result.run_dir), "--data", str(rows), "--images",
+                 str(images), "--label-delimiter", " ", "--out", str(tmp_path / "e")]) == 0
+    assert "mAP 0." in capsys.readouterr().out
+    picture = data.val_files[0][0]
+    assert main(["predict", str(result.run_dir), picture]) == 0
+    printed = capsys.readouterr().out
+    expected = predict_labels(result.run_dir, picture)
+    assert f"  labels: {', '.join(expected) or '(none)'}" in printed
+
+
+def predict_labels(source, picture) -> list[str]:
+    from zoo.predict import predict
+
+    return predict(source, [picture])[0]["labels"]

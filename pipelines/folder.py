@@ -33,6 +33,7 @@ from pipelines.dataset import (
     records,
 )
 from pipelines.imagedata import ImageData, warn_if_imbalanced
+from pipelines.leakage import Leakage, check_leakage, report_leakage
 from pipelines.options import Options, check_writes_outside, resolve_options
 from pipelines.probe import ImageFile, check_files, report_skipped
 from pipelines.scan import Scan, class_folders_without, scan_tree
@@ -277,6 +278,15 @@ def _checked_split(src: Listed, options: Options, full: bool):
     return files, class_names, split_files, how
 
 
+def _without_dropped(leakage: Leakage, split_files: dict, src: Listed) -> tuple[dict, dict]:
+    """The checked files and the split's entries less the copies the leakage stage dropped."""
+    src.skipped.extend(leakage.dropped)
+    dropped = {os.path.relpath(path, src.root) for path, _ in leakage.dropped}
+    kept = {split: [(rel, label) for rel, label in entries if rel not in dropped]
+            for split, entries in split_files.items()}
+    return leakage.files, kept
+
+
 def build_image_data(src: Listed, options: Options, *, check: str = "fast",
                      shuffle: bool = True) -> ImageData:
     """The shared stages of every file source: check, split, manifest, counts, datasets.
@@ -293,7 +303,9 @@ def build_image_data(src: Listed, options: Options, *, check: str = "fast",
     if check not in ("fast", "full"):
         raise ValueError(f"check must be 'fast' or 'full'; got {check!r}.")
     files, class_names, split_files, how = _checked_split(src, options, check == "full")
-    extra = dict(src.manifest_extra, multi_label=src.multi_label)
+    leakage = check_leakage(src.root, files, options.dedupe, src.loaded)
+    files, split_files = _without_dropped(leakage, split_files, src)
+    extra = dict(src.manifest_extra, multi_label=src.multi_label, leakage=leakage.record)
     if how in ("stratified", "iterative"):
         extra["split_method"] = how
     manifest_dict = folder_manifest(
@@ -304,6 +316,7 @@ def build_image_data(src: Listed, options: Options, *, check: str = "fast",
     manifest_path = write_manifest(options.out_dir, manifest_dict)
     # After the manifest is written, so that the warning can point to it.
     report_skipped(src.skipped, src.root, listed_in=manifest_path)
+    report_leakage(leakage.record, src.root, manifest_path)
     counts = _count(files, class_names)
     warn_if_imbalanced(counts["train"], class_names, options.imbalance_warning,
                        src.multi_label)
@@ -345,6 +358,7 @@ def from_folder(
     drop_remainder: bool = False,
     imbalance_warning: float | None = 3.0,
     sampling: str = "natural",
+    dedupe: str = "warn",
 ) -> ImageData:
     """Train and validation ``tf.data`` pipelines from a folder of images.
 
@@ -400,6 +414,11 @@ def from_folder(
             (every class equally often: the train stream is re-sampled with ``tf.data``,
             before decoding, without copying files; one epoch is still as many images as
             the train split holds, and the draws are seeded by ``seed``).
+        dedupe: Validation and test images that are exact or near-duplicates (resized,
+            re-encoded) of training images, found by a perceptual hash: ``"warn"`` lists the
+            pairs in the manifest (``"leakage"``) and warns once; ``"drop"`` also leaves
+            those images out of validation and test (listed in ``.skipped``, never
+            deleted; a manifest passed back drops them again); ``"off"`` does not look.
 
     Returns:
         An :class:`ImageData`.
@@ -418,7 +437,8 @@ def from_folder(
         interpolation=interpolation, channels=channels, augment=augment, seed=seed,
         label_mode=label_mode, batch_size=batch_size, validation_split=validation_split,
         out_dir=out_dir, manifest_dir=manifest_dir, cache=cache, deterministic=deterministic,
-        drop_remainder=drop_remainder, imbalance_warning=imbalance_warning, sampling=sampling)
+        drop_remainder=drop_remainder, imbalance_warning=imbalance_warning, sampling=sampling,
+        dedupe=dedupe)
     check_writes_outside(root, options)
 
     scan = scan_tree(root)

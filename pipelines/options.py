@@ -18,6 +18,7 @@ from typing import Any
 import zoo
 from pipelines import augment as augment_module
 from pipelines.augment import Plan
+from pipelines.leakage import check_dedupe
 from pipelines.sampling import check_sampling
 
 
@@ -39,6 +40,8 @@ class Options:
         imbalance_warning: Warn at this ratio of largest to smallest class, or None.
         sampling: ``"natural"`` or ``"balanced"`` (see :mod:`pipelines.sampling`).
         multi_label: Whether images may carry several classes (multi-hot labels).
+        dedupe: What to do with validation / test images that duplicate training images:
+            ``"warn"``, ``"drop"`` or ``"off"`` (see :mod:`pipelines.leakage`).
     """
 
     geometry: zoo.Geometry
@@ -54,6 +57,7 @@ class Options:
     imbalance_warning: float | None
     sampling: str = "natural"
     multi_label: bool = False
+    dedupe: str = "warn"
 
     def dataset_keywords(self, num_classes: int) -> dict:
         """The keywords of ``build_dataset`` that these options decide."""
@@ -116,6 +120,7 @@ def resolve_options(
     imbalance_warning: float | None = None,
     sampling: str = "natural",
     multi_label: bool = False,
+    dedupe: str = "warn",
 ) -> Options:
     """Checks the shared options and fills in what they leave to the model and its weights.
 
@@ -140,6 +145,8 @@ def resolve_options(
         imbalance_warning: Warn at this class-size ratio; None turns it off.
         sampling: ``"natural"`` or ``"balanced"`` (refused for multi-label data).
         multi_label: Whether the data is multi-label.
+        dedupe: ``"warn"`` (list validation / test images that duplicate training images),
+            ``"drop"`` (also leave them out of validation) or ``"off"``.
 
     Returns:
         The :class:`Options`.
@@ -155,6 +162,7 @@ def resolve_options(
                             crop_fraction=crop_fraction, interpolation=interpolation,
                             channels=channels)
     sampling = check_sampling(sampling, multi_label)
+    dedupe = check_dedupe(dedupe)
     plan = augment_module.resolve(augment, seed=seed)
     return Options(geometry=geometry, plan=plan,
                    label_mode=resolve_label_mode(label_mode, plan, multi_label),
@@ -162,7 +170,7 @@ def resolve_options(
                    validation_split=validation_split, seed=seed, cache=cache,
                    deterministic=deterministic, drop_remainder=drop_remainder,
                    imbalance_warning=imbalance_warning, sampling=sampling,
-                   multi_label=multi_label)
+                   multi_label=multi_label, dedupe=dedupe)
 
 
 def inside(child: Path, parent: Path) -> bool:

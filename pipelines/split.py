@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
+from pipelines.leakage import recorded_drops
 from pipelines.warn import warn_user
 
 MANIFEST_NAME = "split.json"
@@ -189,7 +190,11 @@ def listed_in_manifest(manifest: str | os.PathLike, root: Path,
               for split, entries in loaded["splits"].items()}
     on_disk = {p for files in scanned.values() for p, _ in files}
     in_manifest = {p for files in listed.values() for p, _ in files}
-    new = sorted(on_disk - in_manifest)
+    # Copies of training images the manifest's run left out (dedupe="drop") are left out
+    # again, with their reason, rather than reported as new.
+    dropped = recorded_drops(loaded, root)
+    skipped.extend((path, reason) for path, reason in dropped.items() if path in on_disk)
+    new = sorted(on_disk - in_manifest - set(dropped))
     if new:
         warn_user(f"{len(new)} image(s) under {root} are not in the manifest "
                   f"{manifest} and are left out, e.g. {os.path.relpath(new[0], root)}.")

@@ -1,0 +1,146 @@
+"""The split leakage check: perceptual-hash distances of copies and distinct images, and cost.
+
+Distances: crops of 256x192 are cut on a grid from scikit-image's sample photographs; each
+crop is compared (64-bit pHash, ``pipelines.leakage``) with its copies — resized to 50%,
+75% and 150%, re-encoded at JPEG quality 60, resized and re-encoded, cut 3%, 5% or 10% at
+each border — and with every other crop, of the same photo (offset by at least half a crop,
+so at most half of it shared) and of the other photos. The ranges are printed per kind.
+
+Cost: from_folder on ``benchmarks/pipeline.py``'s folder of real-photo JPEGs (about 500x375)
+with ``dedupe="off"`` and with the default, alternating, several rounds; medians reported.
+
+    .venv/bin/python benchmarks/leakage.py distances
+    .venv/bin/python benchmarks/leakage.py cost --images 2000 --rounds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import numpy as np  # noqa: E402
+
+CROP = (256, 192)
+
+
+def _jpeg(image, quality: int = 90) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def _copies(image) -> dict[str, bytes]:
+    from PIL import Image
+
+    w, h = image.size
+    out = {f"resized {int(s * 100)}%": _jpeg(image.resize((int(w * s), int(h * s)),
+                                                           Image.LANCZOS))
+           for s in (0.5, 0.75, 1.5)}
+    out["JPEG q60"] = _jpeg(image, 60)
+    out["resized 50% + q60"] = _jpeg(image.resize((w // 2, h // 2), Image.LANCZOS), 60)
+    for cut in (0.03, 0.05, 0.10):
+        dx, dy = int(w * cut), int(h * cut)
+        out[f"cut {int(cut * 100)}% each side"] = _jpeg(image.crop((dx, dy, w - dx, h - dy)))
+    return out
+
+
+def _crops():
+    """``(photo name, (left, top), PIL crop)`` on a grid with half-crop steps."""
+    import skimage.data
+    from PIL import Image
+    from pipeline import SOURCES
+
+    for name in SOURCES:
+        photo = Image.fromarray(getattr(skimage.data, name)()[..., :3])
+        for top in range(0, photo.height - CROP[1] + 1, CROP[1] // 2):
+            for left in range(0, photo.width - CROP[0] + 1, CROP[0] // 2):
+                yield name, (left, top), photo.crop((left, top, left + CROP[0],
+                                                      top + CROP[1]))
+
+
+def distances() -> None:
+    """Prints the range of distances of each kind of copy and of distinct crops."""
+    from pipelines.leakage import fingerprints
+
+    with tempfile.TemporaryDirectory() as tmp:
+        crops, copies = [], {}
+        for i, (name, corner, image) in enumerate(_crops()):
+            path = os.path.join(tmp, f"{i}.jpg")
+            Path(path).write_bytes(_jpeg(image))
+            crops.append((name, corner, path))
+            for kind, data in _copies(image).items():
+                copy = os.path.join(tmp, f"{i}-{len(copies)}.jpg")
+                Path(copy).write_bytes(data)
+                copies[copy] = (path, kind)
+        found = fingerprints([p for *_, p in crops] + list(copies))
+
+    def distance(a, b):
+        return bin(found[a][1] ^ found[b][1]).count("1")
+
+    by_kind: dict[str, list[int]] = {}
+    for copy, (original, kind) in copies.items():
+        by_kind.setdefault(kind, []).append(distance(copy, original))
+    for i, (name_a, (xa, ya), a) in enumerate(crops):
+        for name_b, (xb, yb), b in crops[i + 1:]:
+            if name_a != name_b:
+                by_kind.setdefault("distinct: other photo", []).append(distance(a, b))
+            elif abs(xa - xb) >= CROP[0] // 2 or abs(ya - yb) >= CROP[1] // 2:
+                by_kind.setdefault("distinct: same photo", []).append(distance(a, b))
+    print(f"{len(crops)} crops of {CROP[0]}x{CROP[1]} from skimage photos, 64-bit pHash:")
+    for kind, values in by_kind.items():
+        values = np.array(values)
+        print(f"- {kind}: {len(values)} pairs, min {values.min()}, median "
+              f"{int(np.median(values))}, max {values.max()}, <= 10: {(values <= 10).sum()}")
+
+
+def cost(images: int, rounds: int, workdir: Path) -> None:
+    """Times from_folder with the check off and on (default), alternating; prints medians."""
+    from pipeline import build_folder
+
+    import pipelines
+
+    root = build_folder(workdir / f"photos-{images}", images)
+    times: dict[str, list[float]] = {"off": [], "warn": []}
+    for _ in range(rounds):
+        for mode in times:
+            started = time.perf_counter()
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                data = pipelines.from_folder(root, dedupe=mode)
+            times[mode].append(time.perf_counter() - started)
+            pairs = len(data.manifest.get("leakage", {}).get("pairs", []))
+            print(f"  dedupe={mode!r}: {times[mode][-1]:.2f} s, {pairs} pair(s), "
+                  f"{len(caught)} warning(s)", flush=True)
+    off, warn = (statistics.median(times[m]) for m in ("off", "warn"))
+    print(f"{images} JPEGs of about 500x375: from_folder median {off:.2f} s with "
+          f"dedupe='off', {warn:.2f} s with the check (+{warn - off:.2f} s, "
+          f"{(warn - off) / off:.0%})")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("what", choices=("distances", "cost"))
+    parser.add_argument("--images", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/zoo-bench-pipeline"))
+    args = parser.parse_args(argv)
+    if args.what == "distances":
+        distances()
+    else:
+        cost(args.images, args.rounds, args.workdir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -104,7 +104,9 @@ def test_multi_label_run_reports_map_f1_and_thresholds(run):
     assert all(m["ap"] is not None for m in metrics["per_class"].values())
     # The epochs were chosen on val_map, measured on the validation split each epoch.
     assert len(result.history["val_map"]) == 4
-    assert metrics["val_map"] == pytest.approx(max(result.history["val_map"]), abs=1e-4)
+    # The kept model is the best epoch's, measured again in float32 (the epochs were
+    # measured in the training precision, bfloat16 on CPUs that have it).
+    assert metrics["val_map"] == pytest.approx(max(result.history["val_map"]), abs=5e-3)
     info = json.loads((result.run_dir / "run.json").read_text())
     assert info["multi_label"] is True and info["kept"] == "best val_map"
     assert info["thresholds"] == metrics["thresholds"] and len(info["thresholds"]) == 10
@@ -269,3 +271,56 @@ def predict_labels(source, picture) -> list[str]:
     from zoo.predict import predict
 
     return predict(source, [picture])[0]["labels"]
+
+
+# ---------------------------------------------------------------------- the real images
+
+
+def _other_digits_recall(predicted: list[set], files, first: dict) -> float:
+    """Of the digits each picture shows besides its leftmost one, the share predicted."""
+    hits = total = 0
+    for chosen, (path, labels) in zip(predicted, files):
+        others = {str(d) for d in labels} - {first[Path(path).name]}
+        hits += len(others & chosen)
+        total += len(others)
+    return hits / total
+
+
+def test_multi_label_lenet_finds_the_digits_a_single_label_one_misses(run, table, tmp_path):
+    import csv
+
+    from zoo.deploy import reference_pixels
+
+    data, result = run
+    images, csv_path = table
+    with open(csv_path, newline="") as handle:
+        first = {row["path"]: row["first"] for row in csv.DictReader(handle)}
+    # The single-label model learns the leftmost digit on the same train/val split.
+    split = {Path(p).name: "train" for p, _ in data.train_files}
+    split.update({Path(p).name: "val" for p, _ in data.val_files})
+    single_csv = tmp_path / "first.csv"
+    single_csv.write_text("path,first,split\n" + "".join(
+        f"{name},{first[name]},{where}\n" for name, where in split.items()))
+    single_data = pipelines.from_csv(single_csv, images, label_column="first",
+                                     split_column="split", image_size=SIZE, batch_size=32,
+                                     augment="none", out_dir=tmp_path / "single",
+                                     model="lenet5", imbalance_warning=None)
+    single = finetune("lenet5", single_data, weights=None, epochs=4, verbose=0,
+                      out_dir=tmp_path / "single")
+    pixels = reference_pixels([Path(p).read_bytes() for p, _ in data.val_files],
+                              data.geometry)
+    names = data.class_names
+    multi_probs = reports.sigmoid(result.model(pixels, training=False))
+    thresholds = np.asarray(result.metrics["thresholds"])
+    multi = [{names[c] for c in np.flatnonzero(p >= thresholds)} for p in multi_probs]
+    top1 = np.asarray(single.model(pixels, training=False)).argmax(axis=1)
+    single_names = single_data.class_names
+    singles = [{single_names[c]} for c in top1]
+    multi_recall = _other_digits_recall(multi, data.val_files, first)
+    single_recall = _other_digits_recall(singles, data.val_files, first)
+    print(f"mAP {result.metrics['val_map']:.3f}; recall of the digits besides the leftmost: "
+          f"multi-label {multi_recall:.3f}, single-label {single_recall:.3f}")
+    # Measured (seed 0, 600 pictures, 4 epochs, 120 validation pictures): mAP 0.480;
+    # the digits besides the leftmost found 0.661 (multi-label) against 0.098.
+    assert result.metrics["val_map"] >= 0.45
+    assert multi_recall >= 0.6 and multi_recall - single_recall >= 0.4

@@ -155,6 +155,7 @@ def average_precisions(y_true, probs) -> tuple[float, list[float | None]]:
 def choose_thresholds(y_true, probs, default: float = 0.5) -> list[float]:
     """Per class, the probability threshold of the highest F1 on these images.
 
+    The threshold lies midway between the lowest score it accepts and the next lower one.
     A class with no positive among them keeps ``default``.
     """
     from sklearn.metrics import precision_recall_curve
@@ -166,7 +167,11 @@ def choose_thresholds(y_true, probs, default: float = 0.5) -> list[float]:
             continue
         precision, recall, cuts = precision_recall_curve(y_true[:, c], probs[:, c])
         f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
-        thresholds.append(float(cuts[int(np.argmax(f1[:-1]))]))
+        cut = cuts[int(np.argmax(f1[:-1]))]
+        # Midway to the next lower score: the same F1 here, and no image sits exactly on
+        # the threshold, where a rounding difference (another runtime) would flip it.
+        below = probs[:, c][probs[:, c] < cut]
+        thresholds.append(float((cut + below.max()) / 2 if below.size else cut))
     return thresholds
 
 

@@ -324,3 +324,27 @@ def test_multi_label_lenet_finds_the_digits_a_single_label_one_misses(run, table
     # the digits besides the leftmost found 0.661 (multi-label) against 0.098.
     assert result.metrics["val_map"] >= 0.45
     assert multi_recall >= 0.6 and multi_recall - single_recall >= 0.4
+
+
+# ----------------------------------------------------------------- a table as the data path
+
+
+def test_finetune_and_lr_find_read_a_table_path(table, tmp_path):
+    from zoo.recipes.finetune import find_learning_rate
+
+    images, csv_path = table
+    result = finetune("lenet5", csv_path, images=images, label_delimiter=" ", weights=None,
+                      epochs=1, verbose=0, out_dir=tmp_path / "run", augment="none",
+                      batch_size=64)
+    info = json.loads((result.run_dir / "run.json").read_text())
+    assert info["multi_label"] and info["data"]["root"] == str(images)
+    assert "val_map" in result.metrics and len(info["thresholds"]) == 10
+    found = find_learning_rate("lenet5", csv_path, images=images, label_delimiter=" ",
+                               weights=None, steps=8, out_dir=tmp_path / "lr",
+                               augment="none")
+    assert len(found.losses) == 8 and np.isfinite(found.losses).all()
+    assert found.plot.is_file()
+    with pytest.raises(ValueError, match=r"images=.* go with a label table \(a data path "
+                                         r"ending in \.csv, \.tsv, \.tab\)"):
+        finetune("lenet5", images, images=images, weights=None, epochs=1, verbose=0,
+                 out_dir=tmp_path / "r3")

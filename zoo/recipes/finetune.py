@@ -61,11 +61,13 @@ class FinetuneResult:
     """What :func:`finetune` returns.
 
     Attributes:
-        model: The best model (highest validation accuracy); without a validation split,
-            the last epoch's.
+        model: The best model (highest validation accuracy, or ``val_map`` for
+            multi-label data); without a validation split, the last epoch's.
         history: Per-epoch metrics of the whole run, stages concatenated.
         metrics: Final validation metrics, with ``"val_accuracy"``; without a validation
-            split ``"val_accuracy"`` is None and ``"validation"`` is ``"none"``.
+            split ``"val_accuracy"`` is None and ``"validation"`` is ``"none"``. For
+            multi-label data ``"val_map"``, ``"val_f1_micro"``, ``"val_f1_macro"``,
+            ``"thresholds"`` and per-class ``"ap"`` instead (``"val_accuracy"`` None).
         run_dir: The run directory.
         recipe: The recipe the run used.
     """
@@ -353,8 +355,10 @@ def class_weights(class_weight, data, class_names: list[str]) -> dict[int, float
 
 def default_run_dir(model_name: str, data) -> Path:
     """Where a run goes without ``out_dir``: ``runs/<model>-<data folder>``."""
-    given_data = not isinstance(data, (str, os.PathLike))
-    return Path("runs") / f"{model_name}-{'data' if given_data else Path(data).name}"
+    if not isinstance(data, (str, os.PathLike)):
+        return Path("runs") / f"{model_name}-data"
+    table = Path(data).suffix.lower() in TABLE_SUFFIXES
+    return Path("runs") / f"{model_name}-{Path(data).stem if table else Path(data).name}"
 
 
 # What an unfinished run leaves; --overwrite sets a directory holding any of them aside.

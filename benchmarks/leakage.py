@@ -7,7 +7,8 @@ each border — and with every other crop, of the same photo (offset by at least
 so at most half of it shared) and of the other photos. The ranges are printed per kind.
 
 Cost: from_folder on ``benchmarks/pipeline.py``'s folder of real-photo JPEGs (about 500x375)
-with ``dedupe="off"`` and with the default, alternating, several rounds; medians reported.
+with ``dedupe="off"``, with the default (identical files) and with ``dedupe_near=True``,
+alternating, several rounds; medians reported.
 
     .venv/bin/python benchmarks/leakage.py distances
     .venv/bin/python benchmarks/leakage.py cost --images 2000 --rounds 3
@@ -111,21 +112,24 @@ def cost(images: int, rounds: int, workdir: Path) -> None:
     import pipelines
 
     root = build_folder(workdir / f"photos-{images}", images)
-    times: dict[str, list[float]] = {"off": [], "warn": []}
+    modes = {"dedupe='off'": dict(dedupe="off"), "default (identical files)": {},
+             "dedupe_near=True": dict(dedupe_near=True)}
+    times: dict[str, list[float]] = {name: [] for name in modes}
     for _ in range(rounds):
-        for mode in times:
+        for name, keywords in modes.items():
             started = time.perf_counter()
-            with warnings.catch_warnings(record=True) as caught:
+            with warnings.catch_warnings(record=True):
                 warnings.simplefilter("always")
-                data = pipelines.from_folder(root, dedupe=mode)
-            times[mode].append(time.perf_counter() - started)
-            pairs = len(data.manifest.get("leakage", {}).get("pairs", []))
-            print(f"  dedupe={mode!r}: {times[mode][-1]:.2f} s, {pairs} pair(s), "
-                  f"{len(caught)} warning(s)", flush=True)
-    off, warn = (statistics.median(times[m]) for m in ("off", "warn"))
-    print(f"{images} JPEGs of about 500x375: from_folder median {off:.2f} s with "
-          f"dedupe='off', {warn:.2f} s with the check (+{warn - off:.2f} s, "
-          f"{(warn - off) / off:.0%})")
+                data = pipelines.from_folder(root, **keywords)
+            times[name].append(time.perf_counter() - started)
+            pairs = len(data.manifest["leakage"]["pairs"])
+            print(f"  {name}: {times[name][-1]:.2f} s, {pairs} pair(s)", flush=True)
+    off = statistics.median(times["dedupe='off'"])
+    print(f"{images} JPEGs of about 500x375, from_folder at default options, medians of "
+          f"{rounds} alternating rounds:")
+    for name, values in times.items():
+        value = statistics.median(values)
+        print(f"- {name}: {value:.2f} s ({(value - off) / off:+.0%} against dedupe='off')")
 
 
 def main(argv=None) -> int:

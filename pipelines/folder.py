@@ -303,7 +303,7 @@ def build_image_data(src: Listed, options: Options, *, check: str = "fast",
     if check not in ("fast", "full"):
         raise ValueError(f"check must be 'fast' or 'full'; got {check!r}.")
     files, class_names, split_files, how = _checked_split(src, options, check == "full")
-    leakage = check_leakage(src.root, files, options.dedupe, src.loaded)
+    leakage = check_leakage(src.root, files, options.dedupe, options.dedupe_near, src.loaded)
     files, split_files = _without_dropped(leakage, split_files, src)
     extra = dict(src.manifest_extra, multi_label=src.multi_label, leakage=leakage.record)
     if how in ("stratified", "iterative"):
@@ -359,6 +359,7 @@ def from_folder(
     imbalance_warning: float | None = 3.0,
     sampling: str = "natural",
     dedupe: str = "warn",
+    dedupe_near: bool = False,
 ) -> ImageData:
     """Train and validation ``tf.data`` pipelines from a folder of images.
 
@@ -414,11 +415,14 @@ def from_folder(
             (every class equally often: the train stream is re-sampled with ``tf.data``,
             before decoding, without copying files; one epoch is still as many images as
             the train split holds, and the draws are seeded by ``seed``).
-        dedupe: Validation and test images that are exact or near-duplicates (resized,
-            re-encoded) of training images, found by a perceptual hash: ``"warn"`` lists the
-            pairs in the manifest (``"leakage"``) and warns once; ``"drop"`` also leaves
-            those images out of validation and test (listed in ``.skipped``, never
-            deleted; a manifest passed back drops them again); ``"off"`` does not look.
+        dedupe: Validation and test images that duplicate training images: ``"warn"``
+            lists the pairs in the manifest (``"leakage"``) and warns once; ``"drop"``
+            also leaves those images out of validation and test (listed in ``.skipped``,
+            never deleted; a manifest passed back drops them again); ``"off"`` does not
+            look.
+        dedupe_near: Also find near-duplicates (resized, re-encoded copies) by a
+            perceptual hash of a thumbnail of every image; the default finds identical
+            files only (by their bytes), which costs far less.
 
     Returns:
         An :class:`ImageData`.
@@ -438,7 +442,7 @@ def from_folder(
         label_mode=label_mode, batch_size=batch_size, validation_split=validation_split,
         out_dir=out_dir, manifest_dir=manifest_dir, cache=cache, deterministic=deterministic,
         drop_remainder=drop_remainder, imbalance_warning=imbalance_warning, sampling=sampling,
-        dedupe=dedupe)
+        dedupe=dedupe, dedupe_near=dedupe_near)
     check_writes_outside(root, options)
 
     scan = scan_tree(root)

@@ -60,10 +60,12 @@ class Pair:
         return "exact" if self.exact else "near"
 
 
-def _fingerprint(path: str) -> tuple[bytes, int] | None:
-    """``(sha256 of the bytes, 64-bit pHash)`` of one file, or None if it cannot be read."""
+def _fingerprint(path: str, near: bool = True) -> tuple[bytes, int] | None:
+    """``(sha256 of the bytes, 64-bit pHash or 0 unless near)``; None if unreadable."""
     try:
         data = Path(path).read_bytes()
+        if not near:
+            return hashlib.sha256(data).digest(), 0
         with Image.open(io.BytesIO(data)) as image:
             # JPEGs decode straight to a small grayscale image (a fraction of a full decode).
             image.draft("L", (_THUMBNAIL_SIDE, _THUMBNAIL_SIDE))
@@ -76,14 +78,21 @@ def _fingerprint(path: str) -> tuple[bytes, int] | None:
     return hashlib.sha256(data).digest(), int(np.packbits(bits).view(">u8")[0])
 
 
-def fingerprints(paths: Sequence[str]) -> dict[str, tuple[bytes, int]]:
+def fingerprints(paths: Sequence[str], near: bool = True) -> dict[str, tuple[bytes, int]]:
     """Fingerprints of ``paths``; files that cannot be read are left out.
 
     Threads, because reads and Pillow's decoders release the GIL.
+
+    Args:
+        paths: The files.
+        near: Also compute the perceptual hash (else only the sha256 of the bytes).
+
+    Returns:
+        ``{path: (sha256 digest, 64-bit pHash as an int, 0 unless near)}``.
     """
     workers = min(8, 2 * (os.cpu_count() or 1))
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-        found = dict(zip(paths, pool.map(_fingerprint, paths)))
+        found = dict(zip(paths, pool.map(lambda p: _fingerprint(p, near), paths)))
     return {path: fp for path, fp in found.items() if fp is not None}
 
 
@@ -116,7 +125,8 @@ def _check_max_distance(max_distance: int) -> None:
 
 def find_duplicates(train_paths: Sequence[str | os.PathLike],
                     eval_paths: Sequence[str | os.PathLike], *,
-                    max_distance: int = DEFAULT_MAX_DISTANCE) -> list[Pair]:
+                    max_distance: int = DEFAULT_MAX_DISTANCE,
+                    near: bool = True) -> list[Pair]:
     """Every pair of a training image and an evaluation image that look the same.
 
     Args:
@@ -125,6 +135,9 @@ def find_duplicates(train_paths: Sequence[str | os.PathLike],
         max_distance: Largest Hamming distance of the 64-bit perceptual hashes counted as
             a near-duplicate; 0 finds copies whose thumbnails hash alike. Files with
             identical bytes are always found.
+        near: Look for near-duplicates (resized, re-encoded copies) with the perceptual
+            hash, which decodes a thumbnail of every file; False finds identical files
+            only, by the sha256 of their bytes (about a tenth of the cost).
 
     Returns:
         The pairs, sorted by evaluation path and distance; an evaluation image close to
@@ -135,9 +148,22 @@ def find_duplicates(train_paths: Sequence[str | os.PathLike],
     """
     _check_max_distance(max_distance)
     train_paths, eval_paths = [str(p) for p in train_paths], [str(p) for p in eval_paths]
-    found = fingerprints(train_paths + eval_paths)
+    found = fingerprints(train_paths + eval_paths, near)
+    return _pairs(found, train_paths, eval_paths, max_distance, near)
+
+
+def _pairs(found: dict[str, tuple[bytes, int]], train_paths: Sequence[str],
+           eval_paths: Sequence[str], max_distance: int, near: bool) -> list[Pair]:
+    """:func:`find_duplicates` over fingerprints already taken."""
     train = [p for p in train_paths if p in found]
     other = [p for p in eval_paths if p in found]
+    if not near:
+        by_digest: dict[bytes, list[str]] = {}
+        for path in train:
+            by_digest.setdefault(found[path][0], []).append(path)
+        return sorted((Pair(twin, path, 0, True) for path in other
+                       for twin in by_digest.get(found[path][0], [])),
+                      key=lambda p: (p.other, p.train))
     if not train or not other:
         return []
     train_hashes = np.array([found[p][1] for p in train], dtype=np.uint64)
@@ -202,7 +228,7 @@ def _entry(pair: Pair, split: str, root: Path) -> dict:
             "split": split, "distance": pair.distance, "kind": pair.kind}
 
 
-def check_leakage(root: Path, files: dict[str, list], dedupe: str,
+def check_leakage(root: Path, files: dict[str, list], dedupe: str, near: bool = False,
                   loaded: dict | None = None) -> Leakage:
     """The stage after the split: pairs of train and val / test images, dropped if asked.
 
@@ -212,6 +238,7 @@ def check_leakage(root: Path, files: dict[str, list], dedupe: str,
             every other split.
         dedupe: ``"warn"`` (find and record), ``"drop"`` (also leave the evaluation copies
             out) or ``"off"`` (do not look).
+        near: Also look for near-duplicates (perceptual hash), not only identical files.
         loaded: The manifest read back, whose recorded pairs and drops are carried over.
 
     Returns:
@@ -225,10 +252,15 @@ def check_leakage(root: Path, files: dict[str, list], dedupe: str,
               "pairs": [p for p in previous.get("pairs", []) if p["other"] in set(carried)]}
     if dedupe == "off":
         return Leakage(files, [], record)
-    record.update(max_distance=DEFAULT_MAX_DISTANCE, hash="imagehash.phash, 64 bits")
+    record.update(near=near, **({"max_distance": DEFAULT_MAX_DISTANCE,
+                                 "hash": "imagehash.phash, 64 bits"} if near else
+                                {"hash": "sha256 of the bytes"}))
+    evaluated = {split: [f.path for f in fs] for split, fs in files.items() if split != "train"}
     train = [f.path for f in files.get("train", [])]
-    found = {split: find_duplicates(train, [f.path for f in fs])
-             for split, fs in files.items() if split != "train" and fs}
+    # Fingerprinted once, the training images against every evaluation split.
+    taken = fingerprints(train + [p for ps in evaluated.values() for p in ps], near)
+    found = {split: _pairs(taken, train, paths, DEFAULT_MAX_DISTANCE, near)
+             for split, paths in evaluated.items() if paths}
     record["pairs"] += [_entry(p, split, root) for split, ps in found.items() for p in ps]
     if dedupe != "drop":
         return Leakage(files, [], record)
@@ -252,14 +284,19 @@ def report_leakage(record: dict, root: Path, manifest_path: Path | None) -> None
     exact = sum(p["kind"] == "exact" for p in pairs)
     shown = "\n".join(f"  {p['other']} ~ {p['train']} ({p['kind']}, distance {p['distance']})"
                       for p in pairs[:SHOWN_PAIRS])
+    if record.get("near"):
+        what = f"{exact} exact, perceptual-hash distance <= {record['max_distance']}"
+        also = ""
+    else:
+        what = "identical files"
+        also = " dedupe_near=True also finds resized or re-encoded copies."
     more = f"\n  ... and {len(pairs) - SHOWN_PAIRS} more" if len(pairs) > SHOWN_PAIRS else ""
     where = (f"all are listed in {manifest_path} under \"leakage\"" if manifest_path
              else "all are in .manifest[\"leakage\"]")
     warn_user(f"{len(others)} validation/test image(s) under {root} duplicate training images "
-              f"({len(pairs)} pair(s), {exact} exact, perceptual-hash distance <= "
-              f"{record['max_distance']}); they inflate validation scores:\n{shown}{more}\n"
-              f"{where}. Pass dedupe='drop' to leave them out of validation (no file is "
-              "touched), or dedupe='off' not to look.")
+              f"({len(pairs)} pair(s), {what}); they inflate validation scores:\n"
+              f"{shown}{more}\n{where}. Pass dedupe='drop' to leave them out of validation "
+              f"(no file is touched), or dedupe='off' not to look.{also}")
 
 
 __all__ = ["DEDUPE_MODES", "DEFAULT_MAX_DISTANCE", "Leakage", "Pair", "check_dedupe",

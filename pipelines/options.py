@@ -42,6 +42,8 @@ class Options:
         multi_label: Whether images may carry several classes (multi-hot labels).
         dedupe: What to do with validation / test images that duplicate training images:
             ``"warn"``, ``"drop"`` or ``"off"`` (see :mod:`pipelines.leakage`).
+        dedupe_near: Whether that check also looks for near-duplicates (resized,
+            re-encoded copies) with a perceptual hash, not only for identical files.
     """
 
     geometry: zoo.Geometry
@@ -58,6 +60,7 @@ class Options:
     sampling: str = "natural"
     multi_label: bool = False
     dedupe: str = "warn"
+    dedupe_near: bool = False
 
     def dataset_keywords(self, num_classes: int) -> dict:
         """The keywords of ``build_dataset`` that these options decide."""
@@ -121,6 +124,7 @@ def resolve_options(
     sampling: str = "natural",
     multi_label: bool = False,
     dedupe: str = "warn",
+    dedupe_near: bool = False,
 ) -> Options:
     """Checks the shared options and fills in what they leave to the model and its weights.
 
@@ -147,6 +151,8 @@ def resolve_options(
         multi_label: Whether the data is multi-label.
         dedupe: ``"warn"`` (list validation / test images that duplicate training images),
             ``"drop"`` (also leave them out of validation) or ``"off"``.
+        dedupe_near: Also look for near-duplicates (resized, re-encoded copies), not only
+            identical files (it decodes a thumbnail of every image).
 
     Returns:
         The :class:`Options`.
@@ -163,6 +169,8 @@ def resolve_options(
                             channels=channels)
     sampling = check_sampling(sampling, multi_label)
     dedupe = check_dedupe(dedupe)
+    if not isinstance(dedupe_near, bool):
+        raise ValueError(f"dedupe_near must be True or False; got {dedupe_near!r}.")
     plan = augment_module.resolve(augment, seed=seed)
     return Options(geometry=geometry, plan=plan,
                    label_mode=resolve_label_mode(label_mode, plan, multi_label),
@@ -170,7 +178,8 @@ def resolve_options(
                    validation_split=validation_split, seed=seed, cache=cache,
                    deterministic=deterministic, drop_remainder=drop_remainder,
                    imbalance_warning=imbalance_warning, sampling=sampling,
-                   multi_label=multi_label, dedupe=dedupe)
+                   multi_label=multi_label, dedupe=dedupe,
+                   dedupe_near=dedupe_near)
 
 
 def inside(child: Path, parent: Path) -> bool:

@@ -85,17 +85,38 @@ def test_find_duplicates_finds_every_copy_and_no_distinct_crop(leaky):
     assert [p for p in pairs if p.exact][0].distance == 0
 
 
+def test_without_near_only_identical_files_are_paired(leaky):
+    root, _ = leaky
+    pairs = find_duplicates(_all(root, "train"), _all(root, "val"), near=False)
+    assert [(os.path.relpath(p.other, root), os.path.relpath(p.train, root), p.kind)
+            for p in pairs] == [("val/coffee/byte_copy.jpg", "train/coffee/3.jpg", "exact")]
+
+
 def test_max_distance_out_of_range_is_refused(leaky):
     root, _ = leaky
     with pytest.raises(ValueError, match="max_distance must be an integer from 0 to 64"):
         find_duplicates(_all(root, "train"), _all(root, "val"), max_distance=65)
 
 
-def test_default_warns_once_and_records_the_pairs(leaky, tmp_path):
+def test_the_default_warns_of_identical_files_and_says_how_to_find_more(leaky):
+    root, _ = leaky
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        data = pipelines.from_folder(root, **SMALL)
+    found = [str(w.message) for w in caught if "duplicate training images" in str(w.message)]
+    assert len(found) == 1 and "1 validation/test image(s)" in found[0]
+    assert "identical files" in found[0] and "dedupe_near=True" in found[0]
+    record = data.manifest["leakage"]
+    assert record["near"] is False
+    assert [(p["other"], p["kind"]) for p in record["pairs"]] == [
+        ("val/coffee/byte_copy.jpg", "exact")]
+
+
+def test_near_warns_once_and_records_the_pairs(leaky, tmp_path):
     root, expected = leaky
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        data = pipelines.from_folder(root, out_dir=tmp_path, **SMALL)
+        data = pipelines.from_folder(root, out_dir=tmp_path, dedupe_near=True, **SMALL)
     found = [w for w in caught if "duplicate training images" in str(w.message)]
     assert len(found) == 1 and found[0].filename == __file__  # names the caller's line
     leakage = [str(w.message) for w in found]
@@ -112,7 +133,8 @@ def test_default_warns_once_and_records_the_pairs(leaky, tmp_path):
 def test_drop_leaves_the_copies_out_untouched_and_the_manifest_reproduces_it(leaky, tmp_path):
     root, expected = leaky
     before = tree_fingerprint(root)
-    data = pipelines.from_folder(root, dedupe="drop", out_dir=tmp_path, **SMALL)
+    data = pipelines.from_folder(root, dedupe="drop", dedupe_near=True, out_dir=tmp_path,
+                                 **SMALL)
     assert tree_fingerprint(root) == before
     val = {os.path.relpath(p, root) for p, _ in data.val_files}
     assert len(val) == 9 and not val & set(expected)
@@ -159,7 +181,8 @@ def test_a_label_table_drops_the_same_copies(leaky, tmp_path):
         for path in sorted(root.rglob("*.jpg")):
             rel = path.relative_to(root)
             writer.writerow([str(rel), rel.parts[1], rel.parts[0]])
-    data = pipelines.from_csv(table, root, split_column="split", dedupe="drop", **SMALL)
+    data = pipelines.from_csv(table, root, split_column="split", dedupe="drop",
+                             dedupe_near=True, **SMALL)
     val = {os.path.relpath(p, root) for p, _ in data.val_files}
     assert len(val) == 9 and not val & set(expected)
 
@@ -175,3 +198,9 @@ def test_an_unknown_dedupe_is_refused_naming_the_allowed_values(leaky, tmp_path,
             table = tmp_path / "t.csv"
             table.write_text("path,label\ntrain/coffee/0.jpg,coffee\n")
             pipelines.from_csv(table, root, dedupe="remove", **SMALL)
+
+
+def test_dedupe_near_must_be_a_bool(leaky):
+    root, _ = leaky
+    with pytest.raises(ValueError, match="dedupe_near must be True or False; got 'yes'"):
+        pipelines.from_folder(root, dedupe_near="yes", **SMALL)

@@ -33,8 +33,9 @@ DEFAULT_MAX_DISTANCE = 10
 # scale that keeps both sides at least this big. pHash reads 32x32, but from 64 a resized
 # and re-encoded copy drifted 2 bits further (12) than from 128 or a full decode (10).
 _THUMBNAIL_SIDE = 128
-# Evaluation hashes compared against all training hashes at once, per block (bounds memory).
-_BLOCK = 256
+# Hash pairs compared at once (a block of evaluation hashes against every training hash):
+# about 32 MB of XORs, whatever the folder's size.
+_BLOCK_PAIRS = 1 << 22
 SHOWN_PAIRS = 3
 
 
@@ -107,8 +108,9 @@ def _close_pairs(train: np.ndarray, other: np.ndarray,
                  max_distance: int) -> list[tuple[int, int, int]]:
     """``(train index, other index, distance)`` of every hash pair within ``max_distance``."""
     out = []
-    for start in range(0, len(other), _BLOCK):
-        block = other[start:start + _BLOCK]
+    rows_per_block = max(1, _BLOCK_PAIRS // max(1, len(train)))
+    for start in range(0, len(other), rows_per_block):
+        block = other[start:start + rows_per_block]
         distance = _popcount(block[:, None] ^ train[None, :])
         rows, cols = np.nonzero(distance <= max_distance)
         out += [(int(c), start + int(r), int(distance[r, c])) for r, c in zip(rows, cols)]

@@ -204,3 +204,18 @@ def test_dedupe_near_must_be_a_bool(leaky):
     root, _ = leaky
     with pytest.raises(ValueError, match="dedupe_near must be True or False; got 'yes'"):
         pipelines.from_folder(root, dedupe_near="yes", **SMALL)
+
+
+def test_test_split_copies_are_found_and_dropped_too(leaky, tmp_path):
+    root = tmp_path / "photos"
+    shutil.copytree(leaky[0], root)
+    (root / "test" / "astronaut").mkdir(parents=True)
+    # A copy of a validation image: val and test are not compared, only each with train.
+    shutil.copyfile(root / "val/astronaut/0.jpg", root / "test/astronaut/distinct.jpg")
+    shutil.copyfile(root / "train/astronaut/1.jpg", root / "test/astronaut/copy.jpg")
+    data = pipelines.from_folder(root, dedupe="drop", **SMALL)
+    test_pairs = [p for p in data.manifest["leakage"]["pairs"] if p["split"] == "test"]
+    assert [(p["other"], p["train"]) for p in test_pairs] == [
+        ("test/astronaut/copy.jpg", "train/astronaut/1.jpg")]
+    assert [os.path.relpath(p, root) for p, _ in data.test_files] == [
+        "test/astronaut/distinct.jpg"]

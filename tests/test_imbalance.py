@@ -155,3 +155,19 @@ def test_sampling_against_the_callers_pipeline_is_refused(tmp_path):
                                          r"sampling='balanced' to pipelines.from_folder"):
         ft.finetune("lenet5", data, weights=None, epochs=1, verbose=0, sampling="balanced",
                     out_dir=tmp_path / "run")
+
+
+def test_the_options_are_zoo_train_flags(capsys):
+    from zoo.cli import _recipe_options, build_parser
+
+    args = build_parser().parse_args(["train", "--data", "d", "--model", "lenet5",
+                                      "--class-weight", "cat=3,dog=1", "--loss", "focal",
+                                      "--sampling", "balanced"])
+    options = _recipe_options(args)
+    recipe = make_recipe("lenet5", **options)
+    assert (recipe.class_weight, recipe.loss, recipe.sampling) == (
+        {"cat": 3.0, "dog": 1.0}, "focal", "balanced")
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--data", "d", "--model", "lenet5",
+                                   "--loss", "hinge"])
+    assert "invalid choice: 'hinge'" in capsys.readouterr().err

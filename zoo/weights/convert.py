@@ -488,6 +488,73 @@ def adapt_first_conv(kernel: np.ndarray, in_channels: int) -> np.ndarray:
     return np.tile(kernel, (1, 1, repeats, 1))[:, :, :in_channels, :] * (3.0 / in_channels)
 
 
+def torch_state_dict(model, rule) -> dict[str, np.ndarray]:
+    """A zoo model's weights as a PyTorch state dict under a key rule: the loading, inverted.
+
+    Convolution kernels go back from HWIO to OIHW, dense kernels from ``(in, out)`` to
+    ``(out, in)`` (re-ordered to PyTorch's (C, H, W) flatten after a flatten of a feature
+    map), batch norm to ``weight, bias, running_mean, running_var, num_batches_tracked``
+    (a scale-less one gets a weight of ones). Auxiliary heads are left out.
+
+    Args:
+        model: A zoo model.
+        rule: A :class:`~zoo.registry.TimmRule`: ``module_of`` names each layer's module;
+            ``conv_dense`` modules are written as convolutions over the whole map.
+
+    Returns:
+        ``{key: array}``, float32 (``num_batches_tracked`` int64).
+
+    Raises:
+        WeightsMismatchError: A layer the rule has no module for, or a batch norm whose
+            epsilon is not the one the rule's architecture is built with.
+    """
+    layout = ModelLayout.of(model, include_top=True)
+    state: dict[str, np.ndarray] = {}
+    for layer in layout.layers:
+        if layer.name in layout.aux:
+            continue
+        module = rule.module_of(layer.name)
+        if module is None:
+            raise WeightsMismatchError(
+                f"Layer {layer.name!r} of {model.name!r} has no counterpart in "
+                f"{rule.architecture!r}; the model cannot be written as that architecture.")
+        values = dict(zip(_variable_names(layer), layer.get_weights()))
+        for slot, value in _keras_to_torch(layer, values, rule, module).items():
+            state[f"{module}.{slot}"] = value
+    return state
+
+
+def _keras_to_torch(layer, values: dict, rule, module: str) -> dict[str, np.ndarray]:
+    from keras import layers as keras_layers
+
+    if isinstance(layer, keras_layers.BatchNormalization):
+        if not math.isclose(layer.epsilon, rule.bn_eps, rel_tol=1e-6):
+            raise WeightsMismatchError(
+                f"Batch norm {layer.name!r} has epsilon {layer.epsilon}; "
+                f"{rule.architecture!r} is built with {rule.bn_eps}: the outputs would differ.")
+        mean = values["moving_mean"]
+        return {"weight": values.get("gamma", np.ones_like(mean)),
+                "bias": values.get("beta", np.zeros_like(mean)), "running_mean": mean,
+                "running_var": values["moving_variance"],
+                "num_batches_tracked": np.zeros((), dtype=np.int64)}
+    kernel = values["kernel"]
+    if isinstance(layer, keras_layers.Conv2D):
+        out = {"weight": _transpose(kernel, (3, 2, 0, 1))}
+    elif isinstance(layer, keras_layers.Dense):
+        grid = _flatten_grid(layer)
+        h, w, c = grid if grid is not None and kernel.shape[0] == math.prod(grid) else \
+            (1, 1, kernel.shape[0])
+        weight = _transpose(kernel.reshape(h, w, c, -1), (3, 2, 0, 1))  # (out, c, h, w)
+        out = {"weight": weight if module in rule.conv_dense else
+               weight.reshape(weight.shape[0], -1)}
+    else:
+        raise WeightsMismatchError(f"Layer {layer.name!r} ({type(layer).__name__}) has no "
+                                   "PyTorch counterpart zoo can write.")
+    if "bias" in values:
+        out["bias"] = values["bias"]
+    return out
+
+
 def report(plan: Plan, model_name: str, file_label: str) -> None:
     """Logs what a plan loaded, skipped, ignored and adapted."""
     logger.info("Loaded %d layers of %r from %s.", len(plan.assignments), model_name,

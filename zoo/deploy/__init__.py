@@ -16,6 +16,8 @@ version up by itself::
         model_dynamic.tflite     TFLite, int8 weights       (format "tflite-dynamic")
         model_int8.tflite        TFLite, int8 throughout    (format "tflite-int8")
         model.onnx               ONNX via tf2onnx           (format "onnx")
+        timm/                    timm's Hub layout: config.json, model.safetensors,
+                                 README.md (format "timm", see :mod:`zoo.deploy.timm`)
 
 One module per job:
 
@@ -53,6 +55,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from zoo.deploy import layout, onnx, parity, savedmodel, tflite
+from zoo.deploy import timm as timm_format
 from zoo.deploy.layout import FORMATS, REPORT_FILE, existing_versions, savedmodel_bytes
 from zoo.deploy.onnx import run_onnx
 from zoo.deploy.parity import (
@@ -123,7 +126,8 @@ def export(
         class_names: One name per output; read from the run directory when one is given,
             else the class indices.
         formats: Any of ``savedmodel``, ``tflite``, ``tflite-fp16``, ``tflite-dynamic``,
-            ``tflite-int8``, ``onnx``, as a list or a comma-separated string.
+            ``tflite-int8``, ``onnx``, ``timm`` (a zoo twin as timm's Hub layout), as a
+            list or a comma-separated string.
         version: The version number; defaults to one more than the highest present (1 in
             an empty directory), which TF Serving then serves.
         overwrite: Replace an existing ``version``.
@@ -209,6 +213,9 @@ def _write_and_check(fmt: str, staging: Path, source: Source, model, top_k: int,
                                  source.thresholds)
         check["bytes"] = savedmodel_bytes(staging)
         return check
+    if fmt == "timm":
+        timm_format.write(source, path, _run_metrics(source))
+        return timm_format.check(path, source, pixels, expected)
     if fmt.startswith("tflite"):
         tflite.write(model, fmt, path, representative)
         got = run_tflite(path, pixels)
@@ -218,6 +225,16 @@ def _write_and_check(fmt: str, staging: Path, source: Source, model, top_k: int,
     check = parity.compare(fmt, got, expected, {"bytes": path.stat().st_size})
     parity.enforce(fmt, check)
     return check
+
+
+def _run_metrics(source: Source) -> dict | None:
+    """The run's metrics.json (beside its samples), for the timm card's results."""
+    from zoo import rundir
+
+    if source.samples_dir is None:
+        return None
+    path = Path(source.samples_dir).parent / rundir.METRICS_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
 def _report(source: Source, version: int, chosen: Sequence[str], top_k: int,

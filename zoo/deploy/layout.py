@@ -37,6 +37,7 @@ FORMATS: dict[str, str] = {
     "tflite-dynamic": "model_dynamic.tflite",
     "tflite-int8": "model_int8.tflite",
     "onnx": "model.onnx",
+    "timm": "timm",
 }
 
 

@@ -416,7 +416,8 @@ def _add_deploy_commands(sub) -> None:
                    "OUT/<version>/ (TF Serving's layout)")
     p.add_argument("--format", default="savedmodel",
                    help="comma-separated: savedmodel, tflite, tflite-fp16, tflite-dynamic, "
-                   "tflite-int8, onnx (default: savedmodel)")
+                   "tflite-int8, onnx, timm (timm's Hub layout, for zoo's timm twins) "
+                   "(default: savedmodel)")
     p.add_argument("--version", type=int, default=None,
                    help="version number (default: one more than the highest present)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing version")

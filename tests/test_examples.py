@@ -87,6 +87,8 @@ def examples(request, tmp_path_factory):
     names = [n for n in names if (EXAMPLES / f"{n}.py").is_file()]
     if importlib.util.find_spec("torch") is None:  # test-only dependency: that test skips
         names = [n for n in names if n != "torchvision_checkpoint"]
+    if importlib.util.find_spec("timm") is None:  # test-only dependency: that test skips
+        names = [n for n in names if n != "timm_checkpoint"]
     runs = ExampleRuns(names, tmp_path_factory.mktemp("examples"))
     yield runs
     runs.stop()
@@ -214,3 +216,17 @@ def test_torchvision_checkpoint(examples):
                   stdout) < 1e-3
     assert "same top-1 as torchvision on 4 inputs: True" in stdout
     assert re.search(r"astronaut\.jpg: class \d+ \(", stdout)
+
+
+def test_timm_checkpoint(examples):
+    if importlib.util.find_spec("timm") is None:  # not imported here: it needs torchvision
+        pytest.skip("timm is not installed (make test installs it)")
+    out, stdout = examples.result("timm_checkpoint")
+    assert (out / "resnet18_timm" / "config.json").is_file()
+    assert (out / "export" / "1" / "timm" / "model.safetensors").is_file()
+    assert "loaded: resnet18, 10 classes" in stdout
+    assert "image_size=(288, 288), crop_fraction=1.0, interpolation='bicubic'" in stdout
+    assert number(r"zoo vs timm, largest logit difference \(relative\): ([\d.e+-]+)",
+                  stdout) < 1e-4
+    assert number(r"timm on zoo's export, largest logit difference \(relative\): "
+                  r"([\d.e+-]+)", stdout) < 1e-4

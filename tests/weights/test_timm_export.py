@@ -124,3 +124,31 @@ def test_a_model_without_a_timm_twin_is_refused_and_nothing_written(name, tmp_pa
     with pytest.raises(ValueError, match=rf"{name!r} has no timm twin.*resnet50.*vgg16"):
         zoo.export(model, tmp_path / "out", formats="timm", class_names=list("abc"))
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_a_run_s_export_carries_its_card_geometry_and_validation_accuracy(tmp_path):
+    from PIL import Image
+    from skimage import data
+
+    from zoo import rundir
+    from zoo.registry import Geometry
+
+    model = zoo_model("resnet18", 64, num_classes=3)
+    photo = tmp_path / "astronaut.jpg"
+    Image.fromarray(data.astronaut()).save(photo)
+    run_dir = rundir.write_run(
+        tmp_path / "run", model=model, model_name="resnet18", class_names=["a", "b", "c"],
+        geometry=Geometry((64, 64), 0.9, "bicubic"), card="# pets run\n\nFine-tuned.\n",
+        samples=[photo])
+    rundir.write_json(run_dir / rundir.METRICS_FILE, {"accuracy": 0.75})
+    exported = zoo.export(run_dir, tmp_path / "export", formats="timm")
+    from pathlib import Path
+
+    folder = Path(exported["timm"])
+    _, front, body = (folder / "README.md").read_text().split("---\n", 2)
+    meta = yaml.safe_load(front)
+    result = meta["model-index"][0]["results"][0]
+    assert result["metrics"] == [{"type": "accuracy", "value": 0.75}]
+    assert meta["label_names"] == ["a", "b", "c"] and "# pets run" in body
+    cfg = json.loads((folder / "config.json").read_text())["pretrained_cfg"]
+    assert (cfg["crop_pct"], cfg["interpolation"]) == (0.9, "bicubic")

@@ -346,6 +346,11 @@ def test_hf_address_and_catalogue_tag_load_through_the_hub(timm, tmp_path, monke
         by_tag = zoo.build("resnet18", weights="timm_a1_in1k", input_shape=(64, 64, 3),
                            classifier_activation=None)
         compare("resnet18 via timm_a1_in1k", run(by_tag, pixels), expected)
+        # zoo pull fetches a Hub set into the Hub's cache, as for the publishers' files.
+        from zoo import cli
+
+        assert cli.main(["pull", "resnet18", "timm_a1_in1k"]) == 0
+        assert (Path(entry.path) / "model.safetensors").is_file()
         # A repository outside the catalogue, pinned to a revision, loads from its config.
         pets = hub.add_repo("someone/pets", files, message="pets", tag="v1")
         hub.add_repo("someone/pets", {"README.md": b"later"}, message="later")

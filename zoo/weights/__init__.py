@@ -35,7 +35,6 @@ from zoo.weights.convert import (
 from zoo.weights.download import (
     HashMismatchError,
     WeightsUnavailableError,
-    fetch,
     is_offline,
     weights_dir,
     zoo_home,
@@ -109,6 +108,25 @@ def resolve(spec, weights) -> Weights:
     hint = ("" if spec.weights else " Models with pretrained weights: `zoo list --pretrained`.")
     raise ValueError(f"Unknown weights {text!r} for {spec.name!r}: not one of its tags "
                      f"({tags}) and not an existing file.{hint}")
+
+
+def fetch(entry: Weights, **options) -> str:
+    """The local path of a catalog entry's file, fetched if needed (``zoo pull`` uses it).
+
+    Args:
+        entry: A catalog entry.
+        **options: For publishers' files, :func:`zoo.weights.download.fetch`'s options.
+
+    Returns:
+        The file; for timm's Hub sets the checkpoint folder in the Hub's cache.
+    """
+    if entry.source != timm_checkpoints.TIMM_SOURCE:
+        return download.fetch(entry, **options)
+    if entry.path:
+        return entry.path
+    from zoo.registry import registered
+
+    return os.fspath(_fetch_hub(registered()[entry.model], entry).path)
 
 
 def _from_hub(spec, address: str) -> Weights:

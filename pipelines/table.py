@@ -69,7 +69,8 @@ class Columns:
             if name is not None and name not in header:
                 raise ValueError(f"{where} has no column {name!r} ({keyword}); its columns "
                                  f"are {', '.join(map(repr, header)) or 'none'}. Pass "
-                                 f"{keyword}='<column>' to name the right one.")
+                                 f"{keyword}='<column>' (--{keyword.replace('_', '-')} "
+                                 "on the command line) to name the right one.")
 
 
 def _read_csv(csv_path: Path, columns: Columns) -> list[Row]:

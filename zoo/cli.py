@@ -171,8 +171,10 @@ def _recipe_options(args: argparse.Namespace) -> dict:
 
 
 def _table_options(args: argparse.Namespace) -> dict:
-    """``images`` and ``label_delimiter`` when given: a --data label table's options."""
-    return {name: getattr(args, name) for name in ("images", "label_delimiter")
+    """A --data label table's options (``images``, ``label_column``, ...) when given."""
+    from zoo.recipes.finetune import TABLE_KEYWORDS
+
+    return {name: getattr(args, name) for name in TABLE_KEYWORDS
             if getattr(args, name, None) is not None}
 
 
@@ -308,8 +310,11 @@ _TRAIN_ONLY = ("head_epochs", "finetune_epochs", "scratch_epochs", "warmup_epoch
 _FLAG_TYPES = {"int": int, "float": float, "float | None": float}
 
 
-def _add_data_arguments(p: argparse.ArgumentParser) -> None:
-    """``--data`` (a folder or a label table), and ``--images`` / ``--label-delimiter``."""
+def _add_data_arguments(p: argparse.ArgumentParser, *, split: bool = True) -> None:
+    """``--data`` (a folder or a label table), and the table's ``--images``, columns, ...
+
+    ``split`` adds ``--split-column`` (evaluate measures every row, so it has none).
+    """
     p.add_argument("--data", required=True, help="image folder (root/<class>/* or "
                    "root/train|val/<class>/*), or a label table (.csv, .tsv) with a path "
                    "and a label column")
@@ -319,6 +324,16 @@ def _add_data_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label-delimiter", default=None, dest="label_delimiter", metavar="TEXT",
                    help="with a label table: splits a label cell into several labels "
                    "(multi-label), e.g. ' '")
+    p.add_argument("--path-column", default=None, metavar="NAME",
+                   help="with a label table: the column of image paths (default: path)")
+    p.add_argument("--label-column", default=None, metavar="NAME",
+                   help="with a label table: the column of labels (default: label)")
+    p.add_argument("--suffix", default=None, metavar="EXT",
+                   help="with a label table: appended to bare ids, e.g. .jpg")
+    if split:
+        p.add_argument("--split-column", default=None, metavar="NAME",
+                       help="with a label table: a column of train/val/test values, used "
+                       "as the split")
 
 
 def _add_recipe_arguments(p: argparse.ArgumentParser, *, train: bool) -> None:
@@ -400,7 +415,7 @@ def _add_recipe_commands(sub) -> None:
 
     p = sub.add_parser("evaluate", help="metrics and plots of a model on a folder")
     p.add_argument("model", help="zoo model name, .keras file, or run directory")
-    _add_data_arguments(p)
+    _add_data_arguments(p, split=False)
     p.add_argument("--weights", default=None, help="with a model name: catalog tag or file")
     p.add_argument("--out", default=None, help="report directory")
     p.add_argument("--batch-size", type=int, dest="batch_size")

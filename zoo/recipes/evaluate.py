@@ -78,6 +78,8 @@ def _check_folders(root: Path, folders: list[Path], opened: rundir.Opened) -> No
 
 def evaluate(model_or_run: str | os.PathLike, data: str | os.PathLike, *,
              images: str | os.PathLike | None = None, label_delimiter: str | None = None,
+             path_column: str | None = None, label_column: str | None = None,
+             suffix: str | None = None,
              out_dir: str | os.PathLike | None = None, weights: str | None = None,
              batch_size: int = 32) -> dict:
     """Measures a model on a folder or a label table with the model's own eval transform.
@@ -98,6 +100,9 @@ def evaluate(model_or_run: str | os.PathLike, data: str | os.PathLike, *,
         images: With a label table: the folder its paths are relative to (default: the
             table's folder).
         label_delimiter: With a label table: splits a label cell into several labels.
+        path_column: With a label table: the column of image paths (default ``path``).
+        label_column: With a label table: the column of labels (default ``label``).
+        suffix: With a label table: appended to bare ids (``".jpg"``).
         out_dir: Where ``metrics.json`` and the plots go; defaults to
             ``runs/eval-<model>-<folder or table>``.
         weights: With a model name: a catalog tag or a weights file.
@@ -109,7 +114,8 @@ def evaluate(model_or_run: str | os.PathLike, data: str | os.PathLike, *,
     """
     from zoo.recipes.finetune import table_options
 
-    table = table_options(data, images, label_delimiter)
+    table = table_options(data, images=images, label_delimiter=label_delimiter,
+                          path_column=path_column, label_column=label_column, suffix=suffix)
     opened = rundir.open_model(model_or_run, weights=weights)
     if opened.class_names is None:
         opened.class_names = [str(i) for i in range(opened.model.output_shape[-1])]
@@ -163,15 +169,14 @@ def _folder_files(data: Path, opened: rundir.Opened, batch_size: int):
 def _table_files(data: Path, table: dict, opened: rundir.Opened, batch_size: int,
                  out: Path):
     """Every row of a label table through the eval path, labels by the model's classes."""
-    import pipelines
+    from zoo.recipes.finetune import read_table
 
     out.mkdir(parents=True, exist_ok=True)  # the split manifest goes there
-    rows = pipelines.from_csv(data, table["images"], label_delimiter=table["label_delimiter"],
-                              validation_split=0, augment="none", out_dir=out,
+    rows = read_table(data, table, validation_split=0, augment="none", out_dir=out,
                               imbalance_warning=None, cache=False)
     if rows.multi_label and not opened.multi_label:
         raise ValueError(f"{data} is a multi-label table (label_delimiter="
-                         f"{table['label_delimiter']!r}), but {opened.description} is a "
+                         f"{table.get('label_delimiter')!r}), but {opened.description} is a "
                          "single-label model; evaluate a multi-label run on it.")
     unknown = sorted(set(rows.class_names) - set(opened.class_names))
     if unknown:

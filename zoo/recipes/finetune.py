@@ -116,6 +116,10 @@ def finetune(
     *,
     images: str | os.PathLike | None = None,
     label_delimiter: str | None = None,
+    path_column: str | None = None,
+    label_column: str | None = None,
+    split_column: str | None = None,
+    suffix: str | None = None,
     weights: str | None = "imagenet",
     epochs: int | None = None,
     out_dir: str | os.PathLike | None = None,
@@ -141,6 +145,11 @@ def finetune(
             table's folder).
         label_delimiter: With a label table: splits a label cell into several labels
             (``" "`` for ``"cat dog"``), making the data multi-label.
+        path_column: With a label table: the column of image paths (default ``path``).
+        label_column: With a label table: the column of labels (default ``label``).
+        split_column: With a label table: a column of train / val / test values, used
+            as the split instead of ``validation_split``.
+        suffix: With a label table: appended to bare ids (``".jpg"``).
         weights: Pretrained weights (tag or path), or None to train from scratch.
         epochs: Total epochs; with weights, a quarter (at least one) trains the head.
         out_dir: The run directory; defaults to ``runs/<model>-<data folder>``.
@@ -173,7 +182,9 @@ def finetune(
     recipe = make_recipe(model_name, strategy=strategy, precision=precision, **recipe_options)
     set_epochs(recipe, epochs, pretrained=weights is not None)
     keras.utils.set_random_seed(recipe.seed)
-    table = table_options(data, images, label_delimiter)
+    table = table_options(data, images=images, label_delimiter=label_delimiter,
+                          path_column=path_column, label_column=label_column,
+                          split_column=split_column, suffix=suffix)
     with contextlib.ExitStack() as stack:
         setup = _prepare(model_name, data, weights, recipe, out_dir,
                          _Opening(overwrite, resume, stack, table), recipe_options)
@@ -257,30 +268,42 @@ def _prepare(model_name: str, data, weights, recipe: Recipe, out_dir, opening: _
 TABLE_SUFFIXES = (".csv", ".tsv", ".tab")
 
 
-def table_options(data, images, label_delimiter: str | None) -> dict:
-    """A label table's options, ``{}`` for other data (which takes neither).
+# The keywords of pipelines.from_csv a data path ending in TABLE_SUFFIXES takes.
+TABLE_KEYWORDS = ("images", "label_delimiter", "path_column", "label_column", "split_column",
+                  "suffix")
+
+
+def table_options(data, **given) -> dict:
+    """A label table's options, ``{}`` for other data (which takes none).
 
     Args:
         data: What was given as the data.
-        images: The table's image folder, or None (the table's own folder).
-        label_delimiter: The table's label delimiter, or None.
+        **given: The table keywords (:data:`TABLE_KEYWORDS`) as the caller passed them;
+            None means ``pipelines.from_csv``'s default.
 
     Returns:
-        ``{"images": ..., "label_delimiter": ...}`` for a ``.csv`` / ``.tsv`` path, else
-        ``{}``.
+        ``{keyword: value}`` (``images`` always there) for a ``.csv`` / ``.tsv`` path,
+        else ``{}``.
 
     Raises:
-        ValueError: For ``images`` or ``label_delimiter`` with data that is no table.
+        ValueError: For a table keyword with data that is no table.
     """
     if isinstance(data, (str, os.PathLike)) and Path(data).suffix.lower() in TABLE_SUFFIXES:
-        return {"images": images, "label_delimiter": label_delimiter}
-    given = [f"{name}={value!r}" for name, value in (("images", images),
-             ("label_delimiter", label_delimiter)) if value is not None]
-    if given:
-        raise ValueError(f"{' and '.join(given)} go with a label table (a data path ending "
+        return {"images": None, **{k: v for k, v in given.items() if v is not None}}
+    passed = [f"{name}={value!r}" for name, value in given.items() if value is not None]
+    if passed:
+        raise ValueError(f"{' and '.join(passed)} go with a label table (a data path ending "
                          f"in {', '.join(TABLE_SUFFIXES)}); {str(data)!r} is not one. Leave "
                          "them out, or pass the table as the data.")
     return {}
+
+
+def read_table(data, table: dict, **options):
+    """``pipelines.from_csv`` over the table ``data`` with its ``table`` options."""
+    import pipelines
+
+    columns = {k: v for k, v in table.items() if k != "images"}
+    return pipelines.from_csv(data, table["images"], **columns, **options)
 
 
 def images_root(data, table: dict) -> Path | None:
@@ -288,7 +311,7 @@ def images_root(data, table: dict) -> Path | None:
     if not isinstance(data, (str, os.PathLike)):
         return None
     if table:
-        return Path(table["images"]) if table["images"] is not None else Path(data).parent
+        return Path(table["images"]) if table.get("images") is not None else Path(data).parent
     return Path(data)
 
 
@@ -468,9 +491,7 @@ def _load_data(data, model_name: str, weights, recipe: Recipe, global_batch: int
                       validation_split=recipe.validation_split, sampling=recipe.sampling,
                       out_dir=run_dir)
         if table:
-            return (pipelines.from_csv(data, table["images"],
-                                       label_delimiter=table["label_delimiter"], **common),
-                    images_root(data, table))
+            return read_table(data, table, **common), images_root(data, table)
         return pipelines.from_folder(Path(data), **common), Path(data)
     if options.get("validation_split") is not None:
         # Silently training with the caller's split would contradict what was asked.
@@ -670,6 +691,8 @@ def _jsonable(value):
 
 def find_learning_rate(model_name: str, data, *, images: str | os.PathLike | None = None,
                        label_delimiter: str | None = None,
+                       path_column: str | None = None, label_column: str | None = None,
+                       split_column: str | None = None, suffix: str | None = None,
                        weights: str | None = "imagenet",
                        out_dir: str | os.PathLike | None = None, steps: int = 100,
                        **recipe_options):
@@ -684,6 +707,11 @@ def find_learning_rate(model_name: str, data, *, images: str | os.PathLike | Non
             dataset object.
         images: With a label table: the folder its paths are relative to.
         label_delimiter: With a label table: splits a label cell into several labels.
+        path_column: With a label table: the column of image paths (default ``path``).
+        label_column: With a label table: the column of labels (default ``label``).
+        split_column: With a label table: a column of train / val / test values, used
+            as the split instead of ``validation_split``.
+        suffix: With a label table: appended to bare ids (``".jpg"``).
         weights: Pretrained weights, or None.
         out_dir: Where the plot ``lr_find.png`` goes; defaults to ``runs/lr-find-<model>``.
         steps: Batches to run.
@@ -695,7 +723,9 @@ def find_learning_rate(model_name: str, data, *, images: str | os.PathLike | Non
     recipe = make_recipe(model_name, **recipe_options)
     keras.utils.set_random_seed(recipe.seed)
     out = Path(out_dir or Path("runs") / f"lr-find-{model_name}")
-    table = table_options(data, images, label_delimiter)
+    table = table_options(data, images=images, label_delimiter=label_delimiter,
+                          path_column=path_column, label_column=label_column,
+                          split_column=split_column, suffix=suffix)
     with contextlib.ExitStack() as stack:
         _open_run_dir(out, images_root(data, table), False, stack)
         # The range test trains only: a pipeline without a validation split works as it is.

@@ -59,7 +59,7 @@ def _warn_missing_classes(opened: rundir.Opened, labels: list[int], root: Path) 
     if missing:
         shown = ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else "")
         log.warning("%d class(es) of %s have no images under %s: %s. They have support 0 "
-                    "in the per-class figures and count as F1 0 in macro_f1; add images of "
+                    "in the per-class figures and are left out of macro_f1; add images of "
                     "them to measure them.",
                     len(missing), opened.description, root, shown)
 

@@ -4,7 +4,9 @@ A validation image that is a resized or re-encoded copy of a training image infl
 validation accuracy. :func:`find_duplicates` finds such pairs with a perceptual hash
 (``imagehash``'s pHash: the low frequencies of a 32x32 grayscale DCT, 64 bits) computed on
 small thumbnails, and with a sha256 of the bytes for exact copies; :func:`check_leakage` is
-the stage the entry points run after the split (``dedupe="warn" | "drop" | "off"``).
+the stage the entry points run after the split (``dedupe="warn" | "drop" | "off"``). The
+entry points compare bytes only unless ``dedupe_near=True``: the thumbnails cost about as
+much as the rest of ``from_folder`` (docs/pipelines.md, "Leakage between splits").
 """
 
 from __future__ import annotations

@@ -69,3 +69,12 @@ def test_decode_benchmark_measures_both_decoders(tmp_path, capsys):
     assert all(v > 0 for v in rows["ours / Pillow"]), rows
     suffixes = {p.suffix for p in (tmp_path / "mixed-16").glob("class_*/*")}
     assert suffixes == {".png", ".gif", ".webp"}, suffixes
+
+
+def test_tables_benchmark_times_a_table_beside_its_folder(tmp_path, capsys):
+    # Inside, the two entry points must give the same split of the same files.
+    load("tables").main(["--images", "40", "--rounds", "1", "--folder",
+                         str(tmp_path / "photos")])
+    out = capsys.readouterr().out
+    assert re.search(r"from_folder: returns in [\d.]+ s", out), out
+    assert re.search(r"from_csv / from_folder, to return: [\d.]+x", out), out

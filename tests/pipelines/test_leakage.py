@@ -45,10 +45,20 @@ def _reencoded(path, quality: int) -> bytes:
     return _resized(path, 1.0, quality)
 
 
+def _cut(path, fraction: float) -> bytes:
+    with Image.open(path) as image:
+        dx, dy = int(image.width * fraction), int(image.height * fraction)
+        cut = image.crop((dx, dy, image.width - dx, image.height - dy))
+    buffer = io.BytesIO()
+    cut.save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
 @pytest.fixture(scope="module")
 def leaky(tmp_path_factory):
-    """``root/train`` and ``root/val``: 5 train and 3 distinct val crops per class, and 4 val
-    copies of train images. Returns ``(root, {copy relpath: its train relpath})``."""
+    """``root/train`` and ``root/val``: 5 train and 3 distinct val crops per class, and 5 val
+    copies of train images (resized, re-encoded, both, 3% cut at each border, bytes).
+    Returns ``(root, {copy relpath: its train relpath})``."""
     root = tmp_path_factory.mktemp("leaky") / "photos"
     for name, size in SOURCES.items():
         crops = _grid_crops(name, size, 8)
@@ -58,7 +68,8 @@ def leaky(tmp_path_factory):
             for i, crop in enumerate(part):
                 (folder / f"{i}.jpg").write_bytes(jpeg_bytes(np.asarray(crop)))
     copies = {
-        "val/astronaut/resized_half.jpg": ("train/astronaut/0.jpg", _resized, (0.5,)),
+        "val/astronaut/resized_half.jpg": ("train/astronaut/0.jpg", _resized, (0.5, 60)),
+        "val/chelsea/cut_edges.jpg": ("train/chelsea/0.jpg", _cut, (0.03,)),
         "val/coffee/quality60.jpg": ("train/coffee/1.jpg", _reencoded, (60,)),
         "val/chelsea/resized_q60.jpg": ("train/chelsea/2.jpg", _resized, (0.75, 60)),
     }
@@ -82,6 +93,7 @@ def test_find_duplicates_finds_every_copy_and_no_distinct_crop(leaky):
     kinds = {os.path.basename(p.other): p.kind for p in pairs}
     assert kinds["byte_copy.jpg"] == "exact" and kinds["resized_half.jpg"] == "near"
     assert all(0 <= p.distance <= 10 for p in pairs)
+    assert max(p.distance for p in pairs) > 0  # the threshold is exercised, not only 0
     assert [p for p in pairs if p.exact][0].distance == 0
 
 
@@ -120,14 +132,15 @@ def test_near_warns_once_and_records_the_pairs(leaky, tmp_path):
     found = [w for w in caught if "duplicate training images" in str(w.message)]
     assert len(found) == 1 and found[0].filename == __file__  # names the caller's line
     leakage = [str(w.message) for w in found]
-    assert "4 validation/test image(s)" in leakage[0] and "dedupe='drop'" in leakage[0]
+    assert f"{len(expected)} validation/test image(s)" in leakage[0]
+    assert "dedupe='drop'" in leakage[0]
     assert str(tmp_path / "split.json") in leakage[0]
     record = json.loads((tmp_path / "split.json").read_text())["leakage"]
     assert record["dedupe"] == "warn" and record["dropped"] == []
     assert {p["other"]: p["train"] for p in record["pairs"]} == expected
     assert {p["split"] for p in record["pairs"]} == {"val"}
     # Warned, not dropped: the copies are still validation images.
-    assert len(data.val_files) == 9 + 4
+    assert len(data.val_files) == 9 + len(expected)
 
 
 def test_drop_leaves_the_copies_out_untouched_and_the_manifest_reproduces_it(leaky, tmp_path):
@@ -169,7 +182,7 @@ def test_off_does_not_look(leaky):
         data = pipelines.from_folder(root, dedupe="off", **SMALL)
     assert not [w for w in caught if "duplicate training images" in str(w.message)]
     assert data.manifest["leakage"] == {"dedupe": "off", "dropped": [], "pairs": []}
-    assert len(data.val_files) == 13
+    assert len(data.val_files) == 9 + 5
 
 
 def test_a_label_table_drops_the_same_copies(leaky, tmp_path):

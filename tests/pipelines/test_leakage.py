@@ -232,3 +232,27 @@ def test_test_split_copies_are_found_and_dropped_too(leaky, tmp_path):
         ("test/astronaut/copy.jpg", "train/astronaut/1.jpg")]
     assert [os.path.relpath(p, root) for p, _ in data.test_files] == [
         "test/astronaut/distinct.jpg"]
+
+
+def test_zoo_train_drops_byte_copies_with_the_dedupe_flag(leaky, tmp_path):
+    # The recipe's dedupe reaches the pipeline finetune builds; a caller's pipeline refuses it.
+    from pipelines.leakage import DEDUPE_MODES
+    from zoo.cli import main
+    from zoo.recipes.recipe import DEDUPES
+
+    assert DEDUPES == DEDUPE_MODES
+    root, _ = leaky
+    before = tree_fingerprint(root)
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(root), "--model", "lenet5", "--weights", "none",
+                 "--epochs", "1", "--dedupe", "drop", "--out", str(out)]) == 0
+    split = json.loads((out / "split.json").read_text())
+    assert any(pair["other"] == "val/coffee/byte_copy.jpg" for pair in split["leakage"]["pairs"]
+               ), split["leakage"]
+    assert "val/coffee/byte_copy.jpg" not in [rel for rel, _ in split["splits"]["val"]]
+    assert tree_fingerprint(root) == before
+    import zoo
+
+    data = pipelines.from_folder(root, **SMALL, out_dir=tmp_path / "built")
+    with pytest.raises(ValueError, match="dedupe='drop' applies when finetune builds"):
+        zoo.finetune("lenet5", data, weights=None, dedupe="drop", out_dir=tmp_path / "r2")

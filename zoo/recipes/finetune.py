@@ -489,16 +489,17 @@ def _load_data(data, model_name: str, weights, recipe: Recipe, global_batch: int
         common = dict(model=model_name, weights=weights, batch_size=global_batch,
                       seed=recipe.seed, augment=recipe.augment,
                       validation_split=recipe.validation_split, sampling=recipe.sampling,
-                      out_dir=run_dir)
+                      dedupe=recipe.dedupe, out_dir=run_dir)
         if table:
             return read_table(data, table, **common), images_root(data, table)
         return pipelines.from_folder(Path(data), **common), Path(data)
-    if options.get("validation_split") is not None:
-        # Silently training with the caller's split would contradict what was asked.
-        raise ValueError(
-            f"validation_split={options['validation_split']!r} applies when finetune builds "
-            "the pipeline from a folder path; this data was built by the caller. Pass "
-            "validation_split to pipelines.from_folder (or from_tfds) instead.")
+    for name in ("validation_split", "dedupe"):
+        if options.get(name) is not None:
+            # Silently training with the caller's split would contradict what was asked.
+            raise ValueError(
+                f"{name}={options[name]!r} applies when finetune builds the pipeline from a "
+                f"folder path; this data was built by the caller. Pass {name} to "
+                "pipelines.from_folder (or from_csv) instead.")
     return data, (Path(data.root) if getattr(data, "root", None) else None)
 
 

@@ -13,6 +13,9 @@ from zoo.distribute import POLICIES, STRATEGIES
 
 LOSSES = ("cross_entropy", "focal")
 SAMPLINGS = ("natural", "balanced")
+# pipelines.leakage.DEDUPE_MODES, written out: importing pipelines would load TensorFlow
+# for every command line (tests/test_imbalance.py checks the two agree).
+DEDUPES = ("warn", "drop", "off")
 
 
 @dataclass
@@ -61,6 +64,10 @@ class Recipe:
         sampling: How the train stream draws images when zoo builds the pipeline:
             natural (each image once an epoch) or balanced (every class equally often,
             re-sampled without copying files).
+        dedupe: Identical files in train and validation (or test) when zoo builds the
+            pipeline: warn (listed in split.json and on the console), drop (left out of
+            validation, files untouched) or off. Near-duplicates (resized or re-encoded
+            copies) are looked for with ``pipelines.from_folder(..., dedupe_near=True)``.
         seed: Seed of the split, the shuffles and the initialisation.
     """
 
@@ -86,6 +93,7 @@ class Recipe:
     class_weight: Any = None
     loss: str = field(default="cross_entropy", metadata={"choices": LOSSES})
     sampling: str = field(default="natural", metadata={"choices": SAMPLINGS})
+    dedupe: str = field(default="warn", metadata={"choices": DEDUPES})
     seed: int = 0
 
 
@@ -158,7 +166,7 @@ def check_recipe(recipe: Recipe) -> None:
             else:
                 wanted = f"a number in [{low}, {high})"
             raise ValueError(f"{name} ({flag}) must be {wanted}; got {value!r}.")
-    for name, allowed in (("loss", LOSSES), ("sampling", SAMPLINGS)):
+    for name, allowed in (("loss", LOSSES), ("sampling", SAMPLINGS), ("dedupe", DEDUPES)):
         if getattr(recipe, name) not in allowed:
             raise ValueError(f"{name} (--{name}) must be one of {', '.join(allowed)}; got "
                              f"{getattr(recipe, name)!r}.")

@@ -371,3 +371,40 @@ def test_zoo_list_and_info_show_the_hub_sets(capsys):
     assert "hf://timm/resnet50.a1_in1k, unpinned" in line and "eval 288 of 288 (bicubic)" in line
     assert "unpinned" not in next(row for row in out.splitlines()
                                   if row.startswith("weights:torchvision_v2"))
+
+
+def test_a_run_from_a_hub_checkpoint_records_its_commit_and_sha256(timm, tmp_path, monkeypatch):
+    # run.json and the model card say exactly which file the run started from.
+    import hashlib
+    from pathlib import Path
+
+    from hub_server import HubStandIn, point_huggingface_hub_at
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    import pipelines
+
+    digits = load_digits()
+    root = tmp_path / "digits"
+    for label in (0, 1):
+        (root / str(label)).mkdir(parents=True)
+        for i in np.flatnonzero(digits.target == label)[:12]:
+            pixels = (digits.images[i] * (255 / 16)).astype(np.uint8)
+            Image.fromarray(pixels).convert("RGB").save(root / str(label) / f"{i}.png")
+    folder = Path(save_checkpoint(timm_model(timm, "resnet18"), tmp_path / "ck"))
+    files = {n: (folder / n).read_bytes() for n in ("config.json", "model.safetensors")}
+    with HubStandIn() as hub:
+        point_huggingface_hub_at(hub, tmp_path / "hf", monkeypatch)
+        commit = hub.add_repo("someone/r18", files)
+        address = f"hf://someone/r18@{commit}"
+        data = pipelines.from_folder(root, model="resnet18", weights=address,
+                                     image_size=(64, 64), batch_size=8, augment="none",
+                                     out_dir=tmp_path / "split")
+        result = zoo.finetune("resnet18", data, weights=address, epochs=1, verbose=0,
+                              out_dir=tmp_path / "run")
+    record = json.loads((result.run_dir / "run.json").read_text())["weights_file"]
+    digest = hashlib.sha256(files["model.safetensors"]).hexdigest()
+    assert record["revision"] == commit and record["hash"] == digest
+    assert record["hash_algorithm"] == "sha256" and record["url"].startswith("hf://someone/r18@")
+    card = (result.run_dir / "README.md").read_text()
+    assert f"at revision `{commit}`, sha256 `{digest}`" in card

@@ -108,6 +108,7 @@ class _Setup:
     changes: list = field(default_factory=list)  # options changed on purpose at a resume
     multi_label: bool = False
     class_weight: dict | None = None  # by class index, as Keras' fit takes it
+    weights_file: dict | None = None  # where the starting weights came from, with a hash
 
 
 def finetune(
@@ -201,8 +202,10 @@ def _train(setup: _Setup, model_name: str, weights, recipe: Recipe, verbose: int
     policy = distribute.resolve_policy(recipe.precision)
     with _global_policy(policy):
         _announce(setup, model_name, policy, verbose)
+        weight_set = resolve_weights(model_name, weights)
+        setup.weights_file = weights_record(weight_set)
         with setup.strategy.scope():
-            model = build(model_name, weights=weights, num_classes=len(setup.class_names),
+            model = build(model_name, weights=weight_set, num_classes=len(setup.class_names),
                           input_shape=setup.image_shape, dropout=recipe.dropout,
                           classifier_activation=_activation(setup.multi_label))
         runner = StageRunner(model, model_name, recipe, setup.strategy, setup.train,
@@ -218,6 +221,34 @@ def _train(setup: _Setup, model_name: str, weights, recipe: Recipe, verbose: int
     _write_run_dir(setup, model, model_name, weights, recipe, policy, metrics)
     return FinetuneResult(model=model, history=history, metrics=metrics,
                           run_dir=setup.run_dir, recipe=recipe)
+
+
+def resolve_weights(model_name: str, weights):
+    """The weight set ``weights`` names (a Hub address is fetched here), or None."""
+    if weights is None:
+        return None
+    from zoo import weights as weights_module
+    from zoo.models import get_spec
+
+    return weights_module.resolve(get_spec(model_name), weights)
+
+
+def weights_record(weight_set) -> dict | None:
+    """Where a run's starting weights came from, for ``run.json`` and the model card.
+
+    A catalog or Hub set gives its address, revision (the Hub commit) and the publisher's
+    hash; a local file its path and the sha256 of its bytes, taken here.
+    """
+    if weight_set is None:
+        return None
+    record = {"tag": weight_set.tag, "source": weight_set.source, "url": weight_set.url,
+              "revision": weight_set.revision, "path": weight_set.path,
+              "hash": weight_set.hash, "hash_algorithm": weight_set.hash_algorithm}
+    if weight_set.hash is None and weight_set.path and os.path.isfile(weight_set.path):
+        from zoo.weights.readers import file_sha256
+
+        record.update(hash=file_sha256(weight_set.path), hash_algorithm="sha256")
+    return {k: v for k, v in record.items() if v is not None}
 
 
 # ------------------------------------------------------------------------------- prepare
@@ -620,6 +651,7 @@ def _write_run_dir(setup: _Setup, model: keras.Model, model_name: str, weights,
         "status": "finished",
         "model": model_name,
         "weights": weights,
+        "weights_file": setup.weights_file,
         "class_names": setup.class_names,
         "geometry": setup.geometry.as_dict(),
         "preprocessing": model.get_layer("normalize").get_config(),

@@ -530,7 +530,7 @@ def model_card(info: dict, metrics: dict) -> str:
 
 Trained with zoo on {info['finished']} ({info['strategy']}, {info['replicas']}
 replica(s), {info['precision']}), from weights `{info['weights']}`.
-{_precision_line(info)}
+{_weights_file_line(info)}{_precision_line(info)}
 ## Data
 - root: `{data['root']}` (fingerprint of names and sizes
   `{data['fingerprint']}`)
@@ -610,6 +610,18 @@ def _multilabel_section(metrics: dict) -> str:
 {rows}
 
 Plots: `training_curves.png`, `precision_recall.png`."""
+
+
+def _weights_file_line(info: dict) -> str:
+    """Where the starting weights came from, with their hash, for the card ('' if none)."""
+    record = info.get("weights_file")
+    if not record:
+        return ""
+    where = record.get("url") or record.get("path") or record.get("tag", "")
+    revision = f" at revision `{record['revision']}`" if record.get("revision") else ""
+    digest = (f", {record.get('hash_algorithm', 'hash')} `{record['hash']}`"
+              if record.get("hash") else ", no hash known")
+    return f"Starting weights: `{where}`{revision}{digest}.\n"
 
 
 def _metrics_section(metrics: dict) -> str:

@@ -305,14 +305,17 @@ def test_a_full_disk_while_the_backup_is_written_is_one_line(tmp_path, small_dig
 def test_ctrl_c_in_training_stops_cleanly_and_says_how_to_resume(tmp_path, small_digits,
                                                                   capsys):
     run = tmp_path / "run"
+    # -u: the child's stdout is a pipe, which Python would buffer; "Epoch 3/" must arrive
+    # while epoch 3 runs, not when the process ends.
     train = subprocess.Popen(
-        [sys.executable, "-m", "zoo.cli", "train", "--data", str(small_digits), "--model",
+        [sys.executable, "-u", "-m", "zoo.cli", "train", "--data", str(small_digits), "--model",
          "lenet5", "--weights", "none", "--epochs", "400", "--out", str(run)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
     try:
         for line in train.stdout:
             if line.startswith("Epoch 3/"):
                 break
+        assert train.poll() is None, "training ended before epoch 3 was seen"
         time.sleep(0.3)
         train.send_signal(signal.SIGINT)
         out, err = train.communicate(timeout=120)

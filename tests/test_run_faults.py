@@ -306,10 +306,12 @@ def test_ctrl_c_in_training_stops_cleanly_and_says_how_to_resume(tmp_path, small
                                                                   capsys):
     run = tmp_path / "run"
     # -u: the child's stdout is a pipe, which Python would buffer; "Epoch 3/" must arrive
-    # while epoch 3 runs, not when the process ends.
+    # while epoch 3 runs. --patience 400: on a quiet machine the tiny folder's epochs take
+    # tens of milliseconds, and early stopping ended the run before the signal came.
     train = subprocess.Popen(
         [sys.executable, "-u", "-m", "zoo.cli", "train", "--data", str(small_digits), "--model",
-         "lenet5", "--weights", "none", "--epochs", "400", "--out", str(run)],
+         "lenet5", "--weights", "none", "--epochs", "400", "--patience", "400", "--out",
+         str(run)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
     try:
         for line in train.stdout:
@@ -329,8 +331,8 @@ def test_ctrl_c_in_training_stops_cleanly_and_says_how_to_resume(tmp_path, small
     other = tmp_path / "other"
     shutil.copytree(small_digits, other)
     next(other.rglob("*.png")).unlink()
-    command = ["train", "--model", "lenet5", "--weights", "none", "--epochs", "400", "--out",
-               str(run)]
+    command = ["train", "--model", "lenet5", "--weights", "none", "--epochs", "400",
+               "--patience", "400", "--out", str(run)]
     for extra, named in [(["--data", str(other)], f"data folder {small_digits.resolve()}"),
                          (["--data", str(small_digits), "--batch-size", "16"],
                           "batch_size 64 then, 16 now")]:

@@ -312,7 +312,10 @@ def test_ctrl_c_in_training_stops_cleanly_and_says_how_to_resume(tmp_path, small
         [sys.executable, "-u", "-m", "zoo.cli", "train", "--data", str(small_digits), "--model",
          "lenet5", "--weights", "none", "--epochs", "400", "--patience", "400", "--out",
          str(run)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
+        # A shell's background job inherits SIGINT ignored, and Python then keeps ignoring
+        # it; a user's Ctrl-C reaches a foreground process, so the child gets the default.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         for line in train.stdout:
             if line.startswith("Epoch 3/"):

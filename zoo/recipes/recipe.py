@@ -16,6 +16,7 @@ SAMPLINGS = ("natural", "balanced")
 # pipelines.leakage.DEDUPE_MODES, written out: importing pipelines would load TensorFlow
 # for every command line (tests/test_imbalance.py checks the two agree).
 DEDUPES = ("warn", "drop", "off")
+CALIBRATIONS = ("temperature", "none")
 
 
 @dataclass
@@ -68,6 +69,9 @@ class Recipe:
             pipeline: warn (listed in split.json and on the console), drop (left out of
             validation, files untouched) or off. Near-duplicates (resized or re-encoded
             copies) are looked for with ``pipelines.from_folder(..., dedupe_near=True)``.
+        calibrate: After training, temperature (one scalar fitted on the validation
+            split, stored in run.json and applied by evaluate, predict and export) or
+            none. Single-label runs with a validation split only.
         seed: Seed of the split, the shuffles and the initialisation.
     """
 
@@ -94,6 +98,7 @@ class Recipe:
     loss: str = field(default="cross_entropy", metadata={"choices": LOSSES})
     sampling: str = field(default="natural", metadata={"choices": SAMPLINGS})
     dedupe: str = field(default="warn", metadata={"choices": DEDUPES})
+    calibrate: str = field(default="temperature", metadata={"choices": CALIBRATIONS})
     seed: int = 0
 
 
@@ -166,7 +171,8 @@ def check_recipe(recipe: Recipe) -> None:
             else:
                 wanted = f"a number in [{low}, {high})"
             raise ValueError(f"{name} ({flag}) must be {wanted}; got {value!r}.")
-    for name, allowed in (("loss", LOSSES), ("sampling", SAMPLINGS), ("dedupe", DEDUPES)):
+    for name, allowed in (("loss", LOSSES), ("sampling", SAMPLINGS), ("dedupe", DEDUPES),
+                          ("calibrate", CALIBRATIONS)):
         if getattr(recipe, name) not in allowed:
             raise ValueError(f"{name} (--{name}) must be one of {', '.join(allowed)}; got "
                              f"{getattr(recipe, name)!r}.")

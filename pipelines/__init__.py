@@ -21,6 +21,7 @@ from pipelines.imagedata import ImageData, balanced_class_weights
 from pipelines.probe import BadImage, probe
 from pipelines.scan import IMAGE_EXTENSIONS, class_folders, list_images
 from pipelines.split import iterative_split, read_manifest, stratified_split
+from pipelines.store import from_store, prepare
 from pipelines.table import from_csv, from_dataframe
 from pipelines.tfds import from_tfds
 from pipelines.transforms import jpeg_orientation, make_eval_transform
@@ -38,11 +39,13 @@ __all__ = [
     "from_dataframe",
     "from_files",
     "from_folder",
+    "from_store",
     "from_tfds",
     "iterative_split",
     "jpeg_orientation",
     "list_images",
     "make_eval_transform",
+    "prepare",
     "probe",
     "read_manifest",
     "stratified_split",

@@ -360,6 +360,7 @@ def from_folder(
     sampling: str = "natural",
     dedupe: str = "warn",
     dedupe_near: bool = False,
+    store: str | os.PathLike | None = None,
 ) -> ImageData:
     """Train and validation ``tf.data`` pipelines from a folder of images.
 
@@ -423,6 +424,9 @@ def from_folder(
         dedupe_near: Also find near-duplicates (resized, re-encoded copies) by a
             perceptual hash of a thumbnail of every image; the default finds identical
             files only (by their bytes), which costs far less.
+        store: A store of ``root`` written by :func:`pipelines.prepare`: the checked split
+            is read from it (see :func:`pipelines.store.from_store`; the split, check and
+            cache options were fixed when it was prepared).
 
     Returns:
         An :class:`ImageData`.
@@ -434,6 +438,14 @@ def from_folder(
             on this system, that cannot be told from a run that was interrupted.
     """
     root = _open_root(root)
+    if store is not None:
+        from pipelines.store import from_store_of
+
+        return from_store_of(root, store, image_size=image_size, batch_size=batch_size,
+                             seed=seed, augment=augment, model=model, weights=weights,
+                             crop_fraction=crop_fraction, interpolation=interpolation,
+                             shuffle=shuffle, deterministic=deterministic,
+                             drop_remainder=drop_remainder)
     if check not in ("fast", "full"):
         raise ValueError(f"check must be 'fast' or 'full'; got {check!r}.")
     options = resolve_options(

@@ -1,0 +1,113 @@
+"""The prepared store: prepare writes the checked split once, from_store reads it back."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from pipeline_helpers import make_folder, photo, tree_fingerprint
+
+import pipelines
+from pipelines import store as store_module
+
+
+@pytest.fixture
+def folder(tmp_path):
+    root = make_folder(tmp_path / "photos", {"astronaut": 10, "coffee": 10, "chelsea": 8},
+                       size=(96, 72))
+    (root / "coffee" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    return root
+
+
+def test_prepare_writes_the_split_and_leaves_the_folder_alone(folder, tmp_path):
+    before = tree_fingerprint(folder)
+    with pytest.warns(UserWarning, match="broken.jpg"):
+        manifest = pipelines.prepare(folder, tmp_path / "store", image_size=32,
+                                     short_side=48)
+    assert tree_fingerprint(folder) == before
+    reference = pipelines.from_folder(folder, image_size=32, out_dir=tmp_path / "ref",
+                                      cache=False)
+    data = pipelines.from_store(tmp_path / "store", augment=None)
+    assert data.class_names == reference.class_names == manifest["class_names"]
+    assert data.train_files == sorted(reference.train_files)
+    assert data.val_files == sorted(reference.val_files)
+    assert data.counts == reference.counts
+    assert ["coffee/broken.jpg", data.skipped[0][1]] in manifest["skipped"]
+    assert "split" not in manifest["files"]["coffee/broken.jpg"]
+    # Stored images are bounded: 96x72 shrunk to a shorter side of 48.
+    assert {tuple(f["stored"]) for f in manifest["files"].values() if "stored" in f} == \
+        {(48, 64)}
+    assert not [p for p in os.listdir(tmp_path) if ".partial-" in p]
+    assert len(data.manifest["store_hash"]) == 64
+
+
+def test_store_pixels_match_files_within_reencoding(folder, tmp_path):
+    with pytest.warns(UserWarning):
+        pipelines.prepare(folder, tmp_path / "store", image_size=32, short_side=72)
+    data = pipelines.from_store(tmp_path / "store", augment=None, crop_fraction=0.875)
+    reference = pipelines.from_folder(folder, image_size=32, out_dir=tmp_path / "ref",
+                                      cache=False, augment=None, crop_fraction=0.875)
+    stored = np.concatenate([x.numpy() for x, _ in data.val])
+    files = {p: i for i, (p, _) in enumerate(reference.val_files)}
+    raw = np.concatenate([x.numpy() for x, _ in reference.val])
+    order = [files[p] for p, _ in data.val_files]
+    labels = np.concatenate([y.numpy() for _, y in data.val])
+    assert list(labels) == [label for _, label in data.val_files]
+    # A short side of 72 keeps the 96x72 JPEGs' own bytes: the same pixels exactly.
+    np.testing.assert_array_equal(stored, raw[order])
+    train_x, train_y = next(iter(data.train))
+    assert train_x.shape[1:] == (32, 32, 3) and train_x.dtype.name == "float32"
+
+
+def test_changed_folder_is_refused_naming_the_files(folder, tmp_path):
+    with pytest.warns(UserWarning):
+        pipelines.prepare(folder, tmp_path / "store", image_size=32)
+    os.utime(folder / "astronaut" / "000.jpg", ns=(1, 1))  # touched, same bytes: still fine
+    pipelines.from_store(tmp_path / "store", augment=None)
+    (folder / "chelsea" / "new.jpg").write_bytes((folder / "chelsea" / "000.jpg").read_bytes())
+    from PIL import Image
+    Image.fromarray(photo("rocket", (96, 72))).save(folder / "astronaut" / "001.jpg")
+    (folder / "coffee" / "002.jpg").unlink()
+    with pytest.raises(ValueError, match=r"1 added \(e.g. chelsea/new.jpg\); 1 removed "
+                                         r"\(e.g. coffee/002.jpg\); 1 changed \(e.g. "
+                                         r"astronaut/001.jpg\)"):
+        pipelines.from_store(tmp_path / "store")
+    assert pipelines.from_store(tmp_path / "store", augment=None,
+                                check_source=False).num_classes == 3
+
+
+def test_bad_arguments_are_refused(folder, tmp_path):
+    with pytest.raises(ValueError, match="inside the image folder"):
+        pipelines.prepare(folder, folder / "store", image_size=32)
+    (tmp_path / "taken").mkdir()
+    with pytest.raises(ValueError, match="exists already"):
+        pipelines.prepare(folder, tmp_path / "taken", image_size=32)
+    with pytest.raises(FileNotFoundError, match="not a prepared store"):
+        pipelines.from_store(tmp_path / "taken")
+    with pytest.warns(UserWarning):
+        pipelines.prepare(folder, tmp_path / "store", image_size=32, short_side=40)
+    with pytest.raises(ValueError, match="larger than store"):
+        pipelines.from_store(tmp_path / "store", image_size=64)
+    with pytest.warns(UserWarning, match="upscaled"):
+        pipelines.from_store(tmp_path / "store", image_size=40, augment=None)
+    assert not (folder / "store").exists()
+
+
+def test_interrupted_prepare_leaves_no_store(folder, tmp_path, monkeypatch):
+    def fail(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(store_module, "_write_split", fail)
+    with pytest.raises(KeyboardInterrupt), pytest.warns(UserWarning):
+        pipelines.prepare(folder, tmp_path / "store", image_size=32)
+    assert sorted(os.listdir(tmp_path)) == ["photos"]
+
+
+def test_from_folder_store_keyword(folder, tmp_path):
+    with pytest.warns(UserWarning):
+        pipelines.prepare(folder, tmp_path / "store", image_size=32)
+    data = pipelines.from_folder(folder, store=tmp_path / "store", augment=None)
+    assert data.source == "store" and data.num_classes == 3
+    with pytest.raises(ValueError, match="was prepared from"):
+        pipelines.from_folder(tmp_path, store=tmp_path / "store")

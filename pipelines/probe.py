@@ -238,16 +238,31 @@ def probe(path: str, full: bool = False) -> tuple[int, int, int, int, str]:
     return kind, orientation, size, min(width, height), format_name
 
 
-def check_files(paths: Sequence[str], full: bool) -> dict[str, tuple | str]:
+def check_files(paths: Sequence[str], full: bool,
+                use_index: bool | None = None) -> dict[str, tuple | str]:
     """Probes files in parallel threads (I/O and decoders release the GIL).
+
+    Results of files unchanged since an earlier check are taken from the check index
+    (:mod:`pipelines.index`), so a repeated start on the same folder reads only what changed.
 
     Args:
         paths: The files.
         full: Decode every file fully (see :func:`probe`).
+        use_index: Use the check index; None follows ``ZOO_CHECK_INDEX`` (on by default).
 
     Returns:
         ``{path: probe's tuple}`` for a good file, ``{path: reason}`` for a bad one.
     """
+    from pipelines import index
+
+    if use_index is None:
+        use_index = index.enabled()
+    if use_index and paths:
+        return index.indexed_check(paths, full, lambda missing: _check_now(missing, full))
+    return _check_now(paths, full)
+
+
+def _check_now(paths: Sequence[str], full: bool) -> dict[str, tuple | str]:
     workers = min(8, 2 * (os.cpu_count() or 1))
     results: dict[str, tuple | str] = {}
 

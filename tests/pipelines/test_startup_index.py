@@ -1,0 +1,135 @@
+"""The check index: a repeated start reads only changed files, and nothing beside the images."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from pipeline_helpers import jpeg_bytes, make_folder, photo, tree_fingerprint
+
+import pipelines
+from pipelines import index
+
+probe = sys.modules["pipelines.probe"]  # the package's name 'probe' is the function
+
+
+def _settle(root: Path) -> None:
+    # Files written a moment ago are not recorded (see index.RACY_SECONDS): date them back.
+    past = time.time() - 60
+    for current, _, files in os.walk(root):
+        for name in files:
+            os.utime(Path(current) / name, (past, past))
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("ZOO_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("ZOO_CHECK_INDEX", "1")
+    return tmp_path / "home"
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    """The paths the checker actually reads, call by call."""
+    read: list[str] = []
+    real = probe.probe
+
+    def counting(path, full=False):
+        read.append(path)
+        return real(path, full=full)
+
+    monkeypatch.setattr(probe, "probe", counting)
+    return read
+
+
+def _folder(tmp_path: Path) -> Path:
+    root = make_folder(tmp_path / "photos", {"astronaut": 12, "coffee": 12})
+    (root / "coffee" / "cut.jpg").write_bytes(jpeg_bytes(photo("coffee"))[:900])
+    _settle(root)
+    return root
+
+
+def test_repeated_start_reads_nothing_and_gives_the_same_data(tmp_path, home, counted):
+    root = _folder(tmp_path)
+    before = tree_fingerprint(root)
+    first = pipelines.from_folder(root, image_size=32, batch_size=8, cache=False)
+    assert len(counted) > 25  # every file fast, then the validation files fully
+    counted.clear()
+    second = pipelines.from_folder(root, image_size=32, batch_size=8, cache=False)
+    assert counted == []
+    assert second.val_files == first.val_files
+    assert second.train_files == first.train_files
+    # The bad file is reported again from the index, with the same reason.
+    assert second.skipped == first.skipped
+    assert any(p.endswith("cut.jpg") for p, _ in second.skipped)
+    assert tree_fingerprint(root) == before
+    assert list(home.glob("check-index/*/*.json"))
+
+
+def test_changed_added_and_removed_files_are_checked_again(tmp_path, home, counted):
+    root = _folder(tmp_path)
+    pipelines.from_folder(root, image_size=32, batch_size=8, cache=False)
+    changed = root / "astronaut" / "003.jpg"
+    changed.write_bytes(jpeg_bytes(photo("astronaut"))[:700])  # now cut off
+    added = root / "coffee" / "new.jpg"
+    added.write_bytes(jpeg_bytes(photo("chelsea", (40, 30))))
+    (root / "coffee" / "004.jpg").unlink()
+    past = time.time() - 30
+    for path in (changed, added):
+        os.utime(path, (past, past))
+    counted.clear()
+    data = pipelines.from_folder(root, image_size=32, batch_size=8, cache=False)
+    used = {str(root / p) if not os.path.isabs(p) else p
+            for p, _ in [*data.train_files, *data.val_files]}
+    val = {str(root / p) if not os.path.isabs(p) else p for p, _ in data.val_files}
+    assert {str(changed), str(added)} <= set(counted)
+    # Besides those, only files the new split moved into validation (decoded fully now).
+    assert set(counted) - {str(changed), str(added)} <= val
+    assert str(changed) in dict(data.skipped)
+    assert str(added) in used
+    assert str(root / "coffee" / "004.jpg") not in used
+
+
+def test_a_fast_entry_does_not_answer_a_full_check(tmp_path, home, counted):
+    root = _folder(tmp_path)
+    paths = sorted(str(p) for p in (root / "astronaut").glob("*.jpg"))
+    fast = probe.check_files(paths, full=False)
+    counted.clear()
+    assert probe.check_files(paths, full=False) == fast
+    assert counted == []
+    full = probe.check_files(paths, full=True)
+    assert sorted(counted) == paths
+    counted.clear()
+    assert probe.check_files(paths, full=False) == full == fast
+    assert counted == []
+
+
+def test_new_files_are_not_recorded_and_the_index_can_be_turned_off(tmp_path, home, counted,
+                                                                    monkeypatch):
+    root = make_folder(tmp_path / "fresh", {"a": 3})
+    paths = sorted(str(p) for p in root.rglob("*.jpg"))
+    probe.check_files(paths, full=False)
+    probe.check_files(paths, full=False)
+    assert len(counted) == 6  # modified just now: within RACY_SECONDS, not kept
+    _settle(root)
+    monkeypatch.setenv("ZOO_CHECK_INDEX", "0")
+    counted.clear()
+    probe.check_files(paths, full=False)
+    probe.check_files(paths, full=False)
+    assert len(counted) == 6
+    assert not list(home.glob("check-index/*/*.json"))
+
+
+def test_a_damaged_index_file_is_ignored(tmp_path, home, counted):
+    root = _folder(tmp_path)
+    paths = sorted(str(p) for p in (root / "coffee").glob("*.jpg"))
+    first = probe.check_files(paths, full=False)
+    for stored in home.glob("check-index/*/*.json"):
+        stored.write_text("{not json")
+    counted.clear()
+    assert probe.check_files(paths, full=False) == first
+    assert sorted(counted) == paths
+    assert index.INDEX_FORMAT in next(home.glob("check-index/*/*.json")).read_text()

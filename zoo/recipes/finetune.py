@@ -218,6 +218,7 @@ def _train(setup: _Setup, model_name: str, weights, recipe: Recipe, verbose: int
         metrics = reports.write_report(setup.write_dir, model, setup.data.val,
                                        setup.class_names, history,
                                        multi_label=setup.multi_label)
+        metrics["calibration"] = _calibration(setup, model, recipe)
     _write_run_dir(setup, model, model_name, weights, recipe, policy, metrics)
     return FinetuneResult(model=model, history=history, metrics=metrics,
                           run_dir=setup.run_dir, recipe=recipe)
@@ -623,6 +624,21 @@ def _final_model(model: keras.Model, setup: _Setup, model_name: str,
     return copy
 
 
+def _calibration(setup: _Setup, model: keras.Model, recipe: Recipe) -> dict:
+    """run.json's ``calibration``: a temperature fitted on the validation split, or why not."""
+    from zoo.recipes import calibrate
+
+    if recipe.calibrate == "none":
+        return calibrate.not_calibrated("calibrate='none' (--calibrate none)")
+    if setup.val is None:
+        return calibrate.not_calibrated("no validation split to fit a temperature on")
+    if setup.multi_label:
+        return calibrate.not_calibrated(
+            "multi-label: the per-class thresholds were chosen on the uncalibrated outputs")
+    y_true, probs, _, _ = reports.collect_predictions(model, setup.data.val, max_images=0)
+    return calibrate.calibration_record(probs, y_true)
+
+
 def _activation(multi_label: bool) -> str | None:
     # Multi-label: logits, the sigmoid in the loss and in the exported signatures.
     return None if multi_label else "softmax"
@@ -671,6 +687,7 @@ def _write_run_dir(setup: _Setup, model: keras.Model, model_name: str, weights,
         "kept": f"best {monitored(setup.multi_label)}" if has_val else "last epoch",
         "class_weights": setup.class_weight,
         "multi_label": setup.multi_label,
+        "calibration": metrics.get("calibration"),
         **({"val_map": metrics.get("val_map"),
             "thresholds": metrics.get("thresholds") or [0.5] * len(setup.class_names),
             "thresholds_from": "validation split (highest F1 per class; 0.5 without a "

@@ -497,7 +497,43 @@ def build_parser() -> argparse.ArgumentParser:
     _add_recipe_commands(sub)
     _add_deploy_commands(sub)
     _add_push_command(sub)
+    _add_prepare_command(sub)
     return parser
+
+
+def _add_prepare_command(sub) -> None:
+    p = sub.add_parser(
+        "prepare", help="write a folder's checked images once into a prepared store",
+        description="Checks and splits ROOT as `zoo train` does, then writes every usable "
+                    "image, re-encoded at a bounded shorter side, into TFRecord shards under "
+                    "STORE with its label, split and a manifest (ROOT is only read). Train "
+                    "from it with pipelines.from_store(STORE) or from_folder(ROOT, store=).")
+    p.add_argument("root", help="the image folder")
+    p.add_argument("store", help="the store to create (a new folder outside ROOT)")
+    p.add_argument("--image-size", type=int, default=224,
+                   help="the largest training size the store is for (default 224)")
+    p.add_argument("--short-side", type=int, default=None,
+                   help="stored shorter side at most (default 1.25 x image size)")
+    p.add_argument("--quality", type=int, default=95, help="JPEG quality (default 95)")
+    p.add_argument("--validation-split", type=float, default=0.2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--check", choices=("fast", "full"), default="fast")
+    p.set_defaults(func=cmd_prepare)
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    """Writes a prepared store of a folder."""
+    import pipelines
+
+    manifest = pipelines.prepare(
+        args.root, args.store, image_size=args.image_size, short_side=args.short_side,
+        quality=args.quality, validation_split=args.validation_split, seed=args.seed,
+        check=args.check)
+    counts = ", ".join(f"{split} {n}" for split, n in manifest["counts"].items())
+    print(f"Wrote {args.store}: {counts} images of {len(manifest['class_names'])} classes, "
+          f"shorter side at most {manifest['short_side']}; {len(manifest['skipped'])} "
+          "skipped.")
+    return 0
 
 
 def _format_warning(message, category, filename, lineno, line=None) -> str:

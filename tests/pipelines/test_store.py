@@ -111,3 +111,14 @@ def test_from_folder_store_keyword(folder, tmp_path):
     assert data.source == "store" and data.num_classes == 3
     with pytest.raises(ValueError, match="was prepared from"):
         pipelines.from_folder(tmp_path, store=tmp_path / "store")
+
+
+def test_zoo_prepare_command(folder, tmp_path, capsys):
+    from zoo import cli
+
+    assert cli.main(["prepare", str(folder), str(tmp_path / "store"), "--image-size", "32",
+                     "--seed", "3"]) == 0
+    assert "train 22" in capsys.readouterr().out
+    assert pipelines.from_store(tmp_path / "store", augment=None).manifest["seed"] == 3
+    assert cli.main(["prepare", str(folder), str(folder / "inside")]) == 2
+    assert "inside the image folder" in capsys.readouterr().err

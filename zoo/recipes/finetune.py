@@ -681,7 +681,11 @@ def _write_run_dir(setup: _Setup, model: keras.Model, model_name: str, weights,
         "data": {"root": str(setup.data_root) if setup.data_root else None,
                  "fingerprint": _data_fingerprint(setup.data_root),
                  "counts": getattr(setup.data, "counts", {}),
-                 "skipped": len(getattr(setup.data, "skipped", []) or [])},
+                 "skipped": len(getattr(setup.data, "skipped", []) or []),
+                 # A run read from a prepared store names it and its manifest's hash; the
+                 # root above stays the source folder, so evaluate and export see a folder run.
+                 **({key: setup.data.manifest.get(key) for key in ("store", "store_hash")}
+                    if getattr(setup.data, "source", None) == "store" else {})},
         "val_accuracy": metrics["val_accuracy"],
         "validation": "held out" if has_val else "none",
         "kept": f"best {monitored(setup.multi_label)}" if has_val else "last epoch",

@@ -81,7 +81,7 @@ def evaluate(model_or_run: str | os.PathLike, data: str | os.PathLike, *,
              path_column: str | None = None, label_column: str | None = None,
              suffix: str | None = None,
              out_dir: str | os.PathLike | None = None, weights: str | None = None,
-             batch_size: int = 32) -> dict:
+             batch_size: int = 32, tta: str | None = None, calibrate: bool = True) -> dict:
     """Measures a model on a folder or a label table with the model's own eval transform.
 
     The transform is the run's (the geometry its data used), else the one of the model's
@@ -107,16 +107,28 @@ def evaluate(model_or_run: str | os.PathLike, data: str | os.PathLike, *,
             ``runs/eval-<model>-<folder or table>``.
         weights: With a model name: a catalog tag or a weights file.
         batch_size: Batch size.
+        tta: Test-time augmentation, one of ``zoo.recipes.tta.TTA_MODES`` (``"flip"``
+            averages the probabilities of the crop and its mirror); the result's ``tta``
+            gives the accuracy with and without it. Single-label models only.
+        calibrate: Measure the run's temperature (``run.json`` ``calibration``) on this
+            data: the result's ``calibration`` gives the ECE with and without it.
 
     Returns:
-        The metrics (as in a run's ``metrics.json``) plus ``out_dir``, ``skipped`` and,
-        for catalog weights, the publisher's ``reference`` figures.
+        The metrics (as in a run's ``metrics.json``, of the plain model) plus ``out_dir``,
+        ``skipped``, for catalog weights the publisher's ``reference`` figures, and with
+        ``tta`` or a calibrated run, ``tta`` and ``calibration``.
     """
+    from zoo.recipes import tta as tta_module
+
+    tta = tta_module.check_tta(tta)
     from zoo.recipes.finetune import table_options
 
     table = table_options(data, images=images, label_delimiter=label_delimiter,
                           path_column=path_column, label_column=label_column, suffix=suffix)
     opened = rundir.open_model(model_or_run, weights=weights)
+    if opened.multi_label and tta != "none":
+        raise ValueError(f"tta={tta!r} is for single-label models; "
+                         f"{opened.description} is multi-label (use tta='none').")
     if opened.class_names is None:
         opened.class_names = [str(i) for i in range(opened.model.output_shape[-1])]
     name = Path(str(model_or_run)).name.replace(".keras", "")
@@ -135,8 +147,42 @@ def evaluate(model_or_run: str | os.PathLike, data: str | os.PathLike, *,
     skipped = [[str(p), r] for p, r in passed_over] + [list(s) for s in files.skipped]
     metrics.update(out_dir=str(out), skipped=skipped, model=opened.description,
                    reference=opened.reference)
+    metrics.update(_levers(opened, _labelled(files, labels, opened, batch_size), tta,
+                           calibrate))
     rundir.write_json(out / rundir.METRICS_FILE, metrics)
     return metrics
+
+
+def _temperature(opened: rundir.Opened) -> float | None:
+    """The run's fitted temperature, or None (no run, not calibrated)."""
+    info = opened.run.info if opened.run is not None else {}
+    record = info.get("calibration") or {}
+    return record.get("temperature") if record.get("method") == "temperature" else None
+
+
+def _levers(opened: rundir.Opened, dataset, tta: str, calibrate: bool) -> dict:
+    """TTA accuracy with and without, and the ECE with and without the run's temperature."""
+    from zoo.recipes import calibrate as cal
+    from zoo.recipes import tta as tta_module
+
+    temperature = _temperature(opened) if calibrate else None
+    if opened.multi_label or (tta == "none" and temperature is None):
+        return {}
+    y, plain = tta_module.collect(opened.model, dataset, "none")
+    out: dict = {}
+    if tta != "none":
+        _, augmented = tta_module.collect(opened.model, dataset, tta)
+        out["tta"] = {"mode": tta, "accuracy": float((augmented.argmax(1) == y).mean()),
+                      "accuracy_without": float((plain.argmax(1) == y).mean())}
+    if temperature is not None:
+        scaled = cal.scale(plain, temperature)
+        out["calibration"] = {
+            "temperature": temperature, "images": int(len(y)),
+            "ece_before": cal.expected_calibration_error(plain, y),
+            "ece_after": cal.expected_calibration_error(scaled, y), "bins": cal.BINS,
+            "reliability_before": cal.reliability(plain, y),
+            "reliability_after": cal.reliability(scaled, y)}
+    return out
 
 
 def _eval_files(paths: list, opened: rundir.Opened, batch_size: int):

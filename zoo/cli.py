@@ -231,12 +231,20 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from zoo.recipes.evaluate import evaluate
 
     metrics = evaluate(args.model, args.data, out_dir=args.out, weights=args.weights,
-                       batch_size=args.batch_size or 32, **_table_options(args))
+                       batch_size=args.batch_size or 32, tta=args.tta,
+                       calibrate=args.calibrate, **_table_options(args))
     line = (_multilabel_line(metrics) if metrics.get("multi_label")
             else f"accuracy {metrics['accuracy']:.4f}")
     if "top5_accuracy" in metrics:
         line += f", top-5 {metrics['top5_accuracy']:.4f}"
     print(f"{line} on {metrics['num_images']} images; report in {metrics['out_dir']}")
+    if "tta" in metrics:
+        print(f"with tta={metrics['tta']['mode']}: accuracy {metrics['tta']['accuracy']:.4f} "
+              f"(without: {metrics['tta']['accuracy_without']:.4f})")
+    if "calibration" in metrics:
+        c = metrics["calibration"]
+        print(f"temperature {c['temperature']:.3f}: ECE {c['ece_before']:.4f} without, "
+              f"{c['ece_after']:.4f} with")
     return 0
 
 
@@ -422,6 +430,11 @@ def _add_recipe_commands(sub) -> None:
     p.add_argument("--weights", default=None, help="with a model name: catalog tag or file")
     p.add_argument("--out", default=None, help="report directory")
     p.add_argument("--batch-size", type=int, dest="batch_size")
+    p.add_argument("--tta", default="none", choices=("none", "flip"),
+                   help="test-time augmentation: flip averages the crop and its mirror; "
+                   "the report gives accuracy with and without (default none)")
+    p.add_argument("--no-calibrate", dest="calibrate", action="store_false",
+                   help="do not measure the run's temperature (run.json calibration)")
     p.set_defaults(func=cmd_evaluate)
 
 

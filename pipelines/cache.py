@@ -31,8 +31,11 @@ try:
 except ImportError:  # Windows: file caches then go without a lock (see cache_lock)
     fcntl = None
 
-# Beyond this, caching would risk the memory of a small machine; the estimate is printed.
+# The memory budget where the available memory cannot be read.
 DEFAULT_CACHE_LIMIT = 2 << 30
+# The share of the memory available at start that an in-memory cache may take: the model,
+# the decoders' buffers and other processes need the rest.
+MEMORY_FRACTION = 0.5
 # Part of every file cache's key: changing how cached elements are laid out means a new name.
 CACHE_FORMAT = "zoo.pipelines.cache/1"
 
@@ -257,19 +260,68 @@ def file_cache(ds: tf.data.Dataset, prefix: Path) -> tf.data.Dataset:
     return ds
 
 
-def within_memory_limit(cache: Any, cache_bytes: int | None, what: str) -> Any:
-    """``cache``, or False (with a warning) for an in-memory cache over the limit.
+def available_memory() -> int | None:
+    """Bytes of memory available now (``MemAvailable`` of ``/proc/meminfo``), None if unknown.
+
+    Read from ``/proc/meminfo`` rather than through psutil, which zoo does not depend on;
+    elsewhere the free physical pages (``sysconf``) stand in, and failing that None.
+    """
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def memory_budget() -> tuple[int, str]:
+    """The most an in-memory cache may take, and how that figure was found.
+
+    ``ZOO_MEMORY_BUDGET`` (bytes) when set; else :data:`MEMORY_FRACTION` of the memory
+    available now; else :data:`DEFAULT_CACHE_LIMIT`.
+    """
+    given = os.environ.get("ZOO_MEMORY_BUDGET", "").strip()
+    if given:
+        try:
+            return int(float(given)), "ZOO_MEMORY_BUDGET"
+        except ValueError:
+            raise ValueError(f"ZOO_MEMORY_BUDGET must be a number of bytes, e.g. "
+                             f"{4 << 30} for 4 GiB; got {given!r}.") from None
+    available = available_memory()
+    if available is None:
+        return DEFAULT_CACHE_LIMIT, "the default, available memory unknown"
+    return (int(available * MEMORY_FRACTION),
+            f"{MEMORY_FRACTION:.0%} of the {available / 2**30:.1f} GiB available now")
+
+
+def within_memory_limit(cache: Any, cache_bytes: int | None, what: str,
+                        source: str | None = None) -> Any:
+    """``cache``, or False (with a warning) for an in-memory cache over the memory budget.
 
     Args:
         cache: The ``cache=`` value.
         cache_bytes: Estimated size of the cache, when known.
-        what: ``"train"`` or ``"eval"``, for the message.
+        what: What would be cached (``"train"``, ``"eval"``, or all splits), for the message.
+        source: The folder or table the images come from, for the message.
     """
-    if cache is True and cache_bytes is not None and cache_bytes > DEFAULT_CACHE_LIMIT:
-        warn_user(f"Not caching the {what} data in memory: it would take about "
-                  f"{cache_bytes / 2**30:.1f} GiB. Pass cache='<path>' for a file cache.")
-        return False
-    return cache
+    if cache is not True or cache_bytes is None:
+        return cache
+    budget, how = memory_budget()
+    if cache_bytes <= budget:
+        return cache
+    of = f" of {source}" if source else ""
+    warn_user(f"Not caching the {what} data{of} in memory: it would take about "
+              f"{cache_bytes / 2**30:.2f} GiB, over the memory budget of "
+              f"{budget / 2**30:.2f} GiB ({how}). Reading the files every epoch instead. "
+              "Pass cache='<directory>' for a file cache on disk (content-keyed, filled "
+              "once), or cache=False to run without one and without this warning; "
+              "ZOO_MEMORY_BUDGET=<bytes> sets the budget.")
+    return False
 
 
 def cached(ds: tf.data.Dataset, cache: Any, *, name: str, key: dict | None) -> tf.data.Dataset:
@@ -297,6 +349,7 @@ def cached(ds: tf.data.Dataset, cache: Any, *, name: str, key: dict | None) -> t
     return file_cache(ds, cache_prefix(cache, name, key))
 
 
-__all__ = ["CACHE_FORMAT", "DEFAULT_CACHE_LIMIT", "cache_lock", "cache_prefix", "cached",
+__all__ = ["CACHE_FORMAT", "DEFAULT_CACHE_LIMIT", "MEMORY_FRACTION", "available_memory",
+           "cache_lock", "memory_budget", "cache_prefix", "cached",
            "code_digest", "file_cache", "files_cache_key", "fill", "is_file_cache",
            "remove_unfinished", "within_memory_limit"]

@@ -280,8 +280,9 @@ def build_dataset(ds: tf.data.Dataset, *, training: bool, size: int | None,
             of the decoding code and library versions: other inputs make another cache
             beside it, and a cache whose fill was interrupted is filled again, never read
             (see :func:`pipelines.cache.file_cache`).
-        cache_bytes: Estimated memory the cache would take; over ``DEFAULT_CACHE_LIMIT`` an
-            in-memory cache is not made.
+        cache_bytes: Estimated memory the cache would take; over the memory budget
+            (:func:`pipelines.cache.memory_budget`) an in-memory cache is not made, with a
+            warning.
         shuffle: Shuffle the train path every epoch (seeded).
         shuffle_buffer: Shuffle buffer; defaults to the whole dataset.
         deterministic: Keep element order under parallel maps; defaults to True on the

@@ -23,7 +23,7 @@ from typing import Any
 import zoo
 from pipelines import augment as augment_module
 from pipelines import transforms
-from pipelines.cache import files_cache_key, is_file_cache
+from pipelines.cache import files_cache_key, is_file_cache, within_memory_limit
 from pipelines.dataset import (
     EvalFiles,
     build_dataset,
@@ -209,9 +209,16 @@ def _count(files: dict[str, list[ImageFile]], class_names: list[str]) -> dict:
 
 
 def _datasets(files: dict[str, list[ImageFile]], num_classes: int, options: Options,
-              shuffle: bool) -> dict:
+              shuffle: bool, source: str | None = None) -> dict:
     """``{"train", "val", "test"}`` datasets of the checked files (None for an empty split)."""
     common = dict(read_files=True, **options.dataset_keywords(num_classes))
+    geometry = options.geometry
+    per_image = (geometry.image_size[0] * geometry.image_size[1] * geometry.channels
+                 * cached_dtype(geometry.channels).size)
+    # The budget is for the splits together: each alone may fit where all do not.
+    total = (sum(f.nbytes for f in files["train"])
+             + per_image * sum(len(files.get(split) or []) for split in ("val", "test")))
+    common["cache"] = within_memory_limit(common["cache"], total, "image", source=source)
     file_cache = is_file_cache(options.cache)
     width = num_classes if options.multi_label else None
 
@@ -229,9 +236,6 @@ def _datasets(files: dict[str, list[ImageFile]], num_classes: int, options: Opti
         cache_bytes=sum(f.nbytes for f in train_files), shuffle=shuffle,
         deterministic=options.deterministic, cache_key=cache_key(train_files),
         balanced_over=balanced_over, **decoders(train_files), **common)}
-    geometry = options.geometry
-    per_image = (geometry.image_size[0] * geometry.image_size[1] * geometry.channels
-                 * cached_dtype(geometry.channels).size)
     for split in ("val", "test"):
         fs = files.get(split) or []
         out[split] = build_dataset(
@@ -321,7 +325,7 @@ def build_image_data(src: Listed, options: Options, *, check: str = "fast",
     warn_if_imbalanced(counts["train"], class_names, options.imbalance_warning,
                        src.multi_label)
     _check_albumentations(options, files["train"][0].path)
-    datasets = _datasets(files, len(class_names), options, shuffle)
+    datasets = _datasets(files, len(class_names), options, shuffle, source=str(src.root))
     return ImageData(
         **datasets, class_names=class_names, geometry=options.geometry,
         batch_size=options.batch_size, label_mode=options.label_mode, plan=options.plan,

@@ -54,10 +54,15 @@ def _checker_digest() -> str:
 
 
 def index_dir() -> Path:
-    """The folder holding the index files of the current checker."""
-    from zoo.weights.download import zoo_home
+    """The folder holding the index files of the current checker.
 
-    return Path(zoo_home()) / "check-index" / _checker_digest()
+    ``$ZOO_HOME``, else ``zoo`` in the Keras home (``$KERAS_HOME``, else ``~/.keras``): the
+    rule of ``zoo.weights.download.zoo_home``, restated because pipelines ties itself to zoo
+    by ``zoo.geometry`` alone.
+    """
+    home = os.environ.get("ZOO_HOME") or os.path.join(
+        os.environ.get("KERAS_HOME") or os.path.join("~", ".keras"), "zoo")
+    return Path(os.path.expanduser(home)) / "check-index" / _checker_digest()
 
 
 def _index_file(base: Path, folder: str) -> Path:

@@ -29,3 +29,16 @@ def run(model, x):
     if isinstance(out, (list, tuple)):
         return [keras.ops.convert_to_numpy(o) for o in out]
     return keras.ops.convert_to_numpy(out)
+
+
+def assert_close(what: str, out: np.ndarray, ref: np.ndarray, tolerance: float = 1e-4) -> None:
+    """Asserts ``out`` matches ``ref`` within ``tolerance`` times the reference's largest value.
+
+    Prints the figures, so a run with ``-s`` shows how close each comparison came.
+    """
+    assert out.shape == ref.shape, (out.shape, ref.shape)
+    scale = float(np.abs(ref).max())
+    diff = float(np.abs(out - ref).max())
+    print(f"\n{what:48s} max|diff| {diff:.3e}  scale {scale:.3e}  ratio {diff / scale:.2e}")
+    assert scale > 0
+    assert diff <= tolerance * scale, f"{what}: {diff} > {tolerance} * {scale}"

@@ -14,8 +14,8 @@ import shutil
 
 import numpy as np
 import pytest
-from model_inputs import run
-from torch_reference import import_torchvision
+from model_inputs import assert_close, run
+from torch_reference import import_torchvision, randomise_batch_norm
 
 import zoo
 from zoo.models import get_spec
@@ -53,16 +53,7 @@ def timm_model(timm, architecture: str, *, num_classes: int = 1000, seed: int = 
 
     torch.manual_seed(seed)
     model = timm.create_model(architecture, pretrained=False, num_classes=num_classes).eval()
-    generator = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                n = module.num_features
-                module.running_mean.copy_(torch.rand(n, generator=generator) - 0.5)
-                module.running_var.copy_(torch.rand(n, generator=generator) * 1.5 + 0.5)
-                module.bias.copy_(torch.rand(n, generator=generator) - 0.5)
-                if bn_scale:
-                    module.weight.copy_(torch.rand(n, generator=generator) + 0.5)
+    randomise_batch_norm(model, seed + 1, scale=bn_scale)
     return model
 
 
@@ -109,13 +100,7 @@ def timm_logits(timm_net, normalised) -> np.ndarray:
 
 
 def compare(what: str, out: np.ndarray, ref: np.ndarray) -> None:
-    assert out.shape == ref.shape, (out.shape, ref.shape)
-    scale = float(np.abs(ref).max())
-    diff = float(np.abs(out - ref).max())
-    print(f"\ntimm parity {what:28s} max|diff| {diff:.3e}  scale {scale:.3e}  "
-          f"ratio {diff / scale:.2e}")
-    assert scale > 0
-    assert diff <= RELATIVE_TOLERANCE * scale, f"{what}: {diff} > 1e-4 * {scale}"
+    assert_close(f"timm parity {what}", out, ref, RELATIVE_TOLERANCE)
 
 
 @pytest.mark.parametrize(("architecture", "name", "size"), FAMILIES,

@@ -13,7 +13,7 @@ import gc
 import keras
 import numpy as np
 import pytest
-from model_inputs import run
+from model_inputs import assert_close, run
 from twin_files import (
     keras_application,
     pixels,
@@ -36,13 +36,7 @@ RELATIVE_TOLERANCE = 1e-4
 
 
 def _compare(name: str, what: str, out: np.ndarray, ref: np.ndarray) -> None:
-    assert out.shape == ref.shape, (out.shape, ref.shape)
-    scale = float(np.abs(ref).max())
-    diff = float(np.abs(out - ref).max())
-    print(f"\nparity {name:20s} {what:28s} max|diff| {diff:.3e}  scale {scale:.3e}  "
-          f"ratio {diff / scale:.2e}")
-    assert scale > 0
-    assert diff <= RELATIVE_TOLERANCE * scale, f"{name} {what}: {diff} > 1e-4 * {scale}"
+    assert_close(f"parity {name} {what}", out, ref, RELATIVE_TOLERANCE)
 
 
 def test_every_twin_is_covered():

@@ -10,7 +10,7 @@ import h5py
 import keras
 import numpy as np
 from model_inputs import pixels, small_shape  # noqa: F401 (re-exported)
-from torch_reference import import_torchvision  # noqa: F401 (re-exported)
+from torch_reference import import_torchvision, randomise_batch_norm  # noqa: F401 (re-exported)
 
 import zoo
 from zoo.models import get_spec
@@ -38,15 +38,7 @@ def torchvision_model(twin: str, seed: int = 0):
     if twin in ("googlenet", "inception_v3"):
         kwargs = {"transform_input": True, "aux_logits": True, "init_weights": True}
     model = getattr(torchvision.models, twin)(**kwargs).eval()
-    generator = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                n = module.num_features
-                module.running_mean.copy_(torch.rand(n, generator=generator) - 0.5)
-                module.running_var.copy_(torch.rand(n, generator=generator) * 1.5 + 0.5)
-                module.weight.copy_(torch.rand(n, generator=generator) + 0.5)
-                module.bias.copy_(torch.rand(n, generator=generator) - 0.5)
+    randomise_batch_norm(model, seed + 1)
     return model
 
 

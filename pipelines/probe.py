@@ -10,6 +10,8 @@ import concurrent.futures
 import io
 import os
 import re
+import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +22,8 @@ from pipelines import transforms
 from pipelines.transforms import KIND_GRAPH, KIND_JPEG, KIND_PIL
 from pipelines.warn import warn_user
 
+# A check expected to take longer than this shows a progress bar.
+PROGRESS_AFTER_SECONDS = 10.0
 # Pillow format names that this module reads; everything else is "unsupported".
 SUPPORTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "BMP", "DIB", "GIF", "WEBP"})
 
@@ -272,10 +276,43 @@ def _check_now(paths: Sequence[str], full: bool) -> dict[str, tuple | str]:
         except BadImage as reason:
             return path, str(reason)
 
+    progress = _Progress(len(paths), "full check" if full else "check")
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
         for path, result in pool.map(one, paths):
             results[path] = result
+            progress.update(len(results))
+    progress.close()
     return results
+
+
+class _Progress:
+    """A progress bar shown only for a check that looks long.
+
+    Long means over :data:`PROGRESS_AFTER_SECONDS` at the pace of the first second.
+    """
+
+    def __init__(self, total: int, what: str):
+        self.total, self.what = total, what
+        self.start = time.perf_counter()
+        self.bar = None
+
+    def update(self, done: int) -> None:
+        if self.bar is None:
+            elapsed = time.perf_counter() - self.start
+            if elapsed < min(1.0, PROGRESS_AFTER_SECONDS) or done == self.total:
+                return
+            if elapsed / done * self.total < PROGRESS_AFTER_SECONDS:
+                return
+            from keras.utils import Progbar
+
+            print(f"Checking {self.total} files ({self.what}):", file=sys.stderr)
+            self.bar = Progbar(self.total, unit_name="file")
+        if done % 256 == 0 or done == self.total:
+            self.bar.update(done)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.update(self.total, finalize=True)
 
 
 def report_skipped(skipped: Sequence[tuple[str, str]], root: Path | None,

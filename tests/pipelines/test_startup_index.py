@@ -133,3 +133,16 @@ def test_a_damaged_index_file_is_ignored(tmp_path, home, counted):
     assert probe.check_files(paths, full=False) == first
     assert sorted(counted) == paths
     assert index.INDEX_FORMAT in next(home.glob("check-index/*/*.json")).read_text()
+
+
+def test_a_long_check_shows_progress_and_a_short_one_does_not(tmp_path, home, monkeypatch,
+                                                              capsys):
+    root = make_folder(tmp_path / "few", {"a": 5})
+    paths = sorted(str(p) for p in root.rglob("*.jpg"))
+    probe.check_files(paths, full=False, use_index=False)
+    assert "Checking" not in capsys.readouterr().err
+    monkeypatch.setattr(probe, "PROGRESS_AFTER_SECONDS", 0.0)
+    probe.check_files(paths, full=True, use_index=False)
+    captured = capsys.readouterr()
+    assert "Checking 5 files (full check):" in captured.err
+    assert "5/5" in captured.out

@@ -16,6 +16,13 @@ place that knows its layout, so the writer (:func:`zoo.finetune`) and the reader
       samples/          a few images of the task, for the export's self-check (optional)
       history.csv       per-epoch metrics (written by Keras' CSVLogger during training)
       metrics.json      the report's figures (zoo.recipes.reports; evaluate writes one too)
+      report.html       the report as one page, plots inline, readable offline
+                        (zoo.recipes.report_page); it links the CSV files below
+      per_class.csv     per-class precision, recall, F1, support (multi-label: and AP)
+      confused_pairs.csv  the most-confused (true, predicted) class pairs
+      suspect_labels.csv  validation images whose given label the model rejects with
+                        confidence (candidate label errors), by margin
+      top_losses.png    the validation images of the highest loss
       best.keras.sha256 the model file's sha256 (``sha256sum -c`` reads it), checked before
                         the file is opened; every model and weights file zoo writes has one
       start.json        while a run is unfinished: what it started with (model, weights,
@@ -61,6 +68,11 @@ CLASS_NAMES_FILE = "class_names.txt"
 SAMPLES_DIR = "samples"
 HISTORY_FILE = "history.csv"
 METRICS_FILE = "metrics.json"
+REPORT_PAGE = "report.html"
+PER_CLASS_FILE = "per_class.csv"
+CONFUSED_PAIRS_FILE = "confused_pairs.csv"
+SUSPECT_LABELS_FILE = "suspect_labels.csv"
+TOP_LOSSES_PLOT = "top_losses.png"
 START_FILE = "start.json"
 LOCK_FILE = ".zoo.lock"
 SCHEMA = 2

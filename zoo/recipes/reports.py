@@ -25,8 +25,24 @@ def collect_predictions(model, dataset, max_images: int = 64):
         ``(y_true, probabilities, samples, wrong)``; ``samples`` and ``wrong`` are
         ``(images, indices)`` pairs of kept images and their positions in ``y_true``.
     """
+    found = _predict(model, dataset, max_images, top_k=0)
+    return found["y_true"], found["probs"], found["samples"], found["wrong"]
+
+
+def _stack(images):
+    return np.stack(images) if images else np.zeros((0, 1, 1, 3), "float32")
+
+
+def _predict(model, dataset, max_images: int, top_k: int) -> dict:
+    """:func:`collect_predictions`'s pass, also keeping the ``top_k`` highest-loss images.
+
+    Returns:
+        ``y_true``, ``probs``, ``samples``, ``wrong`` (as :func:`collect_predictions`) and
+        ``top``: ``(images, indices)`` of the highest cross-entropy, highest first.
+    """
     y_true, probs = [], []
     samples, sample_idx, wrong, wrong_idx = [], [], [], []
+    top_images, top_idx, top_loss = None, np.zeros(0, "int64"), np.zeros(0, "float32")
     per_class: dict[int, int] = {}
     seen = 0
     for x, y in dataset:
@@ -49,15 +65,27 @@ def collect_predictions(model, dataset, max_images: int = 64):
             if len(wrong) < MAX_GRID and out[i].argmax() != label:
                 wrong.append(x[i])
                 wrong_idx.append(seen + i)
+        if top_k:
+            # A running top-k: the pass holds k images, never the whole split.
+            loss = cross_entropy(labels, out)
+            pool = x if top_images is None else np.concatenate([top_images, x])
+            losses = np.concatenate([top_loss, loss])
+            keep = np.argsort(-losses, kind="stable")[:top_k]
+            top_images, top_loss = pool[keep], losses[keep]
+            top_idx = np.concatenate([top_idx, seen + np.arange(len(labels))])[keep]
         seen += len(labels)
         y_true.append(labels)
         probs.append(out)
+    top = (top_images if top_images is not None else _stack([]), [int(i) for i in top_idx])
+    return {"y_true": np.concatenate(y_true).astype("int64"), "probs": np.concatenate(probs),
+            "samples": (_stack(samples), sample_idx), "wrong": (_stack(wrong), wrong_idx),
+            "top": top}
 
-    def stack(images):
-        return np.stack(images) if images else np.zeros((0, 1, 1, 3), "float32")
 
-    return (np.concatenate(y_true).astype("int64"), np.concatenate(probs),
-            (stack(samples), sample_idx), (stack(wrong), wrong_idx))
+def cross_entropy(y_true, probs):
+    """Per-image cross-entropy ``-log p[true]`` (float32, clipped at ``1e-12``)."""
+    picked = np.asarray(probs)[np.arange(len(y_true)), np.asarray(y_true, "int64")]
+    return -np.log(np.clip(picked, 1e-12, 1.0)).astype("float32")
 
 
 def _softmax(logits):
@@ -537,7 +565,7 @@ replica(s), {info['precision']}), from weights `{info['weights']}`.
 - classes ({len(info['class_names'])}): {', '.join(info['class_names'])}
 - counts: {data['counts']}
 - files skipped as unreadable: {data['skipped']}
-{_imbalance_line(info)}
+{_imbalance_line(info)}{_calibration_line(info)}
 {_metrics_section(metrics)}
 
 ## Preprocessing contract
@@ -557,6 +585,18 @@ import keras, zoo  # importing zoo registers its layers
 model = keras.saving.load_model("{rundir.MODEL_FILE}")
 ```
 """
+
+
+def _calibration_line(info: dict) -> str:
+    """The run's temperature and its ECE before and after, or why it has none."""
+    record = info.get("calibration")
+    if not record:
+        return ""
+    if record.get("method") != "temperature":
+        return f"- calibration: none ({record.get('reason')})\n"
+    return (f"- calibration: temperature {record['temperature']:.3f} fitted on the "
+            f"validation split ({record['images']} images; ECE {record['ece_before']:.3f} "
+            f"before, {record['ece_after']:.3f} after, on those same images)\n")
 
 
 def _precision_line(info: dict) -> str:

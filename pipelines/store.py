@@ -263,7 +263,7 @@ def _check_geometry(store: Path, manifest: dict, geometry) -> None:
                   "Prepare the store with a larger short_side for exact parity with files.")
 
 
-def _split_dataset(store: Path, shards: list[str], training: bool, seed: int):
+def _split_dataset(store: Path, shards: list[str], training: bool, seed: int, size: int):
     names = [str(store / n) for n in shards]
     if training and len(names) > 1:
         files = tf.data.Dataset.from_tensor_slices(names).shuffle(len(names), seed=seed)
@@ -277,7 +277,9 @@ def _split_dataset(store: Path, shards: list[str], training: bool, seed: int):
         return (parsed["image"], tf.cast(parsed["label"], tf.int32),
                 tf.constant(KIND_JPEG, tf.int32), tf.constant(1, tf.int32))
 
-    return ds.map(element, num_parallel_calls=tf.data.AUTOTUNE)
+    # A known length, as files have: Keras' progress and its validation steps rely on it.
+    return ds.map(element, num_parallel_calls=tf.data.AUTOTUNE).apply(
+        tf.data.experimental.assert_cardinality(size))
 
 
 def _entries(manifest: dict, split: str) -> list[tuple[str, int]]:
@@ -339,7 +341,7 @@ def from_store(store_dir: str | os.PathLike, *, image_size: Sequence[int] | int 
         shards = manifest["shards"].get(split)
         size = manifest["counts"].get(split, 0)
         out[split] = build_dataset(
-            _split_dataset(store, shards, split == "train", seed), training=split == "train",
+            _split_dataset(store, shards, split == "train", seed, size), training=split == "train",
             size=size, cache=bool(cache) and split != "train", shuffle=shuffle,
             deterministic=deterministic, cache_name=split, **common) if shards else None
     counts = {split: {n: 0 for n in class_names} for split in manifest["shards"]}

@@ -122,3 +122,33 @@ def test_zoo_prepare_command(folder, tmp_path, capsys):
     assert pipelines.from_store(tmp_path / "store", augment=None).manifest["seed"] == 3
     assert cli.main(["prepare", str(folder), str(folder / "inside")]) == 2
     assert "inside the image folder" in capsys.readouterr().err
+
+
+def test_fine_tune_from_store_matches_the_folder_run(tmp_path):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    import zoo
+
+    spec = importlib.util.spec_from_file_location(
+        "tiny_data", Path(__file__).resolve().parents[2] / "examples" / "tiny_data.py")
+    tiny_data = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tiny_data)
+    digits = tiny_data.digits_folder(tmp_path / "digits", per_class=60)
+    pipelines.prepare(digits, tmp_path / "store", image_size=32)
+    accuracy = {}
+    for name, data in (
+            ("folder", pipelines.from_folder(digits, model="lenet5", augment="none", seed=0)),
+            ("store", pipelines.from_store(tmp_path / "store", model="lenet5",
+                                           augment="none", seed=0))):
+        result = zoo.finetune("lenet5", data, weights=None, epochs=4, seed=0, verbose=0,
+                              out_dir=tmp_path / name)
+        accuracy[name] = result.metrics["val_accuracy"]
+    # Same split, same seed; only the re-encoded pixels differ (digit PNGs stored as JPEG).
+    assert accuracy["folder"] > 0.8 and abs(accuracy["store"] - accuracy["folder"]) < 0.08
+    manifest = store_module.read_manifest(tmp_path / "store")
+    recorded = json.loads((Path(result.run_dir) / "run.json").read_text())["data"]
+    assert recorded["store"] == str(tmp_path / "store")
+    assert recorded["store_hash"] == store_module.manifest_hash(tmp_path / "store")
+    assert recorded["root"] == manifest["source_root"]

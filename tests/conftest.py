@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import itertools
 import os
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# zoo keeps its caches and the check index under ZOO_HOME; the suite (and the subprocesses
+# it starts, which inherit this) writes them into a folder of its own, not the user's home.
+os.environ.setdefault("ZOO_HOME", tempfile.mkdtemp(prefix="zoo-tests-home-"))
 
 import pytest  # noqa: E402
 from torch_reference import import_torchvision  # noqa: E402

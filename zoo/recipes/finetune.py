@@ -32,7 +32,7 @@ import tensorflow as tf
 
 from zoo import distribute, rundir
 from zoo.models import build
-from zoo.recipes import reports
+from zoo.recipes import report_page, reports
 from zoo.recipes.optim import LayerwiseAdamW
 from zoo.recipes.recipe import Recipe, make_recipe, set_epochs
 from zoo.recipes.stages import (
@@ -217,7 +217,9 @@ def _train(setup: _Setup, model_name: str, weights, recipe: Recipe, verbose: int
         history = _read_history(setup.write_dir / rundir.HISTORY_FILE) or history
         metrics = reports.write_report(setup.write_dir, model, setup.data.val,
                                        setup.class_names, history,
-                                       multi_label=setup.multi_label)
+                                       multi_label=setup.multi_label,
+                                       files=[str(path) for path, _ in
+                                              getattr(setup.data, "val_files", None) or []])
         metrics["calibration"] = _calibration(setup, model, recipe)
     _write_run_dir(setup, model, model_name, weights, recipe, policy, metrics)
     return FinetuneResult(model=model, history=history, metrics=metrics,
@@ -706,6 +708,7 @@ def _write_run_dir(setup: _Setup, model: keras.Model, model_name: str, weights,
     rundir.write_run(setup.write_dir, model=model, model_name=model_name,
                      class_names=setup.class_names, geometry=setup.geometry, card=card,
                      samples=_sample_files(setup.data), **info)
+    report_page.write_page(setup.write_dir)
     shutil.rmtree(setup.write_dir / BACKUP_DIR, ignore_errors=True)
     # run.json says what the run was now; the start record guarded only its resumes.
     (setup.write_dir / rundir.START_FILE).unlink(missing_ok=True)

@@ -454,10 +454,145 @@ def last_conv_layer(model, min_side: int = 4) -> str | None:
     return best or fallback
 
 
+def suspect_labels(y_true, probs, class_names: list[str],
+                   files: list[str] | None = None) -> list[dict]:
+    """Validation images whose given label the model rejects with confidence.
+
+    Confident learning's rule (Northcutt et al. 2021, cleanlab's ``confident_joint``):
+    class ``j``'s threshold is the mean probability of ``j`` over the images labelled
+    ``j`` (its average self-confidence). An image labelled ``y`` is a suspect when
+    ``p[y]`` is below ``y``'s threshold and another class ``j`` reaches its own; the
+    suggested label is the most probable such ``j``. A class without images has no
+    threshold and is never suggested.
+
+    Args:
+        y_true: Given class indices ``[N]``.
+        probs: Predicted probabilities ``[N, C]`` (held out: the validation split).
+        class_names: Names of the ``C`` classes.
+        files: The images' paths in the same order, or None.
+
+    Returns:
+        Rows (``index``, ``file``, ``given``, ``suggested``, ``p_given``, ``p_suggested``,
+        ``margin``), the largest margin ``p_suggested - p_given`` first.
+    """
+    y_true, probs = np.asarray(y_true, "int64"), np.asarray(probs, "float64")
+    classes = probs.shape[1]
+    thresholds = np.full(classes, np.inf)
+    for c in range(classes):
+        if (y_true == c).any():
+            thresholds[c] = probs[y_true == c, c].mean()
+    rows = []
+    for i, (given, p) in enumerate(zip(y_true, probs)):
+        above = p >= thresholds
+        above[given] = False
+        if p[given] >= thresholds[given] or not above.any():
+            continue
+        suggested = int(np.argmax(np.where(above, p, -1.0)))
+        rows.append({"index": i, "file": files[i] if files else "",
+                     "given": class_names[given], "suggested": class_names[suggested],
+                     "p_given": round(float(p[given]), 6),
+                     "p_suggested": round(float(p[suggested]), 6),
+                     "margin": round(float(p[suggested] - p[given]), 6)})
+    return sorted(rows, key=lambda row: (-row["margin"], row["index"]))
+
+
+def confused_pairs(matrix, class_names: list[str], count: int = 10) -> list[dict]:
+    """The most frequent (true, predicted) pairs off the confusion matrix's diagonal.
+
+    Returns:
+        Up to ``count`` rows (``true``, ``predicted``, ``images``, ``share_of_true``: the
+        fraction of the true class's images that went to ``predicted``), most first.
+    """
+    matrix = np.asarray(matrix)
+    totals = matrix.sum(axis=1)
+    pairs = [(int(matrix[i, j]), i, j) for i, j in zip(*np.nonzero(matrix))
+             if i != j]
+    pairs.sort(key=lambda t: (-t[0], t[1], t[2]))
+    return [{"true": class_names[i], "predicted": class_names[j], "images": n,
+             "share_of_true": round(n / totals[i], 6)} for n, i, j in pairs[:count]]
+
+
+def write_csv(path: Path, columns: list[str], rows: list[dict]) -> Path:
+    """Writes ``rows`` (dicts) as CSV with a header, crash-safely."""
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore",
+                            lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return rundir.write_text(path, buffer.getvalue())
+
+
+def per_class_rows(metrics: dict) -> list[dict]:
+    """``metrics["per_class"]`` as rows with a ``class`` column, for the CSV and page."""
+    return [{"class": name, **figures} for name, figures in metrics["per_class"].items()]
+
+
+def plot_top_losses(images, y_true, probs, indices, class_names: list[str],
+                    path: Path) -> Path:
+    """A grid of the highest-loss images: true, predicted, loss and probabilities.
+
+    Args:
+        images: The images, highest loss first.
+        y_true: All true labels (indexed by ``indices``).
+        probs: All predicted probabilities (indexed by ``indices``).
+        indices: The images' positions in the validation split.
+        class_names: Class names.
+        path: Where to write the PNG.
+    """
+    plt = pyplot()
+    n = min(len(images), MAX_GRID)
+    cols = 4
+    rows = max(1, math.ceil(n / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 2.6, rows * 3.0), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, k in zip(axes.flat, range(n)):
+        i = indices[k]
+        true, pred = int(y_true[i]), int(probs[i].argmax())
+        loss = float(cross_entropy([true], probs[i][None])[0])
+        _show(ax, images[k])
+        ax.set_title(f"#{i} true {class_names[true]} p={probs[i][true]:.2f}\n"
+                     f"pred {class_names[pred]} p={probs[i][pred]:.2f}\nloss {loss:.2f}",
+                     fontsize=7)
+    if not n:
+        axes.flat[0].set_title("no validation images")
+    fig.suptitle("top losses (cross-entropy of the true class)", fontsize=9)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def _write_tables(run_dir: Path, metrics: dict, y_true, probs, class_names: list[str],
+                  files: list[str] | None) -> None:
+    """per_class.csv, confused_pairs.csv, suspect_labels.csv; their names in ``metrics``."""
+    write_csv(run_dir / rundir.PER_CLASS_FILE,
+              ["class", "precision", "recall", "f1", "support"], per_class_rows(metrics))
+    pairs = confused_pairs(metrics["confusion_matrix"], class_names)
+    write_csv(run_dir / rundir.CONFUSED_PAIRS_FILE,
+              ["true", "predicted", "images", "share_of_true"], pairs)
+    suspects = suspect_labels(y_true, probs, class_names,
+                              files if files and len(files) == len(y_true) else None)
+    write_csv(run_dir / rundir.SUSPECT_LABELS_FILE,
+              ["index", "file", "given", "suggested", "p_given", "p_suggested", "margin"],
+              suspects)
+    metrics["confused_pairs"] = pairs
+    metrics["suspect_labels"] = {"count": len(suspects), "top": suspects[:20]}
+    metrics["files"] = {"per_class": rundir.PER_CLASS_FILE,
+                        "confused_pairs": rundir.CONFUSED_PAIRS_FILE,
+                        "suspect_labels": rundir.SUSPECT_LABELS_FILE}
+
+
 def write_report(run_dir: Path, model, dataset, class_names: list[str],
                  history: dict | None = None, *, multi_label: bool = False,
-                 thresholds: list[float] | None = None) -> dict:
-    """Measures ``model`` on ``dataset`` and writes metrics.json and the PNG plots.
+                 thresholds: list[float] | None = None,
+                 files: list[str] | None = None) -> dict:
+    """Measures ``model`` on ``dataset`` and writes metrics.json, the plots and tables.
+
+    Besides metrics.json and the PNG plots: per_class.csv, confused_pairs.csv,
+    suspect_labels.csv (:func:`suspect_labels`) and top_losses.png; a multi-label run
+    writes per_class.csv (with AP and threshold) and the precision-recall plot.
 
     Args:
         run_dir: Where to write.
@@ -469,6 +604,8 @@ def write_report(run_dir: Path, model, dataset, class_names: list[str],
             and the precision-recall plot instead of accuracy and the confusion matrix.
         thresholds: Multi-label only: per-class thresholds to measure F1 at (a run's,
             in ``zoo evaluate``); None chooses them on ``dataset``.
+        files: The validation images' paths in ``dataset``'s order, named in
+            suspect_labels.csv (used only when there is one per image).
 
     Returns:
         The metrics dict, with the paths of the plots under ``plots``. Without a dataset:
@@ -481,9 +618,11 @@ def write_report(run_dir: Path, model, dataset, class_names: list[str],
     if multi_label:
         return _write_multilabel_report(run_dir, model, dataset, class_names, history,
                                         thresholds)
-    y_true, probs, (samples, sample_idx), (wrong, wrong_idx) = collect_predictions(
-        model, dataset)
+    found = _predict(model, dataset, 64, top_k=MAX_GRID)
+    y_true, probs = found["y_true"], found["probs"]
+    (samples, sample_idx), (wrong, wrong_idx) = found["samples"], found["wrong"]
     metrics = compute_metrics(y_true, probs, class_names)
+    _write_tables(run_dir, metrics, y_true, probs, class_names, files)
     plots = {}
     if len(class_names) <= 50:
         plots["confusion_matrix"] = plot_confusion(metrics["confusion_matrix"], class_names,
@@ -495,6 +634,9 @@ def write_report(run_dir: Path, model, dataset, class_names: list[str],
         plots["training_curves"] = plot_history(history, run_dir / "training_curves.png")
     plots["misclassified"] = plot_misclassified(wrong, y_true[wrong_idx], probs[wrong_idx],
                                                 class_names, run_dir / "misclassified.png")
+    top_images, top_idx = found["top"]
+    plots["top_losses"] = plot_top_losses(top_images, y_true, probs, top_idx, class_names,
+                                          run_dir / rundir.TOP_LOSSES_PLOT)
     layer = last_conv_layer(model)
     if layer and len(samples):
         # One image per class first, so the grid is not eight pictures of class 0.
@@ -515,6 +657,10 @@ def _write_multilabel_report(run_dir: Path, model, dataset, class_names: list[st
     metrics = multilabel_metrics(y_true, probs, class_names, thresholds)
     plots = {"precision_recall": plot_precision_recall(y_true, probs, class_names, metrics,
                                                        run_dir / "precision_recall.png")}
+    write_csv(run_dir / rundir.PER_CLASS_FILE,
+              ["class", "ap", "threshold", "precision", "recall", "f1", "support"],
+              per_class_rows(metrics))
+    metrics["files"] = {"per_class": rundir.PER_CLASS_FILE}
     if history:
         plots["training_curves"] = plot_history(history, run_dir / "training_curves.png",
                                                 metric="map")
@@ -565,7 +711,7 @@ replica(s), {info['precision']}), from weights `{info['weights']}`.
 - classes ({len(info['class_names'])}): {', '.join(info['class_names'])}
 - counts: {data['counts']}
 - files skipped as unreadable: {data['skipped']}
-{_imbalance_line(info)}{_calibration_line(info)}
+{_imbalance_line(info)}
 {_metrics_section(metrics)}
 
 ## Preprocessing contract
@@ -585,18 +731,6 @@ import keras, zoo  # importing zoo registers its layers
 model = keras.saving.load_model("{rundir.MODEL_FILE}")
 ```
 """
-
-
-def _calibration_line(info: dict) -> str:
-    """The run's temperature and its ECE before and after, or why it has none."""
-    record = info.get("calibration")
-    if not record:
-        return ""
-    if record.get("method") != "temperature":
-        return f"- calibration: none ({record.get('reason')})\n"
-    return (f"- calibration: temperature {record['temperature']:.3f} fitted on the "
-            f"validation split ({record['images']} images; ECE {record['ece_before']:.3f} "
-            f"before, {record['ece_after']:.3f} after, on those same images)\n")
 
 
 def _precision_line(info: dict) -> str:

@@ -711,7 +711,7 @@ replica(s), {info['precision']}), from weights `{info['weights']}`.
 - classes ({len(info['class_names'])}): {', '.join(info['class_names'])}
 - counts: {data['counts']}
 - files skipped as unreadable: {data['skipped']}
-{_imbalance_line(info)}
+{_imbalance_line(info)}{_calibration_line(info)}
 {_metrics_section(metrics)}
 
 ## Preprocessing contract
@@ -731,6 +731,18 @@ import keras, zoo  # importing zoo registers its layers
 model = keras.saving.load_model("{rundir.MODEL_FILE}")
 ```
 """
+
+
+def _calibration_line(info: dict) -> str:
+    """The run's temperature and its ECE before and after, or why it has none."""
+    record = info.get("calibration")
+    if not record:
+        return ""
+    if record.get("method") != "temperature":
+        return f"- calibration: none ({record.get('reason')})\n"
+    return (f"- calibration: temperature {record['temperature']:.3f} fitted on the "
+            f"validation split ({record['images']} images; ECE {record['ece_before']:.3f} "
+            f"before, {record['ece_after']:.3f} after, on those same images)\n")
 
 
 def _precision_line(info: dict) -> str:

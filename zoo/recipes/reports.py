@@ -348,6 +348,26 @@ def _show(ax, image):
     ax.axis("off")
 
 
+def _image_grid(count: int, row_height: float = 2.8):
+    """A figure of four columns with room for ``count`` images, every axis blank.
+
+    Args:
+        count: How many images the grid holds (one row at least).
+        row_height: The height of each row in inches (taller for longer titles).
+
+    Returns:
+        ``(figure, axes)``, the axes a 2-D array.
+    """
+    plt = pyplot()
+    cols = 4
+    rows = max(1, math.ceil(count / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 2.6, rows * row_height),
+                             squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    return fig, axes
+
+
 def plot_misclassified(images, y_true, probs, class_names: list[str], path: Path) -> Path:
     """A grid of images the model got wrong, with true and predicted labels.
 
@@ -361,13 +381,8 @@ def plot_misclassified(images, y_true, probs, class_names: list[str], path: Path
     Returns:
         ``path``.
     """
-    plt = pyplot()
     n = min(len(images), MAX_GRID)
-    cols = 4
-    rows = max(1, math.ceil(n / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 2.6, rows * 2.8), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
+    fig, axes = _image_grid(n)
     for ax, i in zip(axes.flat, range(n)):
         _show(ax, images[i])
         pred = int(probs[i].argmax())
@@ -414,16 +429,11 @@ def plot_gradcam(model, images, class_names: list[str], layer_name: str, path: P
     """A grid of images with their Grad-CAM maps overlaid and the predicted label."""
     import tensorflow as tf
 
-    plt = pyplot()
     images = np.asarray(images[:8])
     cams = gradcam(model, images, layer_name)
     output = model(images, training=False)
     probs = np.asarray(output[0] if isinstance(output, (list, tuple)) else output)
-    cols = 4
-    rows = max(1, math.ceil(len(images) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 2.6, rows * 2.8), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
+    fig, axes = _image_grid(len(images))
     for ax, image, cam, p in zip(axes.flat, images, cams, probs):
         _show(ax, image)
         heat = tf.image.resize(cam[..., None], image.shape[:2]).numpy()[..., 0]
@@ -542,13 +552,8 @@ def plot_top_losses(images, y_true, probs, indices, class_names: list[str],
         class_names: Class names.
         path: Where to write the PNG.
     """
-    plt = pyplot()
     n = min(len(images), MAX_GRID)
-    cols = 4
-    rows = max(1, math.ceil(n / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 2.6, rows * 3.0), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
+    fig, axes = _image_grid(n, row_height=3.0)
     for ax, k in zip(axes.flat, range(n)):
         i = indices[k]
         true, pred = int(y_true[i]), int(probs[i].argmax())

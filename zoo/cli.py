@@ -424,13 +424,15 @@ def _add_recipe_commands(sub) -> None:
     p.add_argument("--steps", type=int, default=100)
     p.set_defaults(func=cmd_lr_find)
 
+    from zoo.recipes.tta import TTA_MODES
+
     p = sub.add_parser("evaluate", help="metrics and plots of a model on a folder")
     p.add_argument("model", help="zoo model name, .keras file, or run directory")
     _add_data_arguments(p, split=False)
     p.add_argument("--weights", default=None, help="with a model name: catalog tag or file")
     p.add_argument("--out", default=None, help="report directory")
     p.add_argument("--batch-size", type=int, dest="batch_size")
-    p.add_argument("--tta", default="none", choices=("none", "flip"),
+    p.add_argument("--tta", default="none", choices=TTA_MODES,
                    help="test-time augmentation: flip averages the crop and its mirror; "
                    "the report gives accuracy with and without (default none)")
     p.add_argument("--no-calibrate", dest="calibrate", action="store_false",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -341,11 +341,46 @@ class EvalFiles:
         dataset: Batches of float32 pixels, with int32 labels when labels were given.
         paths: The files that are in ``dataset``, in order.
         skipped: ``(path, reason)`` of the files that could not be used.
+        files: The checked files behind ``paths`` (for :meth:`five_crops`).
+        geometry: The eval geometry of ``dataset``.
+        batch_size: Its batch size.
+        labelled: Whether ``dataset`` yields labels.
     """
 
     dataset: tf.data.Dataset
     paths: list[str]
     skipped: list[tuple[str, str]]
+    files: list[ImageFile] = field(default_factory=list, repr=False)
+    geometry: Geometry | None = field(default=None, repr=False)
+    batch_size: int = 32
+    labelled: bool = False
+
+    def five_crops(self) -> tf.data.Dataset:
+        """The same files, in order, as batches of their five views ``[B, 5, H, W, C]``.
+
+        The views are :func:`pipelines.transforms.eval_five_crop`'s (four corners and the
+        centre of the resized image, before the centre crop), for test-time augmentation;
+        with labels when the files were given labels, as :attr:`dataset`.
+        """
+        size_hw, channels = self.geometry.image_size, self.geometry.channels
+        decoding = decoders(self.files)
+        decoding.pop("largest_side")
+
+        def views_of(source, label, kind, orientation):
+            views = transforms.eval_five_crop(
+                tf.io.read_file(source), kind, orientation, size_hw,
+                crop_fraction=self.geometry.crop_fraction,
+                interpolation=self.geometry.interpolation, **decoding)
+            views = transforms.to_channels(views, channels)
+            views.set_shape([5, size_hw[0], size_hw[1], channels])
+            return views, int_or_multi_hot(label)
+
+        ds = records(self.files).map(views_of, num_parallel_calls=AUTOTUNE,
+                                     deterministic=True)
+        ds = ds.batch(self.batch_size, num_parallel_calls=AUTOTUNE, deterministic=True)
+        if not self.labelled:
+            ds = ds.map(lambda x, y: x)
+        return _without_autotuning(ds, True)
 
 
 def eval_files(paths: Iterable[str | os.PathLike], labels: Sequence[int] | None, *,
@@ -381,7 +416,8 @@ def eval_files(paths: Iterable[str | os.PathLike], labels: Sequence[int] | None,
                        **decoders(kept))
     if labels is None:
         ds = ds.map(lambda x, y: x)
-    return EvalFiles(ds, [f.path for f in kept], skipped)
+    return EvalFiles(ds, [f.path for f in kept], skipped, files=kept, geometry=geometry,
+                     batch_size=batch_size, labelled=labels is not None)
 
 
 __all__ = ["EVAL_PIXEL_CODE", "EvalFiles", "build_dataset", "cached_dtype", "decoders",

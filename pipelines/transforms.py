@@ -785,6 +785,92 @@ def eval_crop(data: tf.Tensor, kind: tf.Tensor, orientation: tf.Tensor,
     return tf.round(image)
 
 
+FIVE_CROP_VIEWS = ("top_left", "top_right", "bottom_left", "bottom_right", "centre")
+
+
+def eval_resize_size(height: tf.Tensor, width: tf.Tensor, image_size: Sequence[int],
+                     crop_fraction: float) -> tf.Tensor:
+    """The size the eval path resizes an image to before its centre crop.
+
+    The shorter side becomes ``floor(max(image_size) / crop_fraction)`` (timm's
+    ``scale_size``, as in :func:`center_crop_window`) and the longer side keeps the aspect
+    ratio, truncated as torchvision's ``Resize(int)`` does.
+
+    Args:
+        height: Image height.
+        width: Image width.
+        image_size: Output ``(height, width)`` of the crops.
+        crop_fraction: See :func:`center_crop_window`.
+
+    Returns:
+        ``[resized_height, resized_width]`` as int32, each at least the crop's side.
+    """
+    h = tf.cast(height, tf.float32)
+    w = tf.cast(width, tf.float32)
+    short = tf.floor(max(float(image_size[0]), float(image_size[1])) / crop_fraction)
+    # The short side's own new length is exact; the long side's is truncated.
+    new_h = tf.where(h <= w, short, tf.floor(short * h / w))
+    new_w = tf.where(h <= w, tf.floor(short * w / h), short)
+    return tf.cast(tf.stack([tf.maximum(new_h, float(image_size[0])),
+                             tf.maximum(new_w, float(image_size[1]))]), tf.int32)
+
+
+def five_crops(image: tf.Tensor, image_size: Sequence[int]) -> tf.Tensor:
+    """The four corner crops and the centre crop of an image, as torchvision's ``FiveCrop``.
+
+    Args:
+        image: ``[H, W, C]`` pixels, at least ``image_size``.
+        image_size: The crops' ``(height, width)``.
+
+    Returns:
+        ``[5, height, width, C]`` in :data:`FIVE_CROP_VIEWS` order (top left, top right,
+        bottom left, bottom right, centre).
+    """
+    out_h, out_w = int(image_size[0]), int(image_size[1])
+    shape = tf.shape(image)
+    bottom, right = shape[0] - out_h, shape[1] - out_w
+    # torchvision centres with int(round((H - h) / 2)): half to even, as tf.round.
+    centre_y = tf.cast(tf.round(tf.cast(bottom, tf.float32) / 2.0), tf.int32)
+    centre_x = tf.cast(tf.round(tf.cast(right, tf.float32) / 2.0), tf.int32)
+    corners = [(0, 0), (0, right), (bottom, 0), (bottom, right), (centre_y, centre_x)]
+    return tf.stack([image[y:y + out_h, x:x + out_w] for y, x in corners])
+
+
+def eval_five_crop(data: tf.Tensor, kind: tf.Tensor, orientation: tf.Tensor,
+                   image_size: Sequence[int], *, crop_fraction: float = 0.875,
+                   interpolation: str = "bilinear", kinds: Sequence[int] = ALL_KINDS,
+                   oriented: bool = True,
+                   formats: Sequence[str] = GRAPH_FORMATS) -> tf.Tensor:
+    """The five-crop views of the eval geometry: cut from the resized, uncropped image.
+
+    The image is decoded upright and resized (antialiased, rounded to whole pixel values,
+    as :func:`eval_crop`) to :func:`eval_resize_size`, the size whose centre crop is the
+    eval crop; :func:`five_crops` then cuts its corners and centre. The centre view is
+    "resize, then centre-crop" done literally: it can differ from :func:`eval_crop`, which
+    resizes the crop window alone, by resampling at the window's edges.
+
+    Args:
+        data: Encoded image bytes.
+        kind: ``KIND_JPEG``, ``KIND_PIL`` or ``KIND_GRAPH``.
+        orientation: EXIF orientation of a ``KIND_JPEG`` file (1 when unknown).
+        image_size: The views' ``(height, width)``.
+        crop_fraction: See :func:`center_crop_window`.
+        interpolation: ``tf.image.resize`` method.
+        kinds: The kinds that can occur; the graph holds only their decoders.
+        oriented: Whether any JPEG has an EXIF orientation other than 1.
+        formats: The formats ``KIND_GRAPH`` bytes can have (see :func:`graph_decode`).
+
+    Returns:
+        float32 ``[5, height, width, 3]`` with integral values in [0, 255].
+    """
+    image = decode_upright(data, tf.cast(kind, tf.int32), tf.cast(orientation, tf.int32),
+                           kinds=kinds, oriented=oriented, formats=formats)
+    shape = tf.shape(image)
+    size = eval_resize_size(shape[0], shape[1], image_size, crop_fraction)
+    resized = tf.round(resize_pixels(image, size, interpolation, True))
+    return five_crops(resized, image_size)
+
+
 def to_channels(image: tf.Tensor, channels: int) -> tf.Tensor:
     """Keeps RGB, or converts to one luminance channel for single-channel models (LeNet)."""
     if channels == 3:
@@ -795,7 +881,8 @@ def to_channels(image: tf.Tensor, channels: int) -> tf.Tensor:
 
 
 def make_eval_transform(image_size: Sequence[int], crop_fraction: float = 0.875,
-                        interpolation: str = "bilinear", channels: int = 3):
+                        interpolation: str = "bilinear", channels: int = 3, *,
+                        five_crop: bool = False):
     """Returns ``fn(image_bytes) -> float32 [H, W, C]``: the eval path in pure TensorFlow.
 
     Meant for a serving signature or ``zoo evaluate`` on raw bytes: JPEGs take the fused
@@ -807,20 +894,23 @@ def make_eval_transform(image_size: Sequence[int], crop_fraction: float = 0.875,
         crop_fraction: See :func:`center_crop_window`.
         interpolation: ``tf.image.resize`` method.
         channels: 3 for RGB, 1 for grayscale models.
+        five_crop: Return the five views of :func:`eval_five_crop` instead of the centre
+            crop: ``fn(image_bytes) -> float32 [5, H, W, C]`` (test-time augmentation).
     """
     check_interpolation(interpolation)
     check_crop_fraction(crop_fraction)
     size = (int(image_size[0]), int(image_size[1]))
+    crop = eval_five_crop if five_crop else eval_crop
 
     def transform(image_bytes: tf.Tensor) -> tf.Tensor:
         is_jpeg = tf.io.is_jpeg(image_bytes)
         kind = tf.where(is_jpeg, KIND_JPEG, KIND_GRAPH)
         orientation = tf.cond(is_jpeg, lambda: jpeg_orientation(image_bytes),
                               lambda: tf.constant(1, tf.int32))
-        image = eval_crop(image_bytes, kind, orientation, size, crop_fraction=crop_fraction,
-                          interpolation=interpolation, kinds=(KIND_JPEG, KIND_GRAPH))
+        image = crop(image_bytes, kind, orientation, size, crop_fraction=crop_fraction,
+                     interpolation=interpolation, kinds=(KIND_JPEG, KIND_GRAPH))
         image = to_channels(image, channels)
-        image.set_shape([size[0], size[1], channels])
+        image.set_shape(([5] if five_crop else []) + [size[0], size[1], channels])
         return image
 
     return transform

@@ -107,8 +107,10 @@ def evaluate(model_or_run: str | os.PathLike, data: str | os.PathLike, *,
             ``runs/eval-<model>-<folder or table>``.
         weights: With a model name: a catalog tag or a weights file.
         batch_size: Batch size.
-        tta: Test-time augmentation, one of ``zoo.recipes.tta.TTA_MODES`` (``"flip"``
-            averages the probabilities of the crop and its mirror); the result's ``tta``
+        tta: Test-time augmentation, one of ``zoo.recipes.tta.TTA_MODES``: ``"flip"``
+            averages the probabilities of the crop and its mirror, ``"five_crop"`` those
+            of the four corner crops and the centre crop of the resized image (before
+            its centre crop), ``"flip+five_crop"`` those ten views. The result's ``tta``
             gives the accuracy with and without it. Single-label models only.
         calibrate: Measure the run's temperature (``run.json`` ``calibration``) on this
             data: the result's ``calibration`` gives the ECE with and without it.
@@ -147,8 +149,11 @@ def evaluate(model_or_run: str | os.PathLike, data: str | os.PathLike, *,
     skipped = [[str(p), r] for p, r in passed_over] + [list(s) for s in files.skipped]
     metrics.update(out_dir=str(out), skipped=skipped, model=opened.description,
                    reference=opened.reference)
-    metrics.update(_levers(opened, _labelled(files, labels, opened, batch_size), tta,
-                           calibrate))
+    plain = _labelled(files, labels, opened, batch_size)
+    # The five-crop modes take views cut from the resized image, not the eval crops.
+    viewed = (_labelled(files, labels, opened, batch_size, five_crop=True)
+              if tta_module.needs_views(tta) else plain)
+    metrics.update(_levers(opened, plain, viewed, tta, calibrate))
     rundir.write_json(out / rundir.METRICS_FILE, metrics)
     return metrics
 
@@ -160,8 +165,12 @@ def _temperature(opened: rundir.Opened) -> float | None:
     return record.get("temperature") if record.get("method") == "temperature" else None
 
 
-def _levers(opened: rundir.Opened, dataset, tta: str, calibrate: bool) -> dict:
-    """TTA accuracy with and without, and the ECE with and without the run's temperature."""
+def _levers(opened: rundir.Opened, dataset, viewed, tta: str, calibrate: bool) -> dict:
+    """TTA accuracy with and without, and the ECE with and without the run's temperature.
+
+    ``dataset`` yields eval crops and labels; ``viewed`` the views ``tta`` averages over
+    (``dataset`` itself unless ``tta`` is a five-crop mode).
+    """
     from zoo.recipes import calibrate as cal
     from zoo.recipes import tta as tta_module
 
@@ -171,8 +180,9 @@ def _levers(opened: rundir.Opened, dataset, tta: str, calibrate: bool) -> dict:
     y, plain = tta_module.collect(opened.model, dataset, "none")
     out: dict = {}
     if tta != "none":
-        _, augmented = tta_module.collect(opened.model, dataset, tta)
-        out["tta"] = {"mode": tta, "accuracy": float((augmented.argmax(1) == y).mean()),
+        _, augmented = tta_module.collect(opened.model, viewed, tta)
+        out["tta"] = {"mode": tta, "views": tta_module.VIEWS[tta],
+                      "accuracy": float((augmented.argmax(1) == y).mean()),
                       "accuracy_without": float((plain.argmax(1) == y).mean())}
     if temperature is not None:
         scaled = cal.scale(plain, temperature)
@@ -239,8 +249,13 @@ def _table_files(data: Path, table: dict, opened: rundir.Opened, batch_size: int
     return files, [label_of[p] for p in files.paths], rows.skipped
 
 
-def _labelled(files, labels: list, opened: rundir.Opened, batch_size: int):
-    """The files' pixel batches with their labels: indices, or multi-hot for multi-label."""
+def _labelled(files, labels: list, opened: rundir.Opened, batch_size: int,
+             five_crop: bool = False):
+    """The files' pixel batches with their labels: indices, or multi-hot for multi-label.
+
+    With ``five_crop``, each image's five-crop views ``[B, 5, H, W, C]`` instead of its
+    eval crop (``pipelines.EvalFiles.five_crops``).
+    """
     import numpy as np
     import tensorflow as tf
 
@@ -250,5 +265,6 @@ def _labelled(files, labels: list, opened: rundir.Opened, batch_size: int):
             y[row, list(label) if isinstance(label, tuple) else [label]] = 1.0
     else:
         y = np.asarray(labels, "int32")
-    return tf.data.Dataset.zip((files.dataset,
+    pixels = files.five_crops() if five_crop else files.dataset
+    return tf.data.Dataset.zip((pixels,
                                 tf.data.Dataset.from_tensor_slices(y).batch(batch_size)))

@@ -269,7 +269,7 @@ def cmd_export(args: argparse.Namespace) -> int:
                        overwrite=args.overwrite, top_k=args.top_k,
                        class_names=_read_labels(args.labels), model_name=args.model_name,
                        model_card=args.card, sample_images=args.samples,
-                       representative_images=args.representative)
+                       representative_images=args.representative, tta=args.tta)
     except (ExportCheckError, ImportError) as error:
         print(f"zoo export: {error}", file=sys.stderr)
         return 1
@@ -433,8 +433,10 @@ def _add_recipe_commands(sub) -> None:
     p.add_argument("--out", default=None, help="report directory")
     p.add_argument("--batch-size", type=int, dest="batch_size")
     p.add_argument("--tta", default="none", choices=TTA_MODES,
-                   help="test-time augmentation: flip averages the crop and its mirror; "
-                   "the report gives accuracy with and without (default none)")
+                   help="test-time augmentation: flip averages the crop and its mirror, "
+                   "five_crop the four corners and the centre of the resized image, "
+                   "flip+five_crop those ten views; the report gives accuracy with and "
+                   "without (default none)")
     p.add_argument("--no-calibrate", dest="calibrate", action="store_false",
                    help="do not measure the run's temperature (run.json calibration)")
     p.set_defaults(func=cmd_evaluate)
@@ -442,6 +444,8 @@ def _add_recipe_commands(sub) -> None:
 
 def _add_deploy_commands(sub) -> None:
     """``export`` and ``predict``: using a trained model."""
+    from zoo.recipes.tta import TTA_MODES
+
     p = sub.add_parser("export", help="SavedModel (bytes, base64 and pixels signatures), "
                        "TFLite, ONNX; each checked against the Keras model")
     p.add_argument("model", help="run directory or .keras file")
@@ -464,6 +468,10 @@ def _add_deploy_commands(sub) -> None:
                    "run's samples/, else synthetic images)")
     p.add_argument("--representative", help="folder of task images to calibrate "
                    "tflite-int8 (a few hundred)")
+    p.add_argument("--tta", default="none", choices=TTA_MODES,
+                   help="test-time augmentation baked into the SavedModel's bytes and base64 "
+                   "signatures (serving_pixels applies only the flip): the probabilities "
+                   "of the views averaged, as zoo evaluate --tta (default none)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("predict", help="top-k labels of images from a .keras file, a run "

@@ -116,6 +116,7 @@ def export(
     model_card: str | os.PathLike | None = None,
     sample_images: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
     representative_images: str | os.PathLike | None = None,
+    tta: str | None = "none",
 ) -> Exported:
     """Exports a model for deployment and checks the result against the Keras model.
 
@@ -140,6 +141,13 @@ def export(
             ``samples/`` folder, else synthetic images in every format.
         representative_images: A folder of task images for int8 calibration (default: the
             run's ``samples/``).
+        tta: Test-time augmentation baked into the SavedModel's signatures, one of
+            ``zoo.recipes.tta.TTA_MODES`` (single-label models only): ``serving_default``
+            and ``serving_b64`` average the probabilities of the mode's views, cut from
+            the decoded image as ``zoo.evaluate(..., tta=...)`` cuts them;
+            ``serving_pixels``, whose pixels are already cropped, applies only the flip
+            (see ``savedmodel.pixels_tta``). The other formats are the plain model.
+            Recorded in ``export.json`` (``tta``) and the SavedModel's model card.
 
     Returns:
         An :class:`Exported` dict of paths by format, with ``"report"`` (export.json).
@@ -150,6 +158,9 @@ def export(
     """
     import numpy as np
 
+    from zoo.recipes import tta as tta_module
+
+    tta = tta_module.check_tta(tta)
     chosen = layout.parse_formats(formats)
     if top_k < 1:
         raise ValueError(f"top_k must be at least 1; got {top_k!r}.")
@@ -157,6 +168,9 @@ def export(
     source = resolve_source(model_or_run_dir, class_names=class_names,
                             model_name=model_name, model_card=model_card)
     _check_float32(source, chosen)
+    if tta != "none" and source.multi_label:
+        raise ValueError(f"tta={tta!r} is for single-label models; {source.model_name!r} "
+                         f"is a multi-label run's model (export it with tta='none').")
     representative = _representative(chosen, representative_images, source)
     images = parity.sample_images(sample_images, source.samples_dir)
 
@@ -169,9 +183,9 @@ def export(
         for fmt in chosen:
             checks[fmt] = _write_and_check(fmt, staging, source, model, top_k,
                                            representative, Path(scratch),
-                                           (images, pixels, expected))
+                                           (images, pixels, expected), tta)
             _after_format_hook(fmt, staging)
-        report = _report(source, version, chosen, top_k, checks)
+        report = _report(source, version, chosen, top_k, checks, tta)
         (staging / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n",
                                            encoding="utf-8")
     paths = {fmt: str(layout.format_path(target, fmt)) for fmt in chosen}
@@ -203,14 +217,16 @@ def _representative(chosen: Sequence[str], folder, source: Source):
 
 
 def _write_and_check(fmt: str, staging: Path, source: Source, model, top_k: int,
-                     representative, scratch: Path, samples: tuple) -> dict:
+                     representative, scratch: Path, samples: tuple,
+                     tta: str = "none") -> dict:
     """Writes one format into the staging directory and checks it; returns the figures."""
     images, pixels, expected = samples
     path = layout.format_path(staging, fmt)
     if fmt == "savedmodel":
-        savedmodel.write(source, model, staging, top_k, scratch)
-        check = savedmodel.check(staging, source.class_names, images, pixels, expected,
-                                 source.thresholds)
+        savedmodel.write(source, model, staging, top_k, scratch, tta_mode=tta)
+        by_bytes, by_pixels = _tta_expected(model, images, pixels, source, tta, expected)
+        check = savedmodel.check(staging, source.class_names, images, pixels, by_bytes,
+                                 source.thresholds, expected_pixels=by_pixels)
         check["bytes"] = savedmodel_bytes(staging)
         return check
     if fmt == "timm":
@@ -227,6 +243,22 @@ def _write_and_check(fmt: str, staging: Path, source: Source, model, top_k: int,
     return check
 
 
+def _tta_expected(model, images, pixels, source: Source, tta: str, expected):
+    """The Keras model's probabilities the SavedModel's bytes and pixels signatures owe.
+
+    Computed eagerly by ``zoo.recipes.tta.predict`` on views made by the eval transform
+    outside the graph, so the self-check compares the signatures' in-graph TTA with it.
+    """
+    from zoo.recipes import tta as tta_module
+
+    if tta == "none":
+        return expected, expected
+    views = reference_pixels(images, source.geometry, five_crop=True) \
+        if tta_module.needs_views(tta) else pixels
+    return (tta_module.predict(model, views, tta),
+            tta_module.predict(model, pixels, savedmodel.pixels_tta(tta)))
+
+
 def _run_metrics(source: Source) -> dict | None:
     """The run's metrics.json (beside its samples), for the timm card's results."""
     from zoo import rundir
@@ -238,9 +270,10 @@ def _run_metrics(source: Source) -> dict | None:
 
 
 def _report(source: Source, version: int, chosen: Sequence[str], top_k: int,
-            checks: dict) -> dict:
+            checks: dict, tta: str = "none") -> dict:
     """The contents of ``export.json``."""
     from zoo import __version__
+    from zoo.recipes import tta as tta_module
 
     geometry = source.geometry
     return {
@@ -258,6 +291,10 @@ def _report(source: Source, version: int, chosen: Sequence[str], top_k: int,
         "multi_label": source.multi_label,
         **({"thresholds": source.thresholds} if source.multi_label else {}),
         "signatures": list(savedmodel.SIGNATURES) if "savedmodel" in chosen else [],
+        # What each signature averages over; the other formats are the plain model.
+        "tta": {"mode": tta, "views": tta_module.VIEWS[tta],
+                "serving_pixels": savedmodel.pixels_tta(tta),
+                "pixels_views": tta_module.VIEWS[savedmodel.pixels_tta(tta)]},
         "files": {fmt: FORMATS[fmt] for fmt in chosen},
         "checks": checks,
     }

@@ -94,16 +94,18 @@ def sample_images(given: str | os.PathLike | Sequence[str | os.PathLike] | None,
     return images
 
 
-def reference_pixels(images: Sequence[bytes], geometry: Geometry):
+def reference_pixels(images: Sequence[bytes], geometry: Geometry, five_crop: bool = False):
     """Decodes and transforms encoded images eagerly, as the bytes signature does in-graph.
 
     Args:
         images: Encoded images.
         geometry: The :class:`zoo.Geometry` exported (input size, crop fraction,
             interpolation, channels).
+        five_crop: Each image's five-crop views instead of its eval crop (test-time
+            augmentation; see :func:`eval_transform`).
 
     Returns:
-        float32 numpy array [N, H, W, C].
+        float32 numpy array [N, H, W, C], or [N, 5, H, W, C] with ``five_crop``.
 
     Raises:
         ValueError: For a model that takes other than 1 or 3 channels.
@@ -111,12 +113,15 @@ def reference_pixels(images: Sequence[bytes], geometry: Geometry):
     """
     import numpy as np
 
-    transform = eval_transform(geometry)
+    transform = eval_transform(geometry, five_crop=five_crop)
     return np.stack([transform(image).numpy() for image in images])
 
 
-def eval_transform(geometry: Geometry):
+def eval_transform(geometry: Geometry, five_crop: bool = False):
     """``pipelines.make_eval_transform`` at a geometry: bytes -> float32 [H, W, C].
+
+    With ``five_crop``: bytes -> float32 [5, H, W, C], the four corners and the centre of
+    the resized image before its centre crop (test-time augmentation).
 
     Raises:
         ValueError: For a model that takes other than 1 or 3 channels.
@@ -128,7 +133,8 @@ def eval_transform(geometry: Geometry):
                          f"takes {geometry.channels}. Export the pixels formats only "
                          f"(tflite, onnx).")
     return make_eval_transform(geometry.image_size, geometry.crop_fraction,
-                               geometry.interpolation, geometry.channels)
+                               geometry.interpolation, geometry.channels,
+                               five_crop=five_crop)
 
 
 def compare(name: str, got, expected, extra: dict | None = None) -> dict:

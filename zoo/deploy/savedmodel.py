@@ -44,13 +44,43 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from zoo.deploy import parity
+from zoo.recipes import tta
 
 SIGNATURES = ("serving_default", "serving_b64", "serving_pixels")
 CLASS_NAMES_FILE = "class_names.txt"
 MODEL_CARD = "README.md"
 
 
-def write(source, probability_model, target: Path, top_k: int, scratch: Path) -> None:
+def pixels_tta(mode: str) -> str:
+    """The TTA ``serving_pixels`` applies under ``mode``: its pixels are already cropped.
+
+    Five-crop views come from the resized image before the centre crop, which a client's
+    cropped pixels no longer hold, so only the flip of ``mode`` is applied there.
+    """
+    return "flip" if tta.flips(mode) else "none"
+
+
+def tta_card_section(mode: str) -> str:
+    """The model card's lines on the test-time augmentation baked into the signatures."""
+    if mode == "none":
+        return ""
+    views = tta.VIEWS[mode]
+    what = {"flip": "the eval crop and its left-right mirror",
+            "five_crop": "the four corner crops and the centre crop of the image resized "
+                         "as the eval transform resizes it (before its centre crop)",
+            "flip+five_crop": "the four corner crops and the centre crop of the resized "
+                              "image, and their left-right mirrors"}[mode]
+    pixels = pixels_tta(mode)
+    return (f"\n## Test-time augmentation\n\n"
+            f"Exported with `tta={mode}`: `serving_default` and `serving_b64` return the "
+            f"mean of the probabilities of {views} views of each image, {what}; each "
+            f"request costs {views} forward passes per image. `serving_pixels` takes "
+            f"pixels already cropped, so it applies "
+            f"{'the flip alone (2 views)' if pixels == 'flip' else 'none (1 view)'}.\n")
+
+
+def write(source, probability_model, target: Path, top_k: int, scratch: Path,
+          tta_mode: str = "none") -> None:
     """Writes the SavedModel with its three signatures, the class names and the card.
 
     Args:
@@ -60,6 +90,9 @@ def write(source, probability_model, target: Path, top_k: int, scratch: Path) ->
         target: The directory to write (the version's staging directory).
         top_k: How many labels and scores the signatures return.
         scratch: A temporary directory for the class-names asset before it is copied.
+        tta_mode: Test-time augmentation baked into the signatures (one of
+            ``zoo.recipes.tta.TTA_MODES``): the bytes and base64 signatures average the
+            probabilities of its views, ``serving_pixels`` those of :func:`pixels_tta`.
     """
     import keras
     import tensorflow as tf
@@ -69,10 +102,14 @@ def write(source, probability_model, target: Path, top_k: int, scratch: Path) ->
     channels = geometry.channels
     table = _label_table(source.class_names, scratch / CLASS_NAMES_FILE)
     k = min(top_k, len(source.class_names))
-    transform = parity.eval_transform(geometry)
+    five_crop = tta.needs_views(tta_mode)
+    transform = parity.eval_transform(geometry, five_crop=five_crop)
+    decoded_shape = ([5] if five_crop else []) + [height, width, channels]
 
-    def outputs(pixels):
-        probabilities = probability_model(pixels, training=False)
+    def outputs(pixels, mode):
+        # The views of all images go through the model as one batch (tta.average).
+        probabilities = tta.average(lambda x: probability_model(x, training=False),
+                                    pixels, mode)
         scores, class_ids = tf.math.top_k(probabilities, k=k)
         labels = table.lookup(tf.cast(class_ids, tf.int64))
         found = {"probabilities": probabilities, "scores": scores, "labels": labels,
@@ -83,8 +120,8 @@ def write(source, probability_model, target: Path, top_k: int, scratch: Path) ->
 
     def from_bytes(image_bytes):
         pixels = tf.map_fn(transform, image_bytes, fn_output_signature=tf.TensorSpec(
-            [height, width, channels], tf.float32))
-        return outputs(pixels)
+            decoded_shape, tf.float32))
+        return outputs(pixels, tta_mode)
 
     def from_b64(image_b64):
         return from_bytes(tf.io.decode_base64(_urlsafe_base64(image_b64)))
@@ -103,7 +140,7 @@ def write(source, probability_model, target: Path, top_k: int, scratch: Path) ->
         tf.debugging.assert_all_finite(
             pixels, message="serving_pixels got NaN or infinite pixels; send finite "
                             "values in 0..255")
-        return outputs(pixels)
+        return outputs(pixels, pixels_tta(tta_mode))
 
     archive = keras.export.ExportArchive()
     # The model is deliberately not passed to archive.track(): the endpoints capture its
@@ -121,7 +158,8 @@ def write(source, probability_model, target: Path, top_k: int, scratch: Path) ->
     # The card is documentation for people and servers' model browsers, not read by the
     # graph, so it goes into assets/ as a plain file.
     (target / "assets").mkdir(exist_ok=True)
-    (target / "assets" / MODEL_CARD).write_text(source.card, encoding="utf-8")
+    (target / "assets" / MODEL_CARD).write_text(source.card + tta_card_section(tta_mode),
+                                                encoding="utf-8")
 
 
 def _above_thresholds(probabilities, thresholds: Sequence[float], table) -> dict:
@@ -171,7 +209,8 @@ def _urlsafe_base64(text):
 
 
 def check(path: Path, class_names: Sequence[str], images: Sequence[bytes], pixels,
-          expected, thresholds: Sequence[float] | None = None) -> dict:
+          expected, thresholds: Sequence[float] | None = None,
+          expected_pixels=None) -> dict:
     """Loads the SavedModel back and checks each signature against the Keras model.
 
     Args:
@@ -179,9 +218,12 @@ def check(path: Path, class_names: Sequence[str], images: Sequence[bytes], pixel
         class_names: The class names the labels must be.
         images: The sample images, encoded (for the bytes and base64 signatures).
         pixels: Their eval pixels (for the pixels signature).
-        expected: The Keras model's probabilities on ``pixels``.
+        expected: The Keras model's probabilities on ``images`` (under the exported
+            TTA: ``zoo.recipes.tta.predict`` on their views).
         thresholds: A multi-label model's per-class thresholds (its predicted labels are
             checked against the Keras model's probabilities at them), or None.
+        expected_pixels: The Keras model's probabilities on ``pixels`` under
+            :func:`pixels_tta`; default ``expected`` (no TTA).
 
     Returns:
         The worst figures over the signatures, and each signature's under ``signatures``.
@@ -207,7 +249,9 @@ def check(path: Path, class_names: Sequence[str], images: Sequence[bytes], pixel
     }
     checks = {}
     for signature, out in results.items():
-        result = parity.compare("savedmodel", out["probabilities"].numpy(), expected)
+        wanted = expected if expected_pixels is None or signature != "serving_pixels" \
+            else expected_pixels
+        result = parity.compare("savedmodel", out["probabilities"].numpy(), wanted)
         # Labels must be the class names of the top-k ids the model itself would give.
         labels = [[x.decode("utf-8") for x in row] for row in out["labels"].numpy()]
         names = [[class_names[i] for i in row] for row in out["class_ids"].numpy()]
@@ -217,7 +261,7 @@ def check(path: Path, class_names: Sequence[str], images: Sequence[bytes], pixel
                 f"the class names of its top-k ids {names[:2]}.")
         parity.enforce(f"the SavedModel's {signature} signature", result)
         if thresholds is not None:
-            _check_predicted(signature, out, class_names, thresholds, expected)
+            _check_predicted(signature, out, class_names, thresholds, wanted)
         checks[signature] = result
     return {"max_abs_diff": max(c["max_abs_diff"] for c in checks.values()),
             "top1_agreement": min(c["top1_agreement"] for c in checks.values()),

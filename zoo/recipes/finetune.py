@@ -211,7 +211,8 @@ def _train(setup: _Setup, model_name: str, weights, recipe: Recipe, verbose: int
         runner = StageRunner(model, model_name, recipe, setup.strategy, setup.train,
                              setup.val, setup.write_dir, setup.steps, len(setup.class_names),
                              callbacks=list(callbacks or []), verbose=verbose,
-                             class_weight=setup.class_weight, multi_label=setup.multi_label)
+                             class_weight=setup.class_weight, multi_label=setup.multi_label,
+                             data=setup.data)
         history = runner.run_all(pretrained=weights is not None)
         model = _final_model(model, setup, model_name, recipe)
         history = _read_history(setup.write_dir / rundir.HISTORY_FILE) or history

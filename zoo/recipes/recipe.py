@@ -17,6 +17,8 @@ SAMPLINGS = ("natural", "balanced")
 # for every command line (tests/test_imbalance.py checks the two agree).
 DEDUPES = ("warn", "drop", "off")
 CALIBRATIONS = ("temperature", "none")
+# zoo.recipes.features.CHOICES, written out: that module loads TensorFlow.
+FEATURE_CACHES = ("auto", "on", "off")
 
 
 @dataclass
@@ -72,6 +74,13 @@ class Recipe:
         calibrate: After training, temperature (one scalar fitted on the validation
             split, stored in run.json and applied by evaluate, predict and export) or
             none. Single-label runs with a validation split only.
+        cache_features: Stage 1 (frozen backbone) on cached features: auto, on or off.
+            The backbone's pooled features of each image are computed once, kept in the
+            run directory (keyed by the weights, the input, the precision and the files)
+            and the head trains on them, several times faster. auto caches when the head
+            stage's train stream is the same every epoch (augment none, natural
+            sampling), where the result is the same as without; on caches also with
+            augmentation (each image's first augmented view stands for it every epoch).
         seed: Seed of the split, the shuffles and the initialisation.
     """
 
@@ -99,6 +108,7 @@ class Recipe:
     sampling: str = field(default="natural", metadata={"choices": SAMPLINGS})
     dedupe: str = field(default="warn", metadata={"choices": DEDUPES})
     calibrate: str = field(default="temperature", metadata={"choices": CALIBRATIONS})
+    cache_features: str = field(default="auto", metadata={"choices": FEATURE_CACHES})
     seed: int = 0
 
 
@@ -172,9 +182,11 @@ def check_recipe(recipe: Recipe) -> None:
                 wanted = f"a number in [{low}, {high})"
             raise ValueError(f"{name} ({flag}) must be {wanted}; got {value!r}.")
     for name, allowed in (("loss", LOSSES), ("sampling", SAMPLINGS), ("dedupe", DEDUPES),
-                          ("calibrate", CALIBRATIONS)):
+                          ("calibrate", CALIBRATIONS),
+                          ("cache_features", FEATURE_CACHES)):
         if getattr(recipe, name) not in allowed:
-            raise ValueError(f"{name} (--{name}) must be one of {', '.join(allowed)}; got "
+            flag = name.replace("_", "-")
+            raise ValueError(f"{name} (--{flag}) must be one of {', '.join(allowed)}; got "
                              f"{getattr(recipe, name)!r}.")
     recipe.class_weight = parse_class_weight(recipe.class_weight)
 

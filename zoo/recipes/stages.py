@@ -215,6 +215,8 @@ class StageRunner:
         multi_label: Multi-hot labels, logits out; the best epoch is the one of the highest
             ``val_map`` instead of ``val_accuracy``.
         best_val: The best value of the monitored metric so far (-1 before any).
+        data: The ``ImageData`` the streams come from, or None: its files and
+            augmentation key stage 1's cached features (``zoo.recipes.features``).
     """
 
     model: keras.Model
@@ -232,6 +234,7 @@ class StageRunner:
     class_weight: dict | None = None
     multi_label: bool = False
     best_val: float = -1.0
+    data: object = None
 
     def __post_init__(self):
         self.stages = layer_stages(self.model, self.model_name)
@@ -253,7 +256,10 @@ class StageRunner:
             self.best_val = state.get("best_val", state.get("best_val_accuracy", -1.0))
             log.info("Stage 1 finished in an earlier run; resuming at stage 2.")
         else:
-            self.run("head", 0, self.recipe.head_epochs)
+            from zoo.recipes import features  # stage 1 on cached backbone features
+
+            if not features.run_head(self, self.recipe.head_epochs):
+                self.run("head", 0, self.recipe.head_epochs)
             rundir.save_weights(self.model, stage1_weights)
             state.update(stage1="done", best_val=self.best_val)
             rundir.write_json(state_file, state)

@@ -316,7 +316,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 # Recipe fields that shape a whole training run only; lr-find runs a few steps of one stage.
 _TRAIN_ONLY = ("head_epochs", "finetune_epochs", "scratch_epochs", "warmup_epochs",
-               "precision", "strategy")
+               "precision", "strategy", "accumulate_steps", "ema")
 # Annotation (a string: the module uses postponed annotations) -> argparse type.
 _FLAG_TYPES = {"int": int, "float": float, "float | None": float}
 

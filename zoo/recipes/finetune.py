@@ -199,9 +199,10 @@ def _train(setup: _Setup, model_name: str, weights, recipe: Recipe, verbose: int
     """Builds, runs the stages and writes the run directory (the lock held)."""
     if setup.val is None:
         _refuse_what_needs_validation(recipe_options, callbacks)
+    _refuse_short_accumulation(setup, recipe)
     policy = distribute.resolve_policy(recipe.precision)
     with _global_policy(policy):
-        _announce(setup, model_name, policy, verbose)
+        _announce(setup, model_name, policy, verbose, recipe.accumulate_steps)
         weight_set = resolve_weights(model_name, weights)
         setup.weights_file = weights_record(weight_set)
         with setup.strategy.scope():
@@ -222,6 +223,7 @@ def _train(setup: _Setup, model_name: str, weights, recipe: Recipe, verbose: int
                                        files=[str(path) for path, _ in
                                               getattr(setup.data, "val_files", None) or []])
         metrics["calibration"] = _calibration(setup, model, recipe)
+        metrics.update(levers(setup, recipe, history))
     _write_run_dir(setup, model, model_name, weights, recipe, policy, metrics)
     return FinetuneResult(model=model, history=history, metrics=metrics,
                           run_dir=setup.run_dir, recipe=recipe)
@@ -279,7 +281,7 @@ def _prepare(model_name: str, data, weights, recipe: Recipe, out_dir, opening: _
                       opening.stack)
         start = _guard_resume(run_dir, _start_record(model_name, weights, recipe, data,
                                                      opening.table), opening.resume)
-    global_batch = recipe.batch_size * strategy.num_replicas_in_sync
+    global_batch = step_batch(recipe, given_data) * strategy.num_replicas_in_sync
     data, data_root = _load_data(data, model_name, weights, recipe, global_batch, write_dir,
                                  recipe_options, opening.table)
     if chief:
@@ -515,6 +517,23 @@ def _guard_resume(run_dir: Path, record: dict, resume: str | None) -> list:
     return {**record, "changes": changes}
 
 
+def step_batch(recipe: Recipe, given_data: bool) -> int:
+    """The images per replica of one step: the update's batch split ``accumulate_steps`` ways.
+
+    Raises:
+        ValueError: When zoo builds the pipeline and the batch does not split evenly.
+    """
+    steps = recipe.accumulate_steps
+    if given_data or steps == 1:
+        return recipe.batch_size
+    if recipe.batch_size % steps:
+        raise ValueError(
+            f"batch_size {recipe.batch_size} does not split into accumulate_steps={steps} "
+            f"equal steps; choose a batch_size that is a multiple of {steps} (such as "
+            f"{max(steps, recipe.batch_size // steps * steps)}) or another accumulate_steps.")
+    return recipe.batch_size // steps
+
+
 def _load_data(data, model_name: str, weights, recipe: Recipe, global_batch: int,
                run_dir: Path, options: dict, table: dict | None = None):
     """The pipeline zoo builds from a folder or table path, or the caller's, and its root."""
@@ -589,11 +608,16 @@ def _say(verbose: int | str, message: str) -> None:
         log.info(message)
 
 
-def _announce(setup: _Setup, model_name: str, policy: str, verbose: int | str) -> None:
+def _announce(setup: _Setup, model_name: str, policy: str, verbose: int | str,
+              accumulate: int = 1) -> None:
     """One line on the strategy, batch and precision; one more without validation."""
     # The batch of the dataset is the global one: tf.distribute splits it between replicas.
     data_batch = getattr(setup.data, "batch_size", None)
     batch_text = f"global batch {data_batch}" if data_batch else "batches as the data has them"
+    if accumulate > 1:
+        batch_text += (f" per step, {accumulate} steps per weight update (an update's batch "
+                       f"{data_batch * accumulate})" if data_batch else
+                       f", {accumulate} per weight update")
     _say(verbose, f"Training {model_name} on {len(setup.class_names)} classes: "
                   f"{distribute.describe_strategy(setup.strategy)}, {batch_text}, {policy}.")
     if setup.val is None:
@@ -625,6 +649,49 @@ def _final_model(model: keras.Model, setup: _Setup, model_name: str,
                  preprocessing={k: norm[k] for k in ("mean", "std", "channel_order")})
     copy.set_weights(model.get_weights())
     return copy
+
+
+def _refuse_short_accumulation(setup: _Setup, recipe: Recipe) -> None:
+    """Raises ValueError when an epoch has fewer steps than one weight update takes."""
+    steps = recipe.accumulate_steps
+    if steps > 1 and setup.steps is not None and setup.steps < steps:
+        raise ValueError(
+            f"accumulate_steps={steps} takes {steps} steps per weight update, but an epoch "
+            f"of this training split has {setup.steps}; lower accumulate_steps to at most "
+            f"{setup.steps} (or use more images).")
+
+
+def levers(setup: _Setup, recipe: Recipe, history: dict) -> dict:
+    """``run.json``'s ``accumulation`` and ``ema`` records (each None when off).
+
+    Args:
+        setup: The run's setup (the step batch is the data's).
+        recipe: The recipe.
+        history: Per-epoch metrics; under EMA ``val_<metric>`` are the averaged weights'
+            and ``val_<metric>_raw`` the raw ones'.
+
+    Returns:
+        ``{"accumulation": ..., "ema": ...}``. The EMA record gives both figures at the
+        kept epoch (the averaged weights' best) and the raw weights' best over all epochs.
+    """
+    step = getattr(setup.data, "batch_size", None)
+    accumulation = None
+    if recipe.accumulate_steps > 1:
+        accumulation = {"steps": recipe.accumulate_steps, "step_batch": step,
+                        "update_batch": step * recipe.accumulate_steps if step else None}
+    ema = None
+    if recipe.ema is not None:
+        name = monitored(setup.multi_label)
+        averaged, raw = history.get(name) or [], history.get(f"{name}_raw") or []
+        best = max(range(len(averaged)), key=averaged.__getitem__) if averaged else None
+        ema = {"momentum": recipe.ema,
+               "momentum_per_step": recipe.ema ** (1 / recipe.accumulate_steps),
+               "monitor": name,
+               "kept_epoch": None if best is None else best + 1,
+               "averaged": averaged[best] if best is not None else None,
+               "raw_same_epoch": raw[best] if best is not None and best < len(raw) else None,
+               "raw_best": max(raw) if raw else None}
+    return {"accumulation": accumulation, "ema": ema}
 
 
 def _calibration(setup: _Setup, model: keras.Model, recipe: Recipe) -> dict:
@@ -695,6 +762,8 @@ def _write_run_dir(setup: _Setup, model: keras.Model, model_name: str, weights,
         "class_weights": setup.class_weight,
         "multi_label": setup.multi_label,
         "calibration": metrics.get("calibration"),
+        "accumulation": metrics.get("accumulation"),
+        "ema": metrics.get("ema"),
         **({"val_map": metrics.get("val_map"),
             "thresholds": metrics.get("thresholds") or [0.5] * len(setup.class_names),
             "thresholds_from": "validation split (highest F1 per class; 0.5 without a "

@@ -33,6 +33,16 @@ class Recipe:
         finetune_epochs: Epochs of stage 2 (backbone unfrozen).
         scratch_epochs: Epochs when training from scratch (``weights=None``).
         batch_size: Batch size per replica; the global batch is this times the replicas.
+            With ``accumulate_steps`` above 1 it is the batch of one weight update, read
+            in ``accumulate_steps`` smaller steps.
+        accumulate_steps: Gradient accumulation: each weight update applies the mean
+            gradient of this many steps (as Keras' ``gradient_accumulation_steps``, which
+            fails under tf.distribute), so a batch too large for memory trains as that
+            many smaller ones. When zoo builds the pipeline each step reads
+            ``batch_size / accumulate_steps`` images, and the learning rates and the
+            schedule's steps follow the update's batch, so the run trains as one of
+            ``batch_size`` would (a pipeline you built keeps its batches: an update is
+            this many of them). 1 turns it off.
         head_lr: Peak learning rate of stage 1 (per 1 replica; scaled with replicas).
         finetune_lr: Peak learning rate of stage 2 for the last stage and the head.
         scratch_lr: Peak learning rate from scratch.
@@ -74,6 +84,10 @@ class Recipe:
         calibrate: After training, temperature (one scalar fitted on the validation
             split, stored in run.json and applied by evaluate, predict and export) or
             none. Single-label runs with a validation split only.
+        ema: Exponential moving average of the weights (Keras' ``use_ema``), e.g. 0.999:
+            validated, selected, saved and exported with the averaged weights, while
+            training goes on with the raw ones; the raw weights' validation figures are
+            logged beside them (``val_accuracy_raw``). None turns it off.
         cache_features: Stage 1 (frozen backbone) on cached features: auto, on or off.
             The backbone's pooled features of each image are computed once, kept in the
             run directory (keyed by the weights, the input, the precision and the files)
@@ -88,6 +102,7 @@ class Recipe:
     finetune_epochs: int = 10
     scratch_epochs: int = 30
     batch_size: int = 32
+    accumulate_steps: int = 1
     head_lr: float = 1e-3
     finetune_lr: float = 1e-4
     scratch_lr: float = 1e-3
@@ -108,6 +123,7 @@ class Recipe:
     sampling: str = field(default="natural", metadata={"choices": SAMPLINGS})
     dedupe: str = field(default="warn", metadata={"choices": DEDUPES})
     calibrate: str = field(default="temperature", metadata={"choices": CALIBRATIONS})
+    ema: float | None = None
     cache_features: str = field(default="auto", metadata={"choices": FEATURE_CACHES})
     seed: int = 0
 
@@ -151,7 +167,7 @@ _RANGES = {
     "warmup_epochs": (0, None, True), "weight_decay": (0, None, True),
     "label_smoothing": (0, 1, True), "patience": (0, None, True),
     "dropout": (0, 1, True), "scratch_bn_momentum": (0, 1, True),
-    "validation_split": (0, 1, True),
+    "validation_split": (0, 1, True), "ema": (0, 1, False),
 }
 
 
@@ -163,7 +179,7 @@ def check_recipe(recipe: Recipe) -> None:
     """
     for name, (low, high, low_allowed) in _RANGES.items():
         value = getattr(recipe, name)
-        if value is None and name in ("dropout", "validation_split"):
+        if value is None and name in ("dropout", "validation_split", "ema"):
             continue
         flag = f"--{name.replace('_', '-')}"
         number = isinstance(value, (int, float)) and not isinstance(value, bool)
@@ -178,9 +194,15 @@ def check_recipe(recipe: Recipe) -> None:
                 wanted = f"a number of at least {low}" if low_allowed else f"above {low}"
             elif name == "layer_decay":
                 wanted = f"a number in ({low}, {high}]"
+            elif name == "ema":
+                wanted = "a number in (0, 1), such as 0.999, or None (off)"
             else:
                 wanted = f"a number in [{low}, {high})"
             raise ValueError(f"{name} ({flag}) must be {wanted}; got {value!r}.")
+    steps = recipe.accumulate_steps
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"accumulate_steps (--accumulate-steps) must be a whole number of "
+                         f"at least 1 (1: off); got {steps!r}.")
     for name, allowed in (("loss", LOSSES), ("sampling", SAMPLINGS), ("dedupe", DEDUPES),
                           ("calibrate", CALIBRATIONS),
                           ("cache_features", FEATURE_CACHES)):

@@ -716,7 +716,7 @@ replica(s), {info['precision']}), from weights `{info['weights']}`.
 - classes ({len(info['class_names'])}): {', '.join(info['class_names'])}
 - counts: {data['counts']}
 - files skipped as unreadable: {data['skipped']}
-{_imbalance_line(info)}{_calibration_line(info)}
+{_imbalance_line(info)}{_calibration_line(info)}{_levers_line(info)}
 {_metrics_section(metrics)}
 
 ## Preprocessing contract
@@ -736,6 +736,28 @@ import keras, zoo  # importing zoo registers its layers
 model = keras.saving.load_model("{rundir.MODEL_FILE}")
 ```
 """
+
+
+def _levers_line(info: dict) -> str:
+    """Gradient accumulation and the weights' EMA, with both EMA figures, when used."""
+    lines = ""
+    accumulation = info.get("accumulation")
+    if accumulation:
+        lines += (f"- gradient accumulation: {accumulation['steps']} steps of "
+                  f"{accumulation['step_batch']} images per weight update (an update's "
+                  f"batch {accumulation['update_batch']})\n")
+    ema = info.get("ema")
+    if ema:
+        figures = ""
+        if ema.get("averaged") is not None:
+            raw = ema.get("raw_same_epoch")
+            figures = (f"; {ema['monitor']} {ema['averaged']:.4f} averaged at the kept epoch "
+                       f"{ema['kept_epoch']}" + (f", {raw:.4f} raw" if raw is not None else "")
+                       + (f" (raw best {ema['raw_best']:.4f})"
+                          if ema.get("raw_best") is not None else ""))
+        lines += (f"- weights: exponential moving average, momentum {ema['momentum']} per "
+                  f"update (kept and exported){figures}\n")
+    return lines
 
 
 def _calibration_line(info: dict) -> str:

@@ -21,7 +21,7 @@ import keras
 import tensorflow as tf
 
 from zoo import rundir
-from zoo.recipes.optim import LayerwiseAdamW, warmup_cosine
+from zoo.recipes.optim import LayerwiseAdamW, PerUpdate, warmup_cosine
 from zoo.recipes.recipe import Recipe
 
 log = logging.getLogger("zoo")
@@ -138,14 +138,44 @@ def prepare_stage(model: keras.Model, stages: dict[str, int], stage: str, recipe
     else:
         raise ValueError(f"Unknown stage {stage!r}.")
     peak_lr = base_lr * replicas
-    steps = steps_per_epoch or 100
-    schedule = warmup_cosine(peak_lr, max(1, steps * epochs), int(steps * recipe.warmup_epochs))
-    optimizer = LayerwiseAdamW(lr_multipliers=multipliers, learning_rate=schedule,
-                               weight_decay=recipe.weight_decay)
+    # The schedule is counted in weight updates: under accumulation an update takes
+    # ``accumulate_steps`` batches (an epoch's remainder carries over to the next epoch).
+    accumulate = recipe.accumulate_steps
+    updates = max(1, math.ceil((steps_per_epoch or 100) * epochs / accumulate))
+    warmup = int((steps_per_epoch or 100) * recipe.warmup_epochs / accumulate)
+    schedule = warmup_cosine(peak_lr, updates, warmup)
+    optimizer = LayerwiseAdamW(lr_multipliers=multipliers,
+                               learning_rate=PerUpdate(schedule, accumulate)
+                               if accumulate > 1 else schedule,
+                               weight_decay=recipe.weight_decay, accumulate_steps=accumulate,
+                               **ema_options(recipe, updates))
     num_classes = num_classes or model.output_shape[-1]
     model.compile(optimizer=optimizer, loss=make_loss(recipe, multi_label),
                   metrics=_metrics(num_classes, multi_label))
     return peak_lr
+
+
+def ema_options(recipe: Recipe, updates: int | None = None) -> dict:
+    """The optimizer's EMA arguments for the recipe (none without ``recipe.ema``).
+
+    Keras updates the average after every batch, also the batches of an accumulation that
+    leave the weights as they were; the momentum per batch is therefore the N-th root of
+    the recipe's, which is per weight update.
+
+    Args:
+        recipe: The recipe.
+        updates: The stage's weight updates, to warn when the average would span more
+            than the stage (its weights would be mostly the stage's starting ones).
+    """
+    if recipe.ema is None:
+        return {}
+    span = 1 / (1 - recipe.ema)
+    if updates is not None and updates < span:
+        log.warning("ema=%g averages about the last %d weight updates, but this stage has "
+                    "%d: its averaged weights stay close to the ones it started from. Use "
+                    "a smaller ema (1 - 1/updates, about %.3f) or more epochs.", recipe.ema,
+                    round(span), updates, max(0.0, 1 - 1 / max(updates, 1)))
+    return {"use_ema": True, "ema_momentum": recipe.ema ** (1 / recipe.accumulate_steps)}
 
 
 def make_loss(recipe: Recipe, multi_label: bool = False) -> keras.losses.Loss:
@@ -311,6 +341,15 @@ class StageRunner:
         best = self.best_val
         # MeanAP first: it adds val_map to the logs the callbacks after it read.
         measure = [MeanAP(self.val)] if self.multi_label else []
+        # EMA: the backup (first) keeps the raw weights in the model and their average in
+        # the optimizer, so a resumed run trains on the raw ones; the raw weights are
+        # measured next, then the average is swapped in for the epoch's end, where it is
+        # measured (Keras' validation already ran on it), checkpointed and kept by early
+        # stopping; it is swapped out again as the next epoch begins.
+        swap = []
+        if self.recipe.ema is not None:
+            raw = [RawValidation(self.val, self.multi_label)] if self.val is not None else []
+            swap = [*raw, keras.callbacks.SwapEMAWeights(swap_on_epoch=True)]
         selection = [
             *measure,
             BestCheckpoint(self.write_dir / rundir.MODEL_FILE,
@@ -321,6 +360,7 @@ class StageRunner:
         ] if self.val is not None else []
         return [
             SafeBackup(self.write_dir / BACKUP_DIR / stage, aside=self.write_dir),
+            *swap,
             *selection,
             HistoryLog(self.write_dir / rundir.HISTORY_FILE),
             keras.callbacks.TensorBoard(str(self.write_dir / "logs")),
@@ -489,6 +529,37 @@ class MeanAP(keras.callbacks.Callback):
             return
         y_true, probs = reports.multilabel_predictions(self.model, self.val)
         logs["val_map"] = reports.average_precisions(y_true, probs)[0]
+
+
+class RawValidation(keras.callbacks.Callback):
+    """Adds the raw (not averaged) weights' validation figures to each epoch's logs.
+
+    Under EMA, Keras' validation measures the averaged weights (``SwapEMAWeights`` swaps
+    them in for it); this callback, placed before the swap at the epoch's end, measures the
+    raw weights on the same split, as ``val_<metric>_raw`` (``val_accuracy_raw``,
+    ``val_map_raw``), so the two stand side by side in the history and the report.
+
+    Args:
+        val: Validation batches.
+        multi_label: Measure ``val_map_raw`` too.
+    """
+
+    def __init__(self, val: tf.data.Dataset, multi_label: bool = False):
+        super().__init__()
+        self.val = val
+        self.multi_label = multi_label
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            return
+        measured = self.model.evaluate(self.val, verbose=0, return_dict=True)
+        for name, value in measured.items():
+            logs[f"val_{name}_raw"] = float(value)
+        if self.multi_label:
+            from zoo.recipes import reports
+
+            y_true, probs = reports.multilabel_predictions(self.model, self.val)
+            logs["val_map_raw"] = reports.average_precisions(y_true, probs)[0]
 
 
 class BestCheckpoint(keras.callbacks.Callback):

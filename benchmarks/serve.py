@@ -10,12 +10,18 @@ exports it in every format (int8 calibrated on the training PNGs), then reports:
    file, and ONNX Runtime when installed. Every alternative is timed in every round, in a
    rotated order; the figures are medians over the rounds.
 
+3. the price of test-time augmentation baked into the SavedModel (``zoo export --tta``):
+   the bytes signature of one more export per mode in ``--tta``, timed in the same rounds
+   as the plain one, as ratios of its latency (and the accuracy of each on the digits).
+
 With ``--model NAME`` (any registered model) the speed part runs on that model instead,
 untrained, at its spec's input size, on synthetic 500x375 JPEG photos; the accuracy table is
-then about agreement with Keras only.
+then about agreement with Keras only. ``--formats savedmodel`` leaves the other formats out
+(on a shared machine, to measure TTA alone).
 
     .venv/bin/python benchmarks/serve.py                     # LeNet-5 on the digits
     .venv/bin/python benchmarks/serve.py --model resnet18 --rounds 3
+    .venv/bin/python benchmarks/serve.py --formats savedmodel --tta flip,five_crop
 """
 
 from __future__ import annotations
@@ -36,6 +42,10 @@ import numpy as np  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from zoo.recipes.tta import VIEWS, check_tta  # noqa: E402
+
+ALL_FORMATS = ("savedmodel", "tflite", "tflite-fp16", "tflite-dynamic", "tflite-int8", "onnx")
 
 
 def write_digits(root: Path):
@@ -115,6 +125,11 @@ def main(argv=None) -> int:
                         help="threads for TFLite and ONNX Runtime (TensorFlow uses its "
                         "default, all cores)")
     parser.add_argument("--out", default=None, help="keep data, export and serve.json here")
+    parser.add_argument("--formats", default=",".join(ALL_FORMATS),
+                        help="formats to export and time (comma-separated; default all)")
+    parser.add_argument("--tta", default="flip,five_crop,flip+five_crop",
+                        help="TTA modes to export and time against the plain SavedModel "
+                        "(comma-separated; 'none' for none)")
     args = parser.parse_args(argv)
 
     import keras
@@ -151,18 +166,30 @@ def main(argv=None) -> int:
         representative = work / "photos" / "calibration"
         class_names = [f"class{i}" for i in range(10)]
 
-    formats = ["savedmodel", "tflite", "tflite-fp16", "tflite-dynamic", "tflite-int8"]
-    try:
-        import onnxruntime  # noqa: F401
-        import tf2onnx  # noqa: F401
-
-        formats.append("onnx")
-    except ImportError:
-        print("onnx extra not installed: ONNX left out")
+    formats = [f for f in args.formats.split(",") if f]
+    if "savedmodel" not in formats:
+        formats.insert(0, "savedmodel")  # the rows are measured against its signatures
+    if "onnx" in formats:
+        try:
+            import onnxruntime  # noqa: F401
+            import tf2onnx  # noqa: F401
+        except ImportError:
+            print("onnx extra not installed: ONNX left out")
+            formats.remove("onnx")
+    tta_modes = [m for m in args.tta.split(",") if m and m != "none"]
+    for mode in tta_modes:
+        check_tta(mode)
     t = time.perf_counter()
     exported = zoo.export(model, work / "export", class_names=class_names, formats=formats,
                           representative_images=representative, overwrite=True, version=1)
     print(f"exported {', '.join(formats)} in {time.perf_counter() - t:.1f} s")
+
+    by_tta = {}
+    for mode in tta_modes:
+        tta_export = zoo.export(model, work / f"export-{mode}", class_names=class_names,
+                                overwrite=True, version=1, tta=mode)
+        by_tta[mode] = tf.saved_model.load(tta_export["savedmodel"]).signatures[
+            "serving_default"]
 
     test_bytes = [p.read_bytes() for p in test_paths]
     test_x = reference_pixels(test_bytes, geometry)
@@ -176,6 +203,10 @@ def main(argv=None) -> int:
     results["savedmodel (bytes)"] = np.concatenate([
         by_bytes(image_bytes=tf.constant(test_bytes[i:i + 64]))["probabilities"].numpy()
         for i in range(0, len(test_bytes), 64)])
+    for mode, signature in by_tta.items():
+        results[f"savedmodel (bytes, tta={mode})"] = np.concatenate([
+            signature(image_bytes=tf.constant(test_bytes[i:i + 64]))["probabilities"].numpy()
+            for i in range(0, len(test_bytes), 64)])
     interpreters = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -226,6 +257,9 @@ def main(argv=None) -> int:
             "savedmodel pixels": lambda: by_pixels(pixels=pixels_tensor)[
                 "probabilities"].numpy(),
         }
+        for mode, signature in by_tta.items():
+            alternatives[f"savedmodel bytes, tta={mode}"] = (
+                lambda s=signature: s(image_bytes=images)["probabilities"].numpy())
         for fmt, by_batch in interpreters.items():
             alternatives[fmt] = (lambda it=by_batch[batch]: invoke_tflite(it, pixels))
         if "onnx" in formats:
@@ -251,8 +285,20 @@ def main(argv=None) -> int:
         b1, b32 = speed[1][name], speed[32][name]
         print(f"| {name} | {b1 * 1e3:.2f} | {1 / b1:,.0f} | {b32 * 1e3:.2f} | {32 / b32:,.0f} | "
               f"{base[1] / b1:.2f}x | {base[32] / b32:.2f}x |")
+    if by_tta:
+        print("\n### test-time augmentation: latency of the bytes signature against the "
+              "plain one (ratio > 1 is slower)\n")
+        print("| tta | views | batch 1 ms | batch 32 ms | b1 vs no TTA | b32 vs no TTA |")
+        print("|---|---:|---:|---:|---:|---:|")
+        plain = {b: speed[b]["savedmodel bytes"] for b in speed}
+        print(f"| none | 1 | {plain[1] * 1e3:.2f} | {plain[32] * 1e3:.2f} | 1.00x | 1.00x |")
+        for mode in by_tta:
+            b1, b32 = (speed[b][f"savedmodel bytes, tta={mode}"] for b in (1, 32))
+            print(f"| {mode} | {VIEWS[mode]} | {b1 * 1e3:.2f} | {b32 * 1e3:.2f} | "
+                  f"{b1 / plain[1]:.2f}x | {b32 / plain[32]:.2f}x |")
 
     report = {"model": args.model, "rounds": args.rounds, "threads": args.threads,
+              "tta": tta_modes,
               "formats": rows, "seconds_per_call": {str(b): s for b, s in speed.items()},
               "command": " ".join([Path(sys.executable).name, *sys.argv])}
     (work / "serve.json").write_text(json.dumps(report, indent=2))

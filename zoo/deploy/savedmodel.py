@@ -20,6 +20,13 @@ best first, ``k`` set at export):
   count fails with ``InvalidArgumentError`` naming the expected shape, and NaN or infinite
   pixels are refused the same way.
 
+Exported with test-time augmentation (``zoo.export(..., tta=...)``, one of
+``zoo.recipes.tta.TTA_MODES``), ``probabilities`` is the mean over the mode's views of each
+image, run through the model as one batch (``zoo.recipes.tta.average``): the bytes and
+base64 signatures cut them from the decoded image as ``zoo evaluate --tta`` does (the
+five-crop views from the resized image before its centre crop); ``serving_pixels``, whose
+pixels are already cropped, applies the mode's flip alone (:func:`pixels_tta`).
+
 A multi-label run's model (logits out) is served with a sigmoid per class: its
 ``probabilities`` are independent per class, and three more outputs give the labels at or
 above the per-class thresholds the run chose on its validation split (``run.json``

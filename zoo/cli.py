@@ -207,6 +207,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         # progress bar's figures were measured under the training policy.
         print(f"\nvalidation accuracy: {result.metrics['val_accuracy']:.4f} (the kept model, "
               "measured in float32)")
+    ema = result.metrics.get("ema") or {}
+    if ema.get("raw_same_epoch") is not None:
+        print(f"EMA (momentum {ema['momentum']}): the kept model holds the averaged weights "
+              f"of epoch {ema['kept_epoch']}; the raw weights scored {ema['raw_same_epoch']:.4f} "
+              f"there, {ema['raw_best']:.4f} at their best ({ema['monitor']})")
     if is_chief():
         print(f"run directory: {result.run_dir}")
     else:

@@ -269,12 +269,16 @@ def plot_history(history: dict, path: Path, metric: str = "accuracy") -> Path:
     """Plots the loss and ``metric`` per epoch (train and validation) to ``path``."""
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    # Under EMA the validation figures are the averaged weights'; the raw ones go beside.
+    averaged = bool(history.get(f"val_{metric}_raw"))
     for ax, key in zip(axes, ("loss", metric)):
-        for prefix, style in (("", "-"), ("val_", "--")):
-            values = history.get(prefix + key)
+        for name, style, label in ((key, "-", "train"),
+                                   (f"val_{key}", "--",
+                                    "validation (EMA weights)" if averaged else "validation"),
+                                   (f"val_{key}_raw", ":", "validation (raw weights)")):
+            values = history.get(name)
             if values:
-                ax.plot(range(1, len(values) + 1), values, style,
-                        label=("validation " if prefix else "train ") + key)
+                ax.plot(range(1, len(values) + 1), values, style, label=f"{label} {key}")
         ax.set_xlabel("epoch")
         ax.set_title(key)
         ax.legend()

@@ -158,3 +158,40 @@ def test_accumulation_under_mirrored_strategy_on_two_cpus(tmp_path):
     assert float(lines["DIFF"]) < 1e-5
     info = json.loads((tmp_path / "acc" / "run.json").read_text())
     assert info["replicas"] == 2 and info["accumulation"]["update_batch"] == 64
+
+
+class _Interrupt(keras.callbacks.Callback):
+    """Ctrl-C as epoch ``at`` begins."""
+
+    def __init__(self, at: int):
+        super().__init__()
+        self.at = at
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.at:
+            raise KeyboardInterrupt
+
+
+class _Restored(keras.callbacks.Callback):
+    """What the resumed fit starts from, after zoo's backup callback restored it."""
+
+    def on_train_begin(self, logs=None):
+        self.weights = [v.numpy().copy() for v in self.model.trainable_variables]
+        self.averages = [v.numpy().copy()
+                         for v in self.model.optimizer._model_variables_moving_average]
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.first_epoch = getattr(self, "first_epoch", epoch)
+
+
+def test_an_interrupted_ema_run_resumes_training_the_raw_weights(tmp_path):
+    recorder = _Recorder()
+    with pytest.raises(KeyboardInterrupt):
+        _train(tmp_path / "run", 64, callbacks=[recorder, _Interrupt(2)], epochs=4, ema=0.9)
+    per_epoch = len(recorder.raw) // 2
+    restored = _Restored()
+    _train(tmp_path / "run", 64, callbacks=[restored], epochs=4, ema=0.9)
+    assert restored.first_epoch == 2
+    # The model goes on from the raw weights of epoch 2's end, the optimizer keeps the average.
+    assert _largest_difference(restored.weights, recorder.raw[2 * per_epoch - 1]) < 1e-6
+    assert _largest_difference(restored.averages, recorder.at_end[1]) < 1e-6

@@ -35,10 +35,25 @@ from pipelines.warn import warn_user
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "store.json"
+# Quality 90 with 4:2:0 chroma, as FFCV writes its JPEGs: the train path decodes the
+# stored bytes every epoch, and quality 95 or full chroma cost 10-40 % more per decode here.
+DEFAULT_QUALITY = 90
+EVAL_CROP_FRACTION = 0.875
 SHARD_IMAGES = 1000
+PARSE_BATCH = 256
+READ_BUFFER = 8 * 2**20
 SHARD_BYTES = 200 * 2**20
 FEATURES = {"image": tf.io.FixedLenFeature([], tf.string),
             "label": tf.io.FixedLenFeature([], tf.int64)}
+
+
+def default_short_side(image_size: Sequence[int]) -> int:
+    """The stored shorter side for a training size: the eval resize at crop fraction 0.875.
+
+    Larger costs decoding time on every read (the train path's cost grows with the stored
+    pixels); smaller makes the eval path upscale.
+    """
+    return math.ceil(max(image_size) / EVAL_CROP_FRACTION)
 
 
 def _sha256(data: bytes) -> str:
@@ -78,7 +93,10 @@ def encode_bounded(data: bytes, short_side: int, quality: int) -> tuple[bytes, l
         # Antialiased, as a photo shrunk for training should be (tf.image.resize is not).
         pixels = pixels.resize(size, Image.BICUBIC, reducing_gap=3.0)
     out = io.BytesIO()
-    pixels.save(out, "JPEG", quality=quality, subsampling=0)
+    # 4:2:0 chroma, as cameras write: full-resolution chroma (4:4:4) doubled the samples
+    # to decode and made stored images as slow to decode as the originals (see
+    # BENCHMARKS.md, The prepared store).
+    pixels.save(out, "JPEG", quality=quality, subsampling="4:2:0")
     return out.getvalue(), [pixels.height, pixels.width]
 
 
@@ -120,7 +138,7 @@ def _write_split(tmp: Path, split: str, entries, root: Path, short_side: int, qu
 
 def prepare(root: str | os.PathLike, store_dir: str | os.PathLike, *,
             image_size: Sequence[int] | int = 224, short_side: int | None = None,
-            quality: int = 95, validation_split: float = 0.2, seed: int = 0,
+            quality: int = DEFAULT_QUALITY, validation_split: float = 0.2, seed: int = 0,
             check: str = "fast", dedupe: str = "warn") -> dict:
     """Checks, splits and writes a folder's images once into a prepared store.
 
@@ -129,8 +147,10 @@ def prepare(root: str | os.PathLike, store_dir: str | os.PathLike, *,
         store_dir: The store to create; must not exist yet, nor be inside ``root``.
         image_size: The largest training size the store is meant for.
         short_side: The stored images' shorter side at most; defaults to
-            ``ceil(1.25 * max(image_size))`` (above the eval resize of crop fraction 0.875).
-        quality: JPEG quality of re-encoded images (1-100).
+            :func:`default_short_side` (256 for 224: the eval resize of crop fraction
+            0.875, so that evaluation reads the same pixels as from files).
+        quality: JPEG quality of re-encoded images (1-100); 90 by default, with 4:2:0
+            chroma.
         validation_split: As for :func:`pipelines.from_folder`.
         seed: Seed of the split.
         check: ``"fast"`` or ``"full"``, as for :func:`pipelines.from_folder`.
@@ -147,7 +167,7 @@ def prepare(root: str | os.PathLike, store_dir: str | os.PathLike, *,
     root = Path(root).expanduser().absolute()
     store = Path(store_dir).expanduser().absolute()
     size = [image_size] * 2 if isinstance(image_size, int) else list(image_size)
-    short_side = short_side or math.ceil(1.25 * max(size))
+    short_side = short_side or default_short_side(size)
     if not 1 <= quality <= 100:
         raise ValueError(f"quality must be in 1..100; got {quality!r}.")
     if short_side < max(size):
@@ -267,19 +287,24 @@ def _split_dataset(store: Path, shards: list[str], training: bool, seed: int, si
     names = [str(store / n) for n in shards]
     if training and len(names) > 1:
         files = tf.data.Dataset.from_tensor_slices(names).shuffle(len(names), seed=seed)
-        ds = files.interleave(tf.data.TFRecordDataset, cycle_length=min(4, len(names)),
-                              num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+        ds = files.interleave(
+            lambda name: tf.data.TFRecordDataset(name, buffer_size=READ_BUFFER),
+            cycle_length=min(4, len(names)), num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=False)
     else:  # validation keeps the store's (sorted file) order
-        ds = tf.data.TFRecordDataset(names)
+        ds = tf.data.TFRecordDataset(names, buffer_size=READ_BUFFER)
 
-    def element(record):
-        parsed = tf.io.parse_single_example(record, FEATURES)
-        return (parsed["image"], tf.cast(parsed["label"], tf.int32),
-                tf.constant(KIND_JPEG, tf.int32), tf.constant(1, tf.int32))
+    def elements(records):
+        parsed = tf.io.parse_example(records, FEATURES)
+        labels = tf.cast(parsed["label"], tf.int32)
+        return (parsed["image"], labels, tf.fill(tf.shape(labels), KIND_JPEG),
+                tf.ones_like(labels))
 
+    # Parsed a few hundred records at a time: one parse per record cost about twice as
+    # much CPU (0.06 against 0.04 ms an image here), a few % of the train path.
+    ds = ds.batch(PARSE_BATCH).map(elements, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
     # A known length, as files have: Keras' progress and its validation steps rely on it.
-    return ds.map(element, num_parallel_calls=tf.data.AUTOTUNE).apply(
-        tf.data.experimental.assert_cardinality(size))
+    return ds.apply(tf.data.experimental.assert_cardinality(size))
 
 
 def _entries(manifest: dict, split: str) -> list[tuple[str, int]]:

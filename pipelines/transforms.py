@@ -728,7 +728,11 @@ def train_crop(data: tf.Tensor, kind: tf.Tensor, orientation: tf.Tensor, seed: t
         # Upright pixels are flipped (after EXIF rotation): always a horizontal mirror.
         mirror = tf.random.stateless_uniform([], flip_seed) < 0.5
         crop = tf.cond(mirror, lambda: tf.reverse(crop, [1]), lambda: crop)
-    # resize takes the uint8 crop directly; a float copy first would be one more pass.
+    if interpolation == "bilinear" and not antialias:
+        # TensorFlow's bilinear kernel runs faster on float32 than on uint8 input, more than
+        # the cast costs (about 9 % of the train path from a prepared store; the same
+        # pixels exactly). See BENCHMARKS.md, The prepared store.
+        crop = tf.cast(crop, tf.float32)
     return resize_pixels(crop, (out_h, out_w), interpolation, antialias)
 
 

@@ -185,7 +185,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     weights = None if args.weights in ("none", "None", "") else args.weights
     try:
         result = finetune(args.model, args.data, weights=weights, epochs=args.epochs,
-                          out_dir=args.out, overwrite=args.overwrite,
+                          out_dir=args.out, overwrite=args.overwrite, store=args.store,
                           resume="changed" if args.resume_changed else None,
                           **_table_options(args), **_recipe_options(args))
     except KeyboardInterrupt:
@@ -421,6 +421,9 @@ def _add_recipe_commands(sub) -> None:
     p.add_argument("--resume-changed", action="store_true", dest="resume_changed",
                    help="resume an interrupted run with other options on purpose (the "
                    "change and its epoch are recorded in run.json)")
+    p.add_argument("--store", default=None, metavar="DIR",
+                   help="read the images from this prepared store of the --data folder "
+                   "(`zoo prepare`): smaller images, decoded faster, with the store's split")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("lr-find", help="learning-rate range test with plot and suggestion",
@@ -541,8 +544,8 @@ def _add_prepare_command(sub) -> None:
     p.add_argument("--image-size", type=int, default=224,
                    help="the largest training size the store is for (default 224)")
     p.add_argument("--short-side", type=int, default=None,
-                   help="stored shorter side at most (default 1.25 x image size)")
-    p.add_argument("--quality", type=int, default=95, help="JPEG quality (default 95)")
+                   help="stored shorter side at most (default image size / 0.875, 256 for 224)")
+    p.add_argument("--quality", type=int, default=90, help="JPEG quality (default 90)")
     p.add_argument("--validation-split", type=float, default=0.2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--check", choices=("fast", "full"), default="fast")

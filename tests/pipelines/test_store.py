@@ -152,3 +152,76 @@ def test_fine_tune_from_store_matches_the_folder_run(tmp_path):
     assert recorded["store"] == str(tmp_path / "store")
     assert recorded["store_hash"] == store_module.manifest_hash(tmp_path / "store")
     assert recorded["root"] == manifest["source_root"]
+
+
+def test_reencoded_images_are_small_and_cheap_to_decode(tmp_path):
+    from PIL import Image, JpegImagePlugin
+
+    assert store_module.default_short_side((224, 224)) == 256  # the eval resize at 0.875
+    root = make_folder(tmp_path / "photos", {"astronaut": 2, "coffee": 2}, size=(160, 120))
+    manifest = pipelines.prepare(root, tmp_path / "store", image_size=32,
+                                 validation_split=0.5)
+    assert manifest["short_side"] == 37 and manifest["quality"] == 90
+    data = pipelines.from_store(tmp_path / "store", augment=None)
+    stored = next(iter(data.val.unbatch().take(1)))[0]
+    assert stored.shape == (32, 32, 3)
+    encoded, shape = store_module.encode_bounded(
+        (root / "astronaut" / "000.jpg").read_bytes(), 37, 90)
+    with Image.open(__import__("io").BytesIO(encoded)) as image:
+        # 4:2:0 chroma: half the samples of 4:4:4 to decode every epoch.
+        assert JpegImagePlugin.get_sampling(image) == 2 and image.size == (49, 37)
+    assert shape == [37, 49]
+
+
+def test_train_crop_pixels_unchanged_by_the_float_resize(tmp_path):
+    import io
+
+    import tensorflow as tf
+    from PIL import Image
+
+    from pipelines import transforms
+
+    out = io.BytesIO()
+    Image.fromarray(photo("chelsea", (97, 75))).save(out, "JPEG", quality=90)
+    data = tf.constant(out.getvalue())
+    for i in range(4):
+        seed = tf.constant([i, 7])
+        image = transforms.train_crop(data, tf.constant(transforms.KIND_JPEG), tf.constant(1),
+                                      seed, (40, 40), kinds=(transforms.KIND_JPEG,),
+                                      oriented=False, dct_scaling=False)
+        window = transforms.random_crop_window(tf.io.extract_jpeg_shape(data), seed)
+        # What the path gave before it cast the crop: the uint8 crop resized directly.
+        reference = tf.image.resize(tf.io.decode_and_crop_jpeg(data, window, channels=3),
+                                    (40, 40))
+        np.testing.assert_array_equal(image.numpy(), reference.numpy())
+
+
+def test_zoo_train_from_a_store(tmp_path, capsys):
+    import json
+
+    from zoo import cli
+
+    root = make_folder(tmp_path / "photos", {"astronaut": 8, "coffee": 8}, size=(48, 36))
+    other = make_folder(tmp_path / "other", {"astronaut": 4, "coffee": 4}, size=(48, 36))
+    store = tmp_path / "store"
+    pipelines.prepare(root, store, image_size=32, validation_split=0.25)
+    train = ["train", "--model", "lenet5", "--weights", "none", "--epochs", "1"]
+    assert cli.main(train + ["--data", str(root), "--store", str(store),
+                             "--out", str(tmp_path / "run")]) == 0
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert info["data"]["store"] == str(store)
+    assert info["data"]["store_hash"] == store_module.manifest_hash(store)
+    assert info["recipe"]["validation_split"] == 0.25
+    assert sum(info["data"]["counts"]["val"].values()) == 4
+    capsys.readouterr()
+    for extra, message in ((["--data", str(other)], "was prepared from"),
+                           (["--data", str(root), "--validation-split", "0.5"],
+                            "validation_split=0.5 cannot apply to the prepared store"),
+                           (["--data", str(root), "--sampling", "balanced"],
+                            "sampling='balanced' cannot apply")):
+        assert cli.main(train + extra + ["--store", str(store),
+                                         "--out", str(tmp_path / "refused")]) == 2
+        assert message in capsys.readouterr().err
+    assert cli.main(train + ["--data", str(root), "--store", str(tmp_path / "photos"),
+                             "--out", str(tmp_path / "refused")]) == 2
+    assert "not a prepared store" in capsys.readouterr().err

@@ -87,6 +87,7 @@ class _Opening:
     resume: str | None
     stack: contextlib.ExitStack
     table: dict = field(default_factory=dict)  # a label table's images and label_delimiter
+    store: str | os.PathLike | None = None  # a prepared store of the data folder
 
 
 @dataclass
@@ -121,6 +122,7 @@ def finetune(
     label_column: str | None = None,
     split_column: str | None = None,
     suffix: str | None = None,
+    store: str | os.PathLike | None = None,
     weights: str | None = "imagenet",
     epochs: int | None = None,
     out_dir: str | os.PathLike | None = None,
@@ -151,6 +153,9 @@ def finetune(
         split_column: With a label table: a column of train / val / test values, used
             as the split instead of ``validation_split``.
         suffix: With a label table: appended to bare ids (``".jpg"``).
+        store: A prepared store of the folder ``data`` (``pipelines.prepare`` /
+            ``zoo prepare``): the images are read from it, decoded smaller, with the split
+            it was written with; refused when the folder changed since.
         weights: Pretrained weights (tag or path), or None to train from scratch.
         epochs: Total epochs; with weights, a quarter (at least one) trains the head.
         out_dir: The run directory; defaults to ``runs/<model>-<data folder>``.
@@ -186,9 +191,10 @@ def finetune(
     table = table_options(data, images=images, label_delimiter=label_delimiter,
                           path_column=path_column, label_column=label_column,
                           split_column=split_column, suffix=suffix)
+    _refuse_store_without_folder(store, data, table, recipe_options)
     with contextlib.ExitStack() as stack:
         setup = _prepare(model_name, data, weights, recipe, out_dir,
-                         _Opening(overwrite, resume, stack, table), recipe_options)
+                         _Opening(overwrite, resume, stack, table, store), recipe_options)
         result = _train(setup, model_name, weights, recipe, verbose, callbacks,
                         recipe_options)
     return result
@@ -280,10 +286,11 @@ def _prepare(model_name: str, data, weights, recipe: Recipe, out_dir, opening: _
         _open_run_dir(run_dir, images_root(data, opening.table), opening.overwrite,
                       opening.stack)
         start = _guard_resume(run_dir, _start_record(model_name, weights, recipe, data,
-                                                     opening.table), opening.resume)
+                                                     opening.table, opening.store),
+                              opening.resume)
     global_batch = step_batch(recipe, given_data) * strategy.num_replicas_in_sync
     data, data_root = _load_data(data, model_name, weights, recipe, global_batch, write_dir,
-                                 recipe_options, opening.table)
+                                 recipe_options, opening.table, opening.store)
     if chief:
         # Written once the data is read: a command that fails before leaves no trace.
         rundir.write_start(run_dir, start)
@@ -454,7 +461,8 @@ def _open_run_dir(run_dir: Path, data_root: Path | None, overwrite: bool,
         log.warning("Moved the previous run to %s.", lock.set_aside())
 
 
-def _start_record(model_name: str, weights, recipe: Recipe, data, table: dict) -> dict:
+def _start_record(model_name: str, weights, recipe: Recipe, data, table: dict,
+                  store: str | os.PathLike | None = None) -> dict:
     """What a run starts with, for the resume guard: model, weights, recipe, data."""
     if isinstance(data, (str, os.PathLike)):
         fingerprint = _data_fingerprint(images_root(data, table))
@@ -463,6 +471,12 @@ def _start_record(model_name: str, weights, recipe: Recipe, data, table: dict) -
             fingerprint += "-" + hashlib.sha256(Path(data).read_bytes()).hexdigest()[:16]
         described = {"root": str(Path(data).resolve()), "fingerprint": fingerprint,
                      **{k: v for k, v in table.items() if v is not None}}
+        if store is not None:
+            from pipelines.store import manifest_hash, read_manifest
+
+            read_manifest(store)  # a folder that is no store is refused here, by name
+            # Another store of the same folder (other size, quality or split) is other data.
+            described["store_hash"] = manifest_hash(store)
     else:
         manifest = getattr(data, "manifest", None)
         shape = {"class_names": list(getattr(data, "class_names", []) or []),
@@ -534,11 +548,40 @@ def step_batch(recipe: Recipe, given_data: bool) -> int:
     return recipe.batch_size // steps
 
 
+def _refuse_store_without_folder(store, data, table: dict, options: dict) -> None:
+    """A store goes with the folder it was prepared from, and fixes the split it holds."""
+    if store is None:
+        return
+    if not isinstance(data, (str, os.PathLike)) or table:
+        raise ValueError(f"store={str(store)!r} goes with the image folder it was prepared "
+                         f"from as the data; got {data!r}. Pass that folder's path as the "
+                         "data (a label table or a built pipeline cannot take a store).")
+    fixed = [f"{name}={options[name]!r}" for name in ("validation_split", "dedupe")
+             if options.get(name) is not None]
+    if options.get("sampling") not in (None, "natural"):
+        fixed.append(f"sampling={options['sampling']!r}")
+    if fixed:
+        raise ValueError(f"{' and '.join(fixed)} cannot apply to the prepared store "
+                         f"{str(store)!r}: its split and checks were fixed when it was "
+                         "written, and it reads every training image once per epoch. Leave "
+                         "them out, or prepare a store with that validation_split "
+                         "(pipelines.prepare / zoo prepare --validation-split).")
+
+
 def _load_data(data, model_name: str, weights, recipe: Recipe, global_batch: int,
-               run_dir: Path, options: dict, table: dict | None = None):
-    """The pipeline zoo builds from a folder or table path, or the caller's, and its root."""
+               run_dir: Path, options: dict, table: dict | None = None,
+               store: str | os.PathLike | None = None):
+    """The pipeline zoo builds from a folder, table or store, or the caller's, and its root."""
     if isinstance(data, (str, os.PathLike)):
         import pipelines
+
+        if store is not None:
+            data_set = pipelines.from_folder(Path(data), store=store, model=model_name,
+                                             weights=weights, batch_size=global_batch,
+                                             seed=recipe.seed, augment=recipe.augment)
+            # run.json records the split the store holds, not the recipe's default.
+            recipe.validation_split = data_set.manifest["validation_split"]
+            return data_set, Path(data)
 
         common = dict(model=model_name, weights=weights, batch_size=global_batch,
                       seed=recipe.seed, augment=recipe.augment,

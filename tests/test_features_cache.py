@@ -23,7 +23,7 @@ from zoo.recipes.recipe import make_recipe
 from zoo.recipes.stages import StageRunner, layer_stages, one_hot
 
 REPO = Path(__file__).resolve().parents[1]
-N_TRAIN, N_VAL = 400, 200
+N_TRAIN, N_VAL = 200, 100
 
 
 def _digits():
@@ -37,7 +37,7 @@ def _streams(batch: int):
     x, y = _digits()
     train = tf.data.Dataset.from_tensor_slices((x[:N_TRAIN], y[:N_TRAIN])).batch(batch)
     val = tf.data.Dataset.from_tensor_slices(
-        (x[N_TRAIN:N_TRAIN + N_VAL], y[N_TRAIN:N_TRAIN + N_VAL])).batch(100)
+        (x[N_TRAIN:N_TRAIN + N_VAL], y[N_TRAIN:N_TRAIN + N_VAL])).batch(50)
     return one_hot(train, 10), one_hot(val, 10)
 
 
@@ -59,7 +59,7 @@ def _data(folder: Path):
                                  batch_size=N_TRAIN)
 
 
-def _runner(out: Path, mode: str, *, data=None, batch: int = N_TRAIN, epochs: int = 3,
+def _runner(out: Path, mode: str, *, data=None, batch: int = N_TRAIN, epochs: int = 2,
             callbacks=(), strategy=None):
     # One batch of all the training images: the gradient does not depend on their order,
     # so the cached stage (which shuffles its features) and the normal one take the same
@@ -106,7 +106,7 @@ def test_cached_head_matches_the_normal_head_and_saves_the_full_model(tmp_path, 
     count = _Count(monkeypatch)
     cached = _runner(tmp_path / "cached", "auto")
     cached.run_all(pretrained=True)
-    assert count.calls == 2  # train and validation, once each for three epochs
+    assert count.calls == 2  # train and validation, once each for both epochs
     assert not (tmp_path / "normal" / "features").exists()
     assert len(list((tmp_path / "cached" / "features").glob("*.json"))) == 2
     np.testing.assert_allclose(cached.history["val_accuracy"], normal.history["val_accuracy"],
@@ -143,7 +143,7 @@ def test_a_resumed_run_reuses_the_features_and_the_backup(tmp_path, monkeypatch)
     resumed.run_all(pretrained=True)
     assert count.calls == 0
     assert {p.name: p.stat().st_mtime_ns for p in (run / "features").iterdir()} == written
-    assert len(resumed.history["val_accuracy"]) == 2  # epochs 2 and 3 of 3
+    assert len(resumed.history["val_accuracy"]) == 1  # epoch 2 of 2
     assert _largest_difference(_head_weights(resumed.model), _head_weights(whole.model)) < 1e-5
 
 
@@ -198,7 +198,8 @@ _MIRRORED = textwrap.dedent("""
     out = Path(sys.argv[1])
     runs = []
     for mode in ("off", "on"):
-        runner = t._runner(out / mode, mode, strategy=tf.distribute.MirroredStrategy())
+        runner = t._runner(out / mode, mode, epochs=1,
+                           strategy=tf.distribute.MirroredStrategy())
         runner.run_all(pretrained=True)
         runs.append(runner)
     print("REPLICAS", runs[1].strategy.num_replicas_in_sync)
@@ -219,3 +220,29 @@ def test_cached_head_under_mirrored_strategy_on_two_cpus(tmp_path):
     assert lines["REPLICAS"] == "2" and lines["FEATURES"] == "2"
     assert float(lines["DIFF"]) < 1e-5
     assert json.loads((tmp_path / "on" / "state.json").read_text())["stage1"] == "done"
+
+
+def test_finetune_on_an_unaugmented_folder_caches_and_leaves_a_normal_run(tmp_path,
+                                                                          monkeypatch):
+    from zoo.recipes import finetune as ft
+
+    digits = load_digits()
+    root = tmp_path / "digits"
+    for i in range(200):
+        folder = root / str(digits.target[i])
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray((digits.images[i] * 16).astype("uint8")).save(folder / f"{i}.png")
+    weights = tmp_path / "pretrained.weights.h5"
+    build("lenet5", input_shape=(32, 32, 1), num_classes=10).save_weights(weights)
+    count = _Count(monkeypatch)
+    result = ft.finetune("lenet5", root, weights=str(weights), epochs=2, augment="none",
+                         out_dir=tmp_path / "run", verbose=0, calibrate="none")
+    assert count.calls == 2
+    run = tmp_path / "run"
+    # The features served the run's resumes; the finished run is like any other.
+    assert not (run / "features").exists()
+    info = json.loads((run / "run.json").read_text())
+    assert info["status"] == "finished" and info["recipe"]["cache_features"] == "auto"
+    saved = keras.models.load_model(run / "best.keras")
+    assert saved.input_shape == (None, 32, 32, 1)
+    assert len(result.history["val_accuracy"]) == 2

@@ -33,6 +33,7 @@ import tensorflow as tf
 from zoo import distribute, rundir
 from zoo.models import build
 from zoo.recipes import report_page, reports
+from zoo.recipes.features import FEATURES_DIR
 from zoo.recipes.optim import LayerwiseAdamW
 from zoo.recipes.recipe import Recipe, make_recipe, set_epochs
 from zoo.recipes.stages import (
@@ -823,6 +824,8 @@ def _write_run_dir(setup: _Setup, model: keras.Model, model_name: str, weights,
                      samples=_sample_files(setup.data), **info)
     report_page.write_page(setup.write_dir)
     shutil.rmtree(setup.write_dir / BACKUP_DIR, ignore_errors=True)
+    # Stage 1's cached features serve its resumes only; they can be gigabytes (VGG).
+    shutil.rmtree(setup.write_dir / FEATURES_DIR, ignore_errors=True)
     # run.json says what the run was now; the start record guarded only its resumes.
     (setup.write_dir / rundir.START_FILE).unlink(missing_ok=True)
 

@@ -271,7 +271,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     try:
         paths = export(args.model, args.out, formats=args.format, version=args.version,
-                       overwrite=args.overwrite, top_k=args.top_k,
+                       overwrite=args.overwrite, top_k=args.top_k, calibrate=args.calibrate,
                        class_names=_read_labels(args.labels), model_name=args.model_name,
                        model_card=args.card, sample_images=args.samples,
                        representative_images=args.representative, tta=args.tta)
@@ -295,10 +295,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
     """Prints the top-k labels of images from a .keras file, a run directory or a SavedModel."""
     import json
 
-    from zoo.predict import predict
+    from zoo.predict import Predictor
 
-    results = predict(args.model, args.images, top_k=args.top_k,
-                      class_names=_read_labels(args.labels), model_name=args.model_name)
+    predictor = Predictor(args.model, class_names=_read_labels(args.labels),
+                          model_name=args.model_name, calibrate=args.calibrate)
+    results = predictor.predict(args.images, top_k=args.top_k)
+    if predictor.temperature is not None:
+        # On stderr: stdout stays the predictions alone, for scripts that read them.
+        print(f"zoo predict: scores calibrated at temperature {predictor.temperature:.3f} "
+              f"(run.json calibration); --no-calibrate gives the raw softmax",
+              file=sys.stderr)
     if args.json:
         print(json.dumps(results, indent=2))
     else:
@@ -468,6 +474,9 @@ def _add_deploy_commands(sub) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing version")
     p.add_argument("--top-k", type=int, default=5, dest="top_k",
                    help="labels and scores the signatures return (default 5)")
+    p.add_argument("--no-calibrate", dest="calibrate", action="store_false",
+                   help="serve the raw softmax, not the run's temperature-scaled "
+                   "probabilities (run.json calibration)")
     p.add_argument("--labels", help="class names, one a line (for a bare .keras file)")
     p.add_argument("--model-name", dest="model_name",
                    help="zoo model name, when the .keras model's own name is not registered")
@@ -488,6 +497,10 @@ def _add_deploy_commands(sub) -> None:
     p.add_argument("images", nargs="+", help="image files")
     p.add_argument("--top-k", type=int, default=5, dest="top_k")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--no-calibrate", dest="calibrate", action="store_false",
+                   help="the raw softmax, not the run's temperature-scaled probabilities "
+                   "(run.json calibration; for a SavedModel, its export's temperature "
+                   "taken off)")
     p.add_argument("--labels", help="class names, one a line (for a bare .keras file)")
     p.add_argument("--model-name", dest="model_name",
                    help="zoo model name, when the .keras model's own name is not registered")

@@ -316,3 +316,41 @@ class AdaptiveAveragePooling2D(layers.Layer):
         config = super().get_config()
         config.update(output_size=list(self.output_size))
         return config
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class TemperatureScaling(layers.Layer):
+    """Temperature scaling of softmax probabilities: ``softmax(log(p) / temperature)``.
+
+    ``log(p)`` is the logits up to a per-image constant, which the softmax ignores, so this
+    is ``softmax(logits / temperature)`` of the head before its softmax; the arg-max never
+    moves. Computed in float32, so it is exact under mixed precision too.
+
+    Args:
+        temperature: A positive scalar (a run's ``calibration.temperature``).
+
+    Raises:
+        ValueError: For a temperature that is not a finite positive number.
+    """
+
+    def __init__(self, temperature: float, **kwargs):
+        import math
+
+        try:
+            value = float(temperature)
+        except (TypeError, ValueError):
+            value = math.nan
+        if not math.isfinite(value) or value <= 0:
+            raise ValueError(f"temperature must be a positive number; got {temperature!r}.")
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        self.temperature = value
+
+    def call(self, probabilities):
+        # The clip is zoo.recipes.calibrate.logits_of's: a probability that underflowed to
+        # 0 has no logarithm, and 1e-12 keeps it last among the classes.
+        p = ops.clip(ops.cast(probabilities, "float32"), 1e-12, 1.0)
+        return ops.softmax(ops.log(p) / self.temperature, axis=-1)
+
+    def get_config(self):
+        return {**super().get_config(), "temperature": self.temperature}

@@ -4,6 +4,10 @@ The three inputs run the same evaluation path: for a Keras model (opened by
 ``zoo.rundir.open_model``) the image bytes go through ``pipelines.make_eval_transform`` at
 the run's geometry eagerly (:func:`zoo.deploy.reference_pixels`); a SavedModel's
 ``serving_default`` signature runs the same function in its graph. Used by ``zoo predict``.
+
+A run's fitted temperature (``run.json`` ``calibration``) is applied to a Keras model's
+probabilities by default, as ``zoo export`` bakes it into the SavedModel's signatures, so
+the three inputs give the same scores; ``calibrate=False`` gives the raw softmax.
 """
 
 from __future__ import annotations
@@ -27,13 +31,22 @@ class Predictor:
         class_names: Names for a bare ``.keras`` file; ignored for run directories and
             SavedModels, which carry their own.
         model_name: The zoo name, when a ``.keras`` model's own name is not registered.
+        calibrate: Scale the probabilities by the run's fitted temperature (a run
+            directory, or the ``.keras`` model of one): ``softmax(log(p) / T)``. A
+            SavedModel exported calibrated is answered with its export's temperature
+            undone when False (``softmax(T * log(q))``, the raw softmax again). The
+            ranking of the classes is the same either way.
     """
 
     def __init__(self, path: str | os.PathLike, *, class_names: Sequence[str] | None = None,
-                 model_name: str | None = None):
+                 model_name: str | None = None, calibrate: bool = True):
         self.path = Path(path)
         #: A multi-label model's per-class thresholds (None for a single-label one).
         self.thresholds: list[float] | None = None
+        #: The temperature the probabilities are scaled by (None: the raw softmax).
+        self.temperature: float | None = None
+        self._undo: float | None = None  # a calibrated SavedModel's T, to take off again
+        self.calibrate = bool(calibrate)
         self.kind, self._model, self.class_names = self._load(class_names, model_name)
 
     def _load(self, class_names, model_name):
@@ -47,7 +60,9 @@ class Predictor:
         savedmodel = _savedmodel_dir(path)
         if savedmodel is not None:
             self.path = savedmodel
-            self.thresholds = _export_thresholds(savedmodel)
+            self.thresholds, served = _export_record(savedmodel)
+            self.temperature = served if self.calibrate else None
+            self._undo = None if self.calibrate else served
             return ("savedmodel", *_load_savedmodel(savedmodel))
         if not path.exists():
             raise FileNotFoundError(f"No model at {path}.")
@@ -61,8 +76,11 @@ class Predictor:
         with warnings.catch_warnings():
             # Without names the labels are class indices; printing them says as much.
             warnings.simplefilter("ignore")
-            source = resolve_source(path, class_names=class_names, model_name=model_name)
-        model = probability_model(source.model, multi_label=source.multi_label)
+            source = resolve_source(path, class_names=class_names, model_name=model_name,
+                                    calibrate=self.calibrate)
+        self.temperature = source.served_temperature
+        model = probability_model(source.model, multi_label=source.multi_label,
+                                  temperature=self.temperature)
         self.thresholds = source.thresholds
 
         def run(images: list[bytes]):
@@ -84,7 +102,13 @@ class Predictor:
 
         if self.kind == "savedmodel":
             result = self._model(image_bytes=tf.constant(list(images)))
-            return result["probabilities"].numpy()
+            probabilities = result["probabilities"].numpy()
+            if self._undo is not None:
+                from zoo.recipes.calibrate import scale
+
+                # softmax(T * log(q)) of q = softmax(log(p) / T) is p again.
+                probabilities = scale(probabilities, 1.0 / self._undo)
+            return probabilities
         return np.asarray(self._model(list(images)))
 
     def predict(self, paths: Sequence[str | os.PathLike], top_k: int = 5) -> list[dict]:
@@ -163,16 +187,21 @@ def _load_savedmodel(savedmodel: Path):
     return loaded.signatures["serving_default"], names
 
 
-def _export_thresholds(savedmodel: Path) -> list[float] | None:
-    """A multi-label export's thresholds, from its ``export.json`` (None otherwise)."""
+def _export_record(savedmodel: Path) -> tuple[list[float] | None, float | None]:
+    """A multi-label export's thresholds and the temperature its signatures apply.
+
+    Both come from the export's ``export.json``; None when it has none (or there is no
+    ``export.json``, as for a SavedModel zoo did not write).
+    """
     import json
 
     from zoo.deploy import REPORT_FILE
 
     report = savedmodel / REPORT_FILE
     if not report.is_file():
-        return None
-    return json.loads(report.read_text(encoding="utf-8")).get("thresholds")
+        return None, None
+    found = json.loads(report.read_text(encoding="utf-8"))
+    return found.get("thresholds"), (found.get("calibration") or {}).get("temperature")
 
 
 def _savedmodel_dir(path: Path) -> Path | None:
@@ -203,7 +232,7 @@ def _short_message(error) -> str:
 
 def predict(model: str | os.PathLike, images: Sequence[str | os.PathLike], *, top_k: int = 5,
             class_names: Sequence[str] | None = None,
-            model_name: str | None = None) -> list[dict]:
+            model_name: str | None = None, calibrate: bool = True) -> list[dict]:
     """Loads a model and predicts the top-k classes of image files.
 
     Args:
@@ -212,9 +241,11 @@ def predict(model: str | os.PathLike, images: Sequence[str | os.PathLike], *, to
         top_k: Classes per image.
         class_names: Names for a bare ``.keras`` file.
         model_name: The zoo name, when a ``.keras`` model's own name is not registered.
+        calibrate: Apply the run's fitted temperature (see :class:`Predictor`).
 
     Returns:
         One dict per image, see :meth:`Predictor.predict`.
     """
-    predictor = Predictor(model, class_names=class_names, model_name=model_name)
+    predictor = Predictor(model, class_names=class_names, model_name=model_name,
+                          calibrate=calibrate)
     return predictor.predict(images, top_k=top_k)

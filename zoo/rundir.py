@@ -130,6 +130,8 @@ class Opened:
         multi_label: Whether the model is multi-label (a run's ``multi_label``): its
             outputs are logits, one sigmoid per class, not a softmax.
         thresholds: A multi-label run's per-class decision thresholds, or None.
+        temperature: The run's fitted temperature (``run.json`` ``calibration``), or None
+            when the model has no run or its run was not calibrated.
     """
 
     model: Any
@@ -145,6 +147,7 @@ class Opened:
     wnids: list[str] | None = None
     multi_label: bool = False
     thresholds: list[float] | None = None
+    temperature: float | None = None
 
 
 # ------------------------------------------------------------------------------ writing
@@ -710,7 +713,15 @@ def _open_run(run: Run, model_name: str | None, model=None) -> Opened:
                   geometry=_fitted(run.geometry, model), card=card,
                   samples_dir=run.samples_dir, run=run, description=str(run.model_path),
                   multi_label=bool(run.info.get("multi_label", False)),
-                  thresholds=run.info.get("thresholds"))
+                  thresholds=run.info.get("thresholds"), temperature=_temperature(run.info))
+
+
+def _temperature(info: dict) -> float | None:
+    """A run's fitted temperature: ``calibration.temperature`` when its method is one."""
+    record = info.get("calibration") or {}
+    if record.get("method") != "temperature":
+        return None  # not calibrated (multi-label, no validation split) or an older run
+    return float(record["temperature"])
 
 
 def _registered_name(name: str, shown: str) -> str:

@@ -112,6 +112,7 @@ def export(
     version: int | None = None,
     overwrite: bool = False,
     top_k: int = 5,
+    calibrate: bool = True,
     model_name: str | None = None,
     model_card: str | os.PathLike | None = None,
     sample_images: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
@@ -133,6 +134,11 @@ def export(
             an empty directory), which TF Serving then serves.
         overwrite: Replace an existing ``version``.
         top_k: How many labels and scores the signatures return.
+        calibrate: Apply the run's fitted temperature (``run.json`` ``calibration``): the
+            probabilities of every format but ``timm`` (raw weights) are
+            ``softmax(log(p) / T)``; the ranking of the classes does not change. Recorded
+            in ``export.json`` (``calibration``) and the model card. Without a fitted
+            temperature (no run, multi-label, no validation split) there is none to apply.
         model_name: The zoo name whose spec gives the eval transform, when the model's own
             name is not registered.
         model_card: A model card: a Markdown file, or its text (anything with a line
@@ -166,7 +172,8 @@ def export(
         raise ValueError(f"top_k must be at least 1; got {top_k!r}.")
     version, target = layout.version_target(out_dir, version, overwrite)
     source = resolve_source(model_or_run_dir, class_names=class_names,
-                            model_name=model_name, model_card=model_card)
+                            model_name=model_name, model_card=model_card,
+                            calibrate=calibrate)
     _check_float32(source, chosen)
     if tta != "none" and source.multi_label:
         raise ValueError(f"tta={tta!r} is for single-label models; {source.model_name!r} "
@@ -174,7 +181,10 @@ def export(
     representative = _representative(chosen, representative_images, source)
     images = parity.sample_images(sample_images, source.samples_dir)
 
-    model = probability_model(source.model, multi_label=source.multi_label)
+    if source.temperature is not None:
+        source.card = source.card.rstrip("\n") + "\n" + _calibration_card_line(source)
+    model = probability_model(source.model, multi_label=source.multi_label,
+                              temperature=source.served_temperature)
     pixels = reference_pixels(images, source.geometry)
     expected = np.asarray(model(pixels, training=False), dtype="float32")
     with layout.staged_version(target, overwrite) as staging, \
@@ -231,6 +241,12 @@ def _write_and_check(fmt: str, staging: Path, source: Source, model, top_k: int,
         return check
     if fmt == "timm":
         timm_format.write(source, path, _run_metrics(source))
+        if source.served_temperature is not None:
+            import numpy as np
+
+            # timm's folder holds the weights alone: the raw model, whatever is served.
+            raw = probability_model(source.model, multi_label=source.multi_label)
+            expected = np.asarray(raw(pixels, training=False), dtype="float32")
         return timm_format.check(path, source, pixels, expected)
     if fmt.startswith("tflite"):
         tflite.write(model, fmt, path, representative)
@@ -288,6 +304,7 @@ def _report(source: Source, version: int, chosen: Sequence[str], top_k: int,
         "eval_transform": {"crop_fraction": geometry.crop_fraction,
                            "interpolation": geometry.interpolation, "antialias": True},
         "top_k": min(top_k, len(source.class_names)),
+        "calibration": _calibration_record(source),
         "multi_label": source.multi_label,
         **({"thresholds": source.thresholds} if source.multi_label else {}),
         "signatures": list(savedmodel.SIGNATURES) if "savedmodel" in chosen else [],
@@ -298,6 +315,35 @@ def _report(source: Source, version: int, chosen: Sequence[str], top_k: int,
         "files": {fmt: FORMATS[fmt] for fmt in chosen},
         "checks": checks,
     }
+
+
+def _calibration_record(source: Source) -> dict:
+    """``export.json``'s ``calibration``: the temperature the outputs apply, or why none."""
+    served = source.served_temperature
+    if served is not None:
+        return {"temperature": served, "applied_to": "probabilities of every format but "
+                "timm: softmax(log(p) / temperature)", "fitted_on": "validation"}
+    if source.temperature is not None and not source.multi_label:
+        reason = f"exported with calibrate=False; the run's temperature is {source.temperature}"
+    elif source.multi_label:
+        reason = "multi-label: the sigmoids are not calibrated"
+    else:
+        reason = "no fitted temperature (no run, or its run.json calibration has none)"
+    return {"temperature": None, "reason": reason}
+
+
+def _calibration_card_line(source: Source) -> str:
+    """The model card's line on the run's temperature: applied or switched off."""
+    served, fitted = source.served_temperature, source.temperature
+    if served is not None:
+        return (f"- Exported probabilities: calibrated at temperature {served:.4g} "
+                f"(`softmax(log(p) / T)`, fitted on the validation split) in the "
+                f"SavedModel, TFLite and ONNX files; divide raw logits (the timm weights) "
+                f"by T for the same. `zoo export --no-calibrate` serves the raw softmax.\n")
+    if fitted is not None and not source.multi_label:
+        return (f"- Exported probabilities: the raw softmax (exported with "
+                f"`--no-calibrate`; the run's temperature {fitted:.4g} is not applied).\n")
+    return ""  # a multi-label run: its card says why it has no temperature
 
 
 def _after_format_hook(fmt: str, staging: Path) -> None:

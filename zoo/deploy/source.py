@@ -37,6 +37,10 @@ class Source:
         samples_dir: The run's sample images, or None.
         multi_label: A multi-label run's model: logits out, one sigmoid per class.
         thresholds: Its per-class decision thresholds (the run's), or None.
+        temperature: The run's fitted temperature (``run.json`` ``calibration``), or None
+            (no run, a multi-label run, a run without a validation split).
+        calibrate: Whether the probabilities served apply ``temperature`` (the caller's
+            ``calibrate=``); see :attr:`served_temperature`.
     """
 
     model: Any
@@ -48,11 +52,19 @@ class Source:
     samples_dir: Path | None = None
     multi_label: bool = False
     thresholds: list[float] | None = None
+    temperature: float | None = None
+    calibrate: bool = True
+
+    @property
+    def served_temperature(self) -> float | None:
+        """The temperature the served probabilities apply: None for the raw softmax."""
+        return self.temperature if self.calibrate and not self.multi_label else None
 
 
 def resolve_source(model_or_run_dir, *, class_names: Sequence[str] | None = None,
                    model_name: str | None = None,
-                   model_card: str | os.PathLike | None = None) -> Source:
+                   model_card: str | os.PathLike | None = None,
+                   calibrate: bool = True) -> Source:
     """Opens what is to be exported and checks it can be.
 
     Args:
@@ -62,6 +74,8 @@ def resolve_source(model_or_run_dir, *, class_names: Sequence[str] | None = None
         model_name: The zoo name, when the model's own name is not registered.
         model_card: A Markdown file, or the card's text (anything with a line break);
             default: the run's card, else a generated one.
+        calibrate: Serve the run's fitted temperature (``run.json`` ``calibration``),
+            when it has one.
 
     Raises:
         ValueError: For a model without one fixed-size image input, class names that do
@@ -87,7 +101,8 @@ def resolve_source(model_or_run_dir, *, class_names: Sequence[str] | None = None
                     class_names_from=origin, geometry=opened.geometry, card="",
                     samples_dir=opened.samples_dir, multi_label=opened.multi_label,
                     thresholds=(opened.thresholds or [0.5] * len(names)
-                                if opened.multi_label else None))
+                                if opened.multi_label else None),
+                    temperature=opened.temperature, calibrate=bool(calibrate))
     source.card = card if card is not None else default_card(source)
     return source
 
@@ -134,23 +149,35 @@ def default_card(source: Source) -> str:
             f"- Classes ({len(source.class_names)}): {names}\n")
 
 
-def probability_model(model, multi_label: bool = False):
+def probability_model(model, multi_label: bool = False, temperature: float | None = None):
     """Returns a model whose one output is probabilities: the first head, softmax if logits.
 
     Args:
         model: A ``keras.Model`` (softmax or logits; auxiliary heads allowed).
         multi_label: The logits are one sigmoid per class (a multi-label run's), not a
             softmax.
+        temperature: A fitted temperature ``T`` (a run's ``calibration``): the
+            probabilities ``p`` become ``softmax(log(p) / T)``, as ``zoo evaluate`` measures
+            them (:func:`zoo.recipes.calibrate.scale`). The arg-max does not move. None
+            leaves them as the model gives them; single-label models only.
 
     Returns:
-        ``model`` itself when it already has one probability output, else a wrapper.
+        ``model`` itself when it already has one probability output and no temperature is
+        given, else a wrapper.
+
+    Raises:
+        ValueError: For a temperature with ``multi_label`` (sigmoids are not calibrated) or
+            one that is not a positive number.
     """
     import keras
 
+    if temperature is not None and multi_label:
+        raise ValueError("A temperature calibrates a softmax; a multi-label model's "
+                         "sigmoids are not calibrated (pass temperature=None).")
     outputs = model.outputs
     last = outputs[0]._keras_history[0]  # the layer that made the output
     activation = getattr(getattr(last, "activation", None), "__name__", None)
-    if len(outputs) == 1 and activation != "linear":
+    if len(outputs) == 1 and activation != "linear" and temperature is None:
         return model
     inputs = keras.Input(model.input_shape[1:], name="pixels")
     result = model(inputs, training=False)
@@ -159,4 +186,8 @@ def probability_model(model, multi_label: bool = False):
     if activation == "linear":
         result = keras.layers.Activation("sigmoid" if multi_label else "softmax",
                                          dtype="float32", name="probabilities")(result)
+    if temperature is not None:
+        from zoo.layers import TemperatureScaling
+
+        result = TemperatureScaling(temperature, name="calibrated")(result)
     return keras.Model(inputs, result, name=model.name)

@@ -48,6 +48,7 @@ def test_four_steps_of_8_train_as_one_batch_of_32(tmp_path):
     assert info["accumulation"] == {"steps": 4, "step_batch": 8, "update_batch": 32}
     assert info["ema"] is None
     assert "4 steps of 8 images per weight update" in (tmp_path / "acc" / "README.md").read_text()
+    assert json.loads((tmp_path / "acc" / "metrics.json").read_text())["accumulation"]["steps"] == 4
 
 
 class _Recorder(keras.callbacks.Callback):
@@ -90,6 +91,8 @@ def test_ema_weights_are_validated_kept_and_reported_beside_the_raw_ones(tmp_pat
     assert ema["momentum"] == 0.9 and ema["kept_epoch"] == kept + 1
     assert ema["averaged"] == pytest.approx(history["val_accuracy"][kept])
     assert ema["raw_same_epoch"] == pytest.approx(history["val_accuracy_raw"][kept])
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["ema"] == ema and metrics["val_accuracy"] == result.metrics["val_accuracy"]
     card = (tmp_path / "run" / "README.md").read_text()
     assert "exponential moving average, momentum 0.9" in card
 

@@ -231,6 +231,10 @@ def _train(setup: _Setup, model_name: str, weights, recipe: Recipe, verbose: int
                                               getattr(setup.data, "val_files", None) or []])
         metrics["calibration"] = _calibration(setup, model, recipe)
         metrics.update(levers(setup, recipe, history))
+        if setup.chief:
+            # metrics.json gets the figures measured after the report too: the temperature's
+            # and, under EMA, the raw weights' beside the averaged ones.
+            rundir.write_json(setup.write_dir / rundir.METRICS_FILE, _jsonable(metrics))
     _write_run_dir(setup, model, model_name, weights, recipe, policy, metrics)
     return FinetuneResult(model=model, history=history, metrics=metrics,
                           run_dir=setup.run_dir, recipe=recipe)

@@ -448,8 +448,8 @@ def from_folder(
         return from_store_of(root, store, image_size=image_size, batch_size=batch_size,
                              seed=seed, augment=augment, model=model, weights=weights,
                              crop_fraction=crop_fraction, interpolation=interpolation,
-                             shuffle=shuffle, deterministic=deterministic,
-                             drop_remainder=drop_remainder)
+                             channels=channels, label_mode=label_mode, shuffle=shuffle,
+                             deterministic=deterministic, drop_remainder=drop_remainder)
     if check not in ("fast", "full"):
         raise ValueError(f"check must be 'fast' or 'full'; got {check!r}.")
     options = resolve_options(

@@ -40,6 +40,9 @@ MANIFEST_NAME = "store.json"
 DEFAULT_QUALITY = 90
 EVAL_CROP_FRACTION = 0.875
 SHARD_IMAGES = 1000
+# The train images are shuffled in a buffer of encoded bytes after the shards' order is:
+# bounded, so that a store of a million images (about 25 GB at 224) is never held in memory.
+SHUFFLE_IMAGES = 10_000
 PARSE_BATCH = 256
 READ_BUFFER = 8 * 2**20
 SHARD_BYTES = 200 * 2**20
@@ -166,6 +169,10 @@ def prepare(root: str | os.PathLike, store_dir: str | os.PathLike, *,
 
     root = Path(root).expanduser().absolute()
     store = Path(store_dir).expanduser().absolute()
+    if root.is_file():
+        raise ValueError(f"prepare takes an image folder (root/<class>/*); {str(root)!r} is "
+                         "a file. A label table (one label or several an image) cannot be "
+                         "prepared yet: read it with pipelines.from_csv.")
     size = [image_size] * 2 if isinstance(image_size, int) else list(image_size)
     short_side = short_side or default_short_side(size)
     if not 1 <= quality <= 100:
@@ -317,6 +324,7 @@ def from_store(store_dir: str | os.PathLike, *, image_size: Sequence[int] | int 
                batch_size: int = 32, seed: int = 0, augment: Any = "standard",
                model: str | None = None, weights: Any = None,
                crop_fraction: float | None = None, interpolation: str | None = None,
+               channels: int | None = None, label_mode: str | None = None,
                cache: bool = True, shuffle: bool = True, deterministic: bool | None = None,
                drop_remainder: bool = False, check_source: bool = True) -> ImageData:
     """Train and validation pipelines read from a prepared store (see :func:`prepare`).
@@ -331,7 +339,11 @@ def from_store(store_dir: str | os.PathLike, *, image_size: Sequence[int] | int 
         weights: The model's weights (a catalog tag, a file, or None).
         crop_fraction: Eval centre-crop fraction.
         interpolation: Resize method.
-        shuffle: Shuffle the training images every epoch (shards and images).
+        channels: 3 (RGB) or 1 (grey, from the stored RGB); defaults to the model's.
+        label_mode: ``"int"`` or ``"categorical"``; the store's labels are one class an
+            image (a folder's), so ``"multi_hot"`` is refused.
+        shuffle: Shuffle the training images every epoch: the shards' order, then the
+            images in a buffer of :data:`SHUFFLE_IMAGES` (the whole split when smaller).
         deterministic: Fix the train order under parallel maps.
         drop_remainder: Drop the last partial batch.
         cache: Cache the finished validation images in memory (the train bytes are read
@@ -348,13 +360,17 @@ def from_store(store_dir: str | os.PathLike, *, image_size: Sequence[int] | int 
     """
     store = Path(store_dir).expanduser().absolute()
     manifest = read_manifest(store)
+    if label_mode == "multi_hot":
+        raise ValueError(f"label_mode='multi_hot' cannot read store {str(store)!r}: a store "
+                         "is prepared from a folder, one class an image. Use 'int' or "
+                         "'categorical', or read a multi-label table with pipelines.from_csv.")
     if check_source:
         _refuse_if_changed(store, manifest)
     options = resolve_options(
         model=model, weights=weights, image_size=image_size or manifest["image_size"],
-        crop_fraction=crop_fraction, interpolation=interpolation, augment=augment, seed=seed,
-        batch_size=batch_size, cache=bool(cache), deterministic=deterministic,
-        drop_remainder=drop_remainder)
+        crop_fraction=crop_fraction, interpolation=interpolation, channels=channels,
+        augment=augment, seed=seed, label_mode=label_mode, batch_size=batch_size,
+        cache=bool(cache), deterministic=deterministic, drop_remainder=drop_remainder)
     _check_geometry(store, manifest, options.geometry)
     class_names = manifest["class_names"]
     common = dict(geometry=options.geometry, plan=options.plan, batch_size=batch_size,
@@ -368,7 +384,8 @@ def from_store(store_dir: str | os.PathLike, *, image_size: Sequence[int] | int 
         out[split] = build_dataset(
             _split_dataset(store, shards, split == "train", seed, size), training=split == "train",
             size=size, cache=bool(cache) and split != "train", shuffle=shuffle,
-            deterministic=deterministic, cache_name=split, **common) if shards else None
+            shuffle_buffer=min(size, SHUFFLE_IMAGES), deterministic=deterministic,
+            cache_name=split, **common) if shards else None
     counts = {split: {n: 0 for n in class_names} for split in manifest["shards"]}
     for f in manifest["files"].values():
         if f.get("split") in counts:

@@ -225,3 +225,26 @@ def test_zoo_train_from_a_store(tmp_path, capsys):
     assert cli.main(train + ["--data", str(root), "--store", str(tmp_path / "photos"),
                              "--out", str(tmp_path / "refused")]) == 2
     assert "not a prepared store" in capsys.readouterr().err
+
+
+def test_grey_and_one_hot_from_a_store_and_what_is_refused(folder, tmp_path):
+    with pytest.warns(UserWarning):
+        pipelines.prepare(folder, tmp_path / "store", image_size=32, short_side=72)
+    grey = pipelines.from_folder(folder, store=tmp_path / "store", channels=1, augment=None,
+                                 label_mode="categorical")
+    reference = pipelines.from_folder(folder, image_size=32, out_dir=tmp_path / "ref",
+                                      cache=False, augment=None, channels=1)
+    x, y = next(iter(grey.val))
+    assert x.shape[1:] == (32, 32, 1) and y.shape[1:] == (3,)
+    assert np.all(y.numpy().sum(axis=1) == 1)
+    # The 96x72 JPEGs keep their own bytes (short side 72): the same grey pixels as files.
+    files = {p: i for i, (p, _) in enumerate(reference.val_files)}
+    raw = np.concatenate([x.numpy() for x, _ in reference.val])
+    stored = np.concatenate([x.numpy() for x, _ in grey.val])
+    np.testing.assert_allclose(stored, raw[[files[p] for p, _ in grey.val_files]], atol=1e-4)
+    with pytest.raises(ValueError, match="multi_hot.*one class an image"):
+        pipelines.from_store(tmp_path / "store", label_mode="multi_hot")
+    table = tmp_path / "labels.csv"
+    table.write_text("path,label\nastronaut/000.jpg,astronaut\n")
+    with pytest.raises(ValueError, match="label table .* cannot be prepared yet"):
+        pipelines.prepare(table, tmp_path / "store2")

@@ -379,13 +379,14 @@ def test_bad_image_is_a_clear_request_error_and_serving_goes_on(served, digits, 
 def test_self_check_failure_is_loud_and_leaves_nothing(tmp_path, trained, monkeypatch):
     original = deploy.savedmodel.write
 
-    def write_a_different_model(source, probability_model, target, top_k, scratch):
+    def write_a_different_model(source, probability_model, target, top_k, scratch,
+                                **options):
         # A SavedModel whose classifier bias differs from the Keras model it is checked on.
         bias = probability_model.get_layer("predictions").bias
         saved = bias.numpy()
         bias.assign(saved + np.linspace(0, 1, saved.size).astype("float32"))
         try:
-            original(source, probability_model, target, top_k, scratch)
+            original(source, probability_model, target, top_k, scratch, **options)
         finally:
             bias.assign(saved)
 

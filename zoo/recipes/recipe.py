@@ -91,10 +91,11 @@ class Recipe:
         cache_features: Stage 1 (frozen backbone) on cached features: auto, on or off.
             The backbone's pooled features of each image are computed once, kept in the
             run directory (keyed by the weights, the input, the precision and the files)
-            and the head trains on them, several times faster. auto caches when the head
-            stage's train stream is the same every epoch (augment none, natural
-            sampling), where the result is the same as without; on caches also with
-            augmentation (each image's first augmented view stands for it every epoch).
+            and the head trains on them: one backbone pass instead of one per epoch.
+            auto caches when the head stage's train stream is the same every epoch
+            (augment none, natural sampling), where the result is the same as without;
+            on caches also with augmentation (each image's first augmented view stands
+            for it every epoch).
         seed: Seed of the split, the shuffles and the initialisation.
     """
 

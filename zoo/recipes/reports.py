@@ -267,6 +267,8 @@ def save_figure(fig, path: Path) -> Path:
 
 def plot_history(history: dict, path: Path, metric: str = "accuracy") -> Path:
     """Plots the loss and ``metric`` per epoch (train and validation) to ``path``."""
+    from matplotlib.ticker import MaxNLocator
+
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     # Under EMA the validation figures are the averaged weights'; the raw ones go beside.
@@ -280,6 +282,8 @@ def plot_history(history: dict, path: Path, metric: str = "accuracy") -> Path:
             if values:
                 ax.plot(range(1, len(values) + 1), values, style, label=f"{label} {key}")
         ax.set_xlabel("epoch")
+        # Whole epochs only: a short run otherwise gets ticks at 1.2, 1.4, ...
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(key)
         ax.legend()
         ax.grid(alpha=0.3)
@@ -437,7 +441,9 @@ def plot_gradcam(model, images, class_names: list[str], layer_name: str, path: P
     cams = gradcam(model, images, layer_name)
     output = model(images, training=False)
     probs = np.asarray(output[0] if isinstance(output, (list, tuple)) else output)
-    fig, axes = _image_grid(len(images))
+    # The overlaid map gives the axes no spare height: at the default row height
+    # tight_layout put the second row's titles under the first row's images.
+    fig, axes = _image_grid(len(images), row_height=3.1)
     for ax, image, cam, p in zip(axes.flat, images, cams, probs):
         _show(ax, image)
         heat = tf.image.resize(cam[..., None], image.shape[:2]).numpy()[..., 0]

@@ -20,7 +20,11 @@ $(STAMP): pyproject.toml
 # its dependencies because its compiled ops do not match the CPU torch build (the tests
 # import only its pure-Python model definitions). timm (the reference for timm checkpoints)
 # goes in without its dependencies too: they are torch, torchvision and packages zoo has.
+# tests/test_report_browser.py renders report.html in a real browser (headless Chromium,
+# Debian's package) to check every inline image decodes and every link resolves; without
+# chromium that test fails (it does not skip), so a fresh machine gets it here.
 $(TEST_STAMP): $(STAMP)
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
 	$(BIN)/pip install --quiet "torch==2.13.0"
 	$(BIN)/pip install --quiet --no-deps "torchvision==0.28.0"
 	$(BIN)/pip install --quiet --no-deps "timm==1.0.31"

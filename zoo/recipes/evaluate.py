@@ -1,4 +1,4 @@
-"""``zoo evaluate``: the same metrics and plots for any model on any image folder."""
+"""``zoo evaluate``: the same metrics, plots and report page for any model on any image folder."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from zoo import rundir
-from zoo.recipes import reports
+from zoo.recipes import report_page, reports
 
 log = logging.getLogger("zoo")
 
@@ -117,8 +117,9 @@ def evaluate(model_or_run: str | os.PathLike, data: str | os.PathLike, *,
 
     Returns:
         The metrics (as in a run's ``metrics.json``, of the plain model) plus ``out_dir``,
-        ``skipped``, for catalog weights the publisher's ``reference`` figures, and with
-        ``tta`` or a calibrated run, ``tta`` and ``calibration``.
+        ``skipped``, ``evaluated_on`` (``data``), for catalog weights the publisher's
+        ``reference`` figures, and with ``tta`` or a calibrated run, ``tta`` and
+        ``calibration``. ``out_dir`` also gets the report page (``report.html``).
     """
     from zoo.recipes import tta as tta_module
 
@@ -148,13 +149,15 @@ def evaluate(model_or_run: str | os.PathLike, data: str | os.PathLike, *,
                                    thresholds=thresholds if opened.multi_label else None)
     skipped = [[str(p), r] for p, r in passed_over] + [list(s) for s in files.skipped]
     metrics.update(out_dir=str(out), skipped=skipped, model=opened.description,
-                   reference=opened.reference)
+                   reference=opened.reference, evaluated_on=str(data))
     plain = _labelled(files, labels, opened, batch_size)
     # The five-crop modes take views cut from the resized image, not the eval crops.
     viewed = (_labelled(files, labels, opened, batch_size, five_crop=True)
               if tta_module.needs_views(tta) else plain)
     metrics.update(_levers(opened, plain, viewed, tta, calibrate))
     rundir.write_json(out / rundir.METRICS_FILE, metrics)
+    # The same page a training run gets, so a folder evaluated reads like a run's report.
+    report_page.write_page(out)
     return metrics
 
 

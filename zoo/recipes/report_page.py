@@ -4,7 +4,10 @@ The plots are inline (base64 PNG data URIs), so the page is one file that can be
 opened from a copied run directory; the CSV tables and the other files of the run are
 linked relatively and open beside it. The page is built from what the run directory holds
 (``run.json``, ``metrics.json`` and the plots the report wrote), so it can be rebuilt
-from a finished run with :func:`write_page`.
+from a finished run with :func:`write_page`. ``zoo evaluate`` writes the same page into its
+report directory (no ``run.json`` there: the evaluated model and data come from its
+``metrics.json``, with the test-time augmentation's accuracy and the run's temperature
+measured on that data when it recorded them).
 """
 
 from __future__ import annotations
@@ -62,11 +65,12 @@ def write_page(run_dir: str | Path) -> Path:
 
 def render(root: Path, info: dict, metrics: dict) -> str:
     """The page's HTML for a run directory's ``run.json`` (``info``) and metrics."""
-    title = f"{info.get('model', 'model')} report"
+    title = ("Evaluation report" if "evaluated_on" in metrics
+             else f"{info.get('model', 'model')} report")
     parts = [f"<h1>{_esc(title)}</h1>", _summary(info, metrics)]
     parts += [_section_plot(root, metrics, key, heading) for key, heading in _PLOTS]
-    parts += [_per_class(metrics), _confused(metrics), _suspects(metrics),
-              _calibration(info), _files(root)]
+    parts += [_per_class(metrics), _confused(metrics), _suspects(metrics), _tta(metrics),
+              _calibration(info, metrics), _files(root, "evaluated_on" in metrics)]
     body = "\n".join(p for p in parts if p)
     return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>{_esc(title)}</title><style>{_STYLE}</style></head>\n"
@@ -94,10 +98,18 @@ def _data_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
+def _evaluated_model(metrics: dict) -> str | None:
+    """The model ``zoo evaluate`` measured (its ``metrics.json`` ``model``), else None."""
+    return metrics.get("model") if "evaluated_on" in metrics else None
+
+
 def _summary(info: dict, metrics: dict) -> str:
-    rows = [("model", info.get("model")), ("weights", info.get("weights")),
-            ("status", info.get("status")), ("finished", info.get("finished")),
-            ("validation images", metrics.get("num_images"))]
+    evaluation = "evaluated_on" in metrics  # zoo evaluate's report, not a training run's
+    rows = [("model", info.get("model") or _evaluated_model(metrics)),
+            ("weights", info.get("weights")), ("status", info.get("status")),
+            ("finished", info.get("finished")),
+            ("evaluated on", metrics.get("evaluated_on")),
+            ("images" if evaluation else "validation images", metrics.get("num_images"))]
     if metrics.get("multi_label"):
         rows += [("mAP", metrics.get("val_map")), ("F1 micro", metrics.get("val_f1_micro")),
                  ("F1 macro", metrics.get("val_f1_macro"))]
@@ -154,27 +166,56 @@ def _suspects(metrics: dict) -> str:
     found = metrics.get("suspect_labels")
     if found is None:
         return ""
-    intro = (f"<p>{found['count']} validation image(s) whose given label the model rejects "
-             f"with confidence (its probability below the class's average "
-             f"self-confidence, another class's above its own): candidates for label "
-             f"errors, largest margin first. The first {len(found['top'])} here, all in "
-             f"the CSV.</p>")
+    images = "evaluated" if "evaluated_on" in metrics else "validation"
+    rule = ("whose given label the model rejects with confidence (its probability below the "
+            "class's average self-confidence, another class's above its own)")
+    if found["count"]:
+        intro = (f"<p>{found['count']} {images} image(s) {rule}: candidates for label "
+                 f"errors, largest margin first. The first {len(found['top'])} here, all "
+                 f"in the CSV.</p>")
+    else:
+        intro = f"<p>No {images} image {rule}: no candidate for a label error.</p>"
     columns = ["index", "file", "given", "suggested", "p_given", "p_suggested", "margin"]
     table = _table(columns, found["top"]) if found["top"] else ""
     return (f"<h2>Suspect labels</h2>{intro}{_link(rundir.SUSPECT_LABELS_FILE, metrics)}"
             f"{table}")
 
 
-def _calibration(info: dict) -> str:
+def _tta(metrics: dict) -> str:
+    """``zoo evaluate --tta``'s accuracy with and without the averaged views."""
+    record = metrics.get("tta")
+    if not record:
+        return ""
+    row = {"mode": record.get("mode"), "views": record.get("views"),
+           "accuracy with TTA": record.get("accuracy"),
+           "accuracy without": record.get("accuracy_without")}
+    return (f"<h2>Test-time augmentation</h2><p>The probabilities of each image's views "
+            f"averaged (<code>tta={_esc(record.get('mode'))}</code>), against the eval crop "
+            f"alone, on the same images.</p>{_table(list(row), [row])}")
+
+
+def _calibration(info: dict, metrics: dict) -> str:
     record = info.get("calibration")
-    if not record or record.get("method") != "temperature":
+    measured = "calibration" in metrics and "evaluated_on" in metrics
+    if measured:
+        # zoo evaluate: the run's temperature measured on the evaluated images.
+        record = metrics["calibration"]
+    elif "evaluated_on" in metrics:
+        return ("<h2>Calibration</h2><p>No temperature was measured on these images (the "
+                "model has no fitted temperature, or zoo evaluate ran with "
+                "--no-calibrate).</p>")
+    elif not record or record.get("method") != "temperature":
         reason = (record or {}).get("reason") or "the run records none"
         return (f"<h2>Calibration</h2><p>Calibration was not fitted "
                 f"({_esc(reason)}).</p>")
-    text = (f"<p>Temperature {record['temperature']:.3f} fitted on the validation split "
-            f"({_esc(record.get('images', 'n/a'))} images). Expected calibration error "
-            f"({record.get('bins')} bins): {record['ece_before']:.4f} before, "
-            f"{record['ece_after']:.4f} after, on those same images.</p>")
+    where = ("the run's temperature (fitted on its validation split), measured on the "
+             f"{_esc(record.get('images', 'n/a'))} evaluated images" if measured else
+             f"fitted on the validation split ({_esc(record.get('images', 'n/a'))} images)")
+    text = (f"<p>Temperature {record['temperature']:.3f}: {where}. Expected calibration "
+            f"error ({record.get('bins')} bins): {record['ece_before']:.4f} before, "
+            f"{record['ece_after']:.4f} after, on those same images. <code>zoo predict</code> "
+            f"and <code>zoo export</code> apply the temperature by default "
+            f"(<code>--no-calibrate</code> switches it off).</p>")
     uri = _data_uri(_reliability_png(record))
     return (f"<h2>Calibration</h2>{text}<img src=\"{uri}\" "
             f"alt=\"Reliability diagram\">")
@@ -210,7 +251,8 @@ def _reliability_png(record: dict) -> bytes:
     return buffer.getvalue()
 
 
-def _files(root: Path) -> str:
+def _files(root: Path, evaluation: bool = False) -> str:
     present = [name for name in _LINKED if (root / name).is_file()]
     items = "".join(f"<li><a href=\"{_esc(n)}\">{_esc(n)}</a></li>" for n in present)
-    return f"<h2>Files of the run</h2><ul>{items}</ul>" if items else ""
+    heading = "Files of the evaluation" if evaluation else "Files of the run"
+    return f"<h2>{heading}</h2><ul>{items}</ul>" if items else ""

@@ -14,7 +14,12 @@ manifest), :mod:`pipelines.cache` and :mod:`pipelines.dataset` (the ``tf.data`` 
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
+import functools
+import gc
 import os
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +57,25 @@ Listing = dict[str, list[tuple[str, str]]]
 DEFAULT_VALIDATION_SPLIT = 0.2
 FOLDER_LAYOUT = ("root/<class>/*.jpg (or .png, .bmp, .gif, .webp), or root/train/<class>/ "
                  "with root/val/<class>/")
+
+
+@contextlib.contextmanager
+def collection_paused():
+    """Runs the block with Python's cyclic garbage collector paused (as it was, after).
+
+    A start keeps a few acyclic objects per file (paths, tuples, index entries, records),
+    which reference counting frees; in a process that has imported TensorFlow (about
+    400,000 tracked objects) they set off full collections that walk every object and
+    free nothing: 0.3-0.4 s per 10,000 files here. The collection comes later, while the
+    model trains.
+    """
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if paused:
+            gc.enable()
 
 
 def _open_root(root: str | os.PathLike) -> Path:
@@ -151,10 +175,32 @@ def _require_classes(src: Listed, class_names: list[str], listed: Listing) -> No
             f"needs at least two {src.two_classes}.")
 
 
+def _relative(path: str, root: str) -> str:
+    """``os.path.relpath(path, root)``; a plain slice where the path is ``root/<normal rest>``.
+
+    The scan builds its paths so; slicing them is far cheaper than ``relpath`` over a
+    hundred thousand files, and any other path takes ``relpath``.
+    """
+    prefix = root if root.endswith(os.sep) else root + os.sep
+    if path.startswith(prefix):
+        rest = path[len(prefix):]
+        if rest and not rest.startswith(".") and f"{os.sep}." not in rest \
+                and os.sep * 2 not in rest and not rest.endswith(os.sep):
+            return rest
+    return os.path.relpath(path, root)
+
+
 def _split(src: Listed, listed: Listing, class_names: list[str],
-           options: Options) -> tuple[dict[str, list[tuple[str, Any]]], str]:
-    """``({split: [(relative path, label)]}, how)``: split here, or as the source says."""
+           options: Options) -> tuple[dict[str, list[tuple[str, Any]]], str, dict[str, str]]:
+    """The split, made here or as the source says.
+
+    Returns:
+        ``({split: [(relative path, label)]}, how, {relative path: path})``.
+    """
     index = {name: i for i, name in enumerate(class_names)}
+    root = str(src.root)
+    where = {_relative(p, root): p for files in listed.values() for p, _ in files}
+    relative_of = {p: rel for rel, p in where.items()}
 
     def indexed(label):
         if src.multi_label:
@@ -162,27 +208,27 @@ def _split(src: Listed, listed: Listing, class_names: list[str],
         return index[label]
 
     if src.loaded is None and "all" in listed:
-        relative = [(os.path.relpath(p, src.root), indexed(c)) for p, c in listed["all"]]
+        relative = [(relative_of[p], indexed(c)) for p, c in listed["all"]]
         split_fn = iterative_split if src.multi_label else stratified_split
         train_rel, val_rel = split_fn(relative, options.validation_split, options.seed)
         return ({"train": train_rel, "val": val_rel},
-                "iterative" if src.multi_label else "stratified")
+                "iterative" if src.multi_label else "stratified", where)
     how = "manifest" if src.loaded is not None else "given"
-    return {split: sorted((os.path.relpath(p, src.root), indexed(c)) for p, c in files)
-            for split, files in listed.items()}, how
+    return {split: sorted((relative_of[p], indexed(c)) for p, c in files)
+            for split, files in listed.items()}, how, where
 
 
-def _check_eval_fully(root: Path, split_files: dict, results: dict, skipped: list) -> dict:
+def _check_eval_fully(where: dict[str, str], split_files: dict, results: dict,
+                      skipped: list) -> dict:
     # Evaluation files are decoded fully even with the fast check: a validation epoch must
     # be exact (no file silently missing) and they are the smaller part.
-    eval_paths = [str(root / rel) for split in ("val", "test")
-                  for rel, _ in split_files.get(split, [])]
+    eval_paths = [where[rel] for split in ("val", "test") for rel, _ in split_files.get(split, [])]
     for path, result in check_files(eval_paths, full=True).items():
         if isinstance(result, str):
             results[path] = result
             skipped.append((path, result))
     return {split: [(rel, label) for rel, label in entries
-                    if not isinstance(results[str(root / rel)], str)]
+                    if not isinstance(results[where[rel]], str)]
             for split, entries in split_files.items()}
 
 
@@ -238,11 +284,32 @@ def _datasets(files: dict[str, list[ImageFile]], num_classes: int, options: Opti
         balanced_over=balanced_over, **decoders(train_files), **common)}
     for split in ("val", "test"):
         fs = files.get(split) or []
-        out[split] = build_dataset(
-            records(fs, width), training=False, size=len(fs), cache_name=split,
-            cache_key=cache_key(fs), cache_bytes=len(fs) * per_image, **decoders(fs),
-            **common) if fs else None
+        build = functools.partial(
+            build_dataset, records(fs, width), training=False, size=len(fs),
+            cache_name=split, cache_key=cache_key(fs), cache_bytes=len(fs) * per_image,
+            **decoders(fs), **common)
+        # Validation images are decoded into their memory cache in the background: the
+        # first train batch need not wait for it, and .val waits for the filled dataset.
+        out[split] = (None if not fs else
+                      _in_background(build) if split == "val" and common["cache"] is True
+                      else build())
     return out
+
+
+def _in_background(build: Callable[[], Any]) -> concurrent.futures.Future:
+    """``build()`` run in a thread of its own; its result (or error) in the future."""
+    future: concurrent.futures.Future = concurrent.futures.Future()
+
+    def run():
+        try:
+            future.set_result(build())
+        except BaseException as error:  # noqa: BLE001 - handed to whoever reads .val
+            future.set_exception(error)
+
+    # Not a daemon: a process that ends meanwhile lets the fill finish rather than stop
+    # TensorFlow mid-op.
+    threading.Thread(target=run, name="zoo-val-cache", daemon=False).start()
+    return future
 
 
 def _warn_unused_split(scan: Scan, validation_split: float, manifest) -> None:
@@ -269,11 +336,11 @@ def _checked_split(src: Listed, options: Options, full: bool):
     except ValueError:
         report_skipped(src.skipped, src.root)
         raise
-    split_files, how = _split(src, listed, class_names, options)
+    split_files, how, where = _split(src, listed, class_names, options)
     if not full:
-        split_files = _check_eval_fully(src.root, split_files, results, src.skipped)
+        split_files = _check_eval_fully(where, split_files, results, src.skipped)
     root = src.root
-    files = {split: [ImageFile(str(root / rel), label, *results[str(root / rel)])
+    files = {split: [ImageFile(where[rel], label, *results[where[rel]])
                      for rel, label in entries] for split, entries in split_files.items()}
     if not files.get("train"):
         report_skipped(src.skipped, root)
@@ -306,6 +373,12 @@ def build_image_data(src: Listed, options: Options, *, check: str = "fast",
     """
     if check not in ("fast", "full"):
         raise ValueError(f"check must be 'fast' or 'full'; got {check!r}.")
+    with collection_paused():
+        return _build_image_data(src, options, check=check, shuffle=shuffle)
+
+
+def _build_image_data(src: Listed, options: Options, *, check: str,
+                      shuffle: bool) -> ImageData:
     files, class_names, split_files, how = _checked_split(src, options, check == "full")
     leakage = check_leakage(src.root, files, options.dedupe, options.dedupe_near, src.loaded)
     files, split_files = _without_dropped(leakage, split_files, src)
@@ -401,7 +474,9 @@ def from_folder(
             and val alike; mixup and cutmix need and default to ``"categorical"``.
         cache: Cache the train bytes and finished val images in memory (True), in files
             under a directory (a path, e.g. inside the run dir; not inside ``root``), or
-            not (False). Caches are filled before this returns. A file cache is named by a
+            not (False). Caches are filled before they are read: the train split's and
+            file caches before this returns, the validation split's memory cache in the
+            background (the first read of ``.val`` waits for it). A file cache is named by a
             key over everything that decides its content (each file's path, size, mtime,
             a hash of its bytes, label and decoder; on the val and test splits also image
             size, crop fraction, interpolation, channels and the decoding code), so folders
@@ -460,7 +535,13 @@ def from_folder(
         drop_remainder=drop_remainder, imbalance_warning=imbalance_warning, sampling=sampling,
         dedupe=dedupe, dedupe_near=dedupe_near)
     check_writes_outside(root, options)
+    with collection_paused():
+        return _from_scan(root, options, manifest=manifest, check=check, shuffle=shuffle,
+                          validation_split=validation_split)
 
+
+def _from_scan(root: Path, options: Options, *, manifest, check: str, shuffle: bool,
+               validation_split: float) -> ImageData:
     scan = scan_tree(root)
     _warn_unused_split(scan, validation_split, manifest)
     src = Listed(root=root, files=scan.files, skipped=list(scan.skipped), layout=scan.layout,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
@@ -28,6 +29,8 @@ class ImageData:
             pipeline; with mixup / cutmix they are mixed as timm mixes them (the convex
             combination of two images' multi-hot targets).
         val: The same for validation (never augmented, always in file order), or None.
+            An entry point may still be building and filling its memory cache in the
+            background when it returns; the first read of ``val`` waits for that.
         test: A separate test split when the source has one, else None.
         class_names: Class names; the label is the index.
         num_classes: ``len(class_names)``.
@@ -70,7 +73,7 @@ class ImageData:
                  root: str | None = None, multi_label: bool = False,
                  sampling: str = "natural"):
         self.train = train
-        self.val = val
+        self._val = val
         self.test = test
         self.class_names = list(class_names)
         self.num_classes = len(self.class_names)
@@ -96,6 +99,17 @@ class ImageData:
         cardinality = int(train.cardinality()) if train is not None else -1
         self.steps_per_epoch = cardinality if cardinality > 0 else None
         self._counts = counts
+
+    @property
+    def val(self) -> tf.data.Dataset | None:
+        """The validation batches (see the class's attributes), once they are ready."""
+        if isinstance(self._val, concurrent.futures.Future):
+            self._val = self._val.result()
+        return self._val
+
+    @val.setter
+    def val(self, value: tf.data.Dataset | None) -> None:
+        self._val = value
 
     @property
     def counts(self) -> dict[str, dict[str, int]]:

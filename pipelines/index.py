@@ -16,6 +16,11 @@ so cached pixels are never stale, and a file that then fails to decode in traini
 skipped as any file the fast check let through. To narrow the second case, as git does
 for its index, a file modified within :data:`RACY_SECONDS` of its check is not recorded.
 
+The same entry also keeps digests of the file's bytes that other stages would otherwise
+read every file for (the leakage check's sha256 and perceptual hash,
+:func:`indexed_digests`), under the same key: a file checked again gets a new entry, without
+the old digests.
+
 ``ZOO_CHECK_INDEX=0`` in the environment turns the index off.
 """
 
@@ -27,6 +32,7 @@ import json
 import os
 import tempfile
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -36,8 +42,17 @@ from typing import Any
 RACY_SECONDS = 2.0
 INDEX_FORMAT = "zoo.pipelines.index/1"
 
+# Index files kept parsed in this process (a start reads each one three times: the fast
+# check, the validation files' full check, the leakage digests), at most this many entries
+# in all, so that a folder of millions of images does not stay in memory after its start.
+MEMO_ENTRIES = 300_000
+
 Result = tuple | str
 Stat = tuple[int, int, int]
+# An entry: [size, mtime_ns, inode, checked fully, result] and, once digests were taken,
+# {digest name: digest} as a sixth item.
+_CHECK_FIELDS = 5
+_memo: OrderedDict[Path, tuple[Stat, dict[str, list]]] = OrderedDict()
 
 
 def enabled() -> bool:
@@ -71,6 +86,13 @@ def _index_file(base: Path, folder: str) -> Path:
 
 def _load(path: Path) -> dict[str, list]:
     # A missing, unreadable or foreign file is an empty index: the files are checked again.
+    stat = _stat(str(path))
+    if stat is None:
+        return {}
+    memo = _memo.get(path)
+    if memo is not None and memo[0] == stat:
+        _memo.move_to_end(path)
+        return memo[1]
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -78,7 +100,19 @@ def _load(path: Path) -> dict[str, list]:
     if not isinstance(data, dict) or data.get("format") != INDEX_FORMAT:
         return {}
     entries = data.get("entries")
-    return entries if isinstance(entries, dict) else {}
+    if not isinstance(entries, dict):
+        return {}
+    _remember(path, stat, entries)
+    return entries
+
+
+def _remember(path: Path, stat: Stat | None, entries: dict[str, list]) -> None:
+    _memo.pop(path, None)
+    if stat is None:
+        return
+    _memo[path] = (stat, entries)
+    while len(_memo) > 1 and sum(len(e) for _, e in _memo.values()) > MEMO_ENTRIES:
+        _memo.popitem(last=False)
 
 
 def _save(path: Path, folder: str, entries: dict[str, list]) -> None:
@@ -92,7 +126,9 @@ def _save(path: Path, folder: str, entries: dict[str, list]) -> None:
         os.replace(temporary, path)
     except OSError:
         # A read-only or full home only costs the next start its speed.
-        pass
+        _memo.pop(path, None)
+        return
+    _remember(path, _stat(str(path)), entries)
 
 
 def _stat(path: str) -> Stat | None:
@@ -103,13 +139,34 @@ def _stat(path: str) -> Stat | None:
     return st.st_size, st.st_mtime_ns, st.st_ino
 
 
+def _current(entry: Any, stat: Stat) -> bool:
+    """Whether an index entry was recorded for the file as it is now."""
+    return (isinstance(entry, list) and len(entry) in (_CHECK_FIELDS, _CHECK_FIELDS + 1)
+            and tuple(entry[:3]) == stat)
+
+
 def _hit(entry: Any, stat: Stat, full: bool) -> Result | None:
-    if not isinstance(entry, list) or len(entry) != 5:
+    if not _current(entry, stat) or (full and not entry[3]):
         return None
-    size, mtime_ns, inode, was_full, result = entry
-    if (size, mtime_ns, inode) != stat or (full and not was_full):
-        return None
+    result = entry[4]
     return tuple(result) if isinstance(result, list) else result
+
+
+def _by_folder(paths: Sequence[str]) -> dict[str, list[tuple[str, str]]]:
+    """``{absolute folder: [(path, file name)]}``; each folder spelling resolved once."""
+    heads: dict[str, str] = {}
+    out: dict[str, list[tuple[str, str]]] = {}
+    for p in paths:
+        head, name = os.path.split(p)
+        folder = heads.get(head)
+        if folder is None:
+            folder = heads[head] = os.path.dirname(os.path.abspath(p))
+        out.setdefault(folder, []).append((p, name))
+    return out
+
+
+def _settled_before() -> int:
+    return time.time_ns() - int(RACY_SECONDS * 1e9)
 
 
 def indexed_check(paths: Sequence[str], full: bool,
@@ -126,42 +183,101 @@ def indexed_check(paths: Sequence[str], full: bool,
         ``{path: result}`` for every path, as ``check`` gives it.
     """
     base = index_dir()
-    stats = {p: _stat(p) for p in paths}
-    by_folder: dict[str, list[str]] = {}
-    for p in paths:
-        by_folder.setdefault(os.path.dirname(os.path.abspath(p)), []).append(p)
+    by_folder = _by_folder(paths)
     loaded = {folder: _load(_index_file(base, folder)) for folder in by_folder}
     results: dict[str, Result] = {}
+    stats: dict[str, Stat | None] = {}
     for folder, members in by_folder.items():
-        for p in members:
-            found = (_hit(loaded[folder].get(os.path.basename(p)), stats[p], full)
-                     if stats[p] is not None else None)
+        entries = loaded[folder]
+        for p, name in members:
+            stat = stats[p] = _stat(p)
+            found = _hit(entries.get(name), stat, full) if stat is not None else None
             if found is not None:
                 results[p] = found
     missing = [p for p in paths if p not in results]
     if not missing:
         return results
     results.update(check(missing))
-    _record(base, missing, stats, results, loaded, full)
+    settled_before, checked = _settled_before(), set(missing)
+    changed: set[str] = set()
+    for folder, members in by_folder.items():
+        entries = loaded[folder]
+        for p, name in members:
+            stat = stats[p]
+            # Not kept: a file answered by the index, or one that vanished, changed while
+            # it was checked, or is too new.
+            if p not in checked or not _keepable(p, stat, settled_before):
+                continue
+            result = results[p]
+            old = entries.get(name)
+            # Digests of the same bytes (a fast entry checked fully now) stay.
+            digests = old[_CHECK_FIELDS:] if _current(old, stat) else []
+            entries[name] = [*stat, full, list(result) if isinstance(result, tuple) else result,
+                             *digests]
+            changed.add(folder)
+    for folder in changed:
+        _save(_index_file(base, folder), folder, loaded[folder])
     return results
 
 
-def _record(base: Path, checked: Sequence[str], stats: dict, results: dict,
-            loaded: dict[str, dict], full: bool) -> None:
-    settled_before = time.time_ns() - int(RACY_SECONDS * 1e9)
+def _keepable(path: str, stat: Stat | None, settled_before: int) -> bool:
+    """Whether what was read of ``path`` (stat'ed as ``stat`` before) may be recorded."""
+    return stat is not None and stat[1] <= settled_before and _stat(path) == stat
+
+
+def indexed_digests(paths: Sequence[str], name: str,
+                    compute: Callable[[Sequence[str]], dict[str, Any]]) -> dict[str, Any]:
+    """``compute(paths)``'s digests, taking those of unchanged files from the index.
+
+    A digest is kept in the file's check entry, so it is dropped with it when the file
+    changes; files without a current entry (not checked, or too new) are computed each
+    time and not recorded.
+
+    Args:
+        paths: The files.
+        name: The digest's name, which says how it was made (e.g. ``"sha256"``): a new way
+            of computing needs a new name.
+        compute: Digests of the files the index cannot answer for, ``{path: digest}``
+            (JSON-able; a path left out is not recorded).
+
+    Returns:
+        ``{path: digest}`` for the paths the index or ``compute`` answered.
+    """
+    base = index_dir()
+    by_folder = _by_folder(paths)
+    loaded = {folder: _load(_index_file(base, folder)) for folder in by_folder}
+    results: dict[str, Any] = {}
+    stats: dict[str, Stat | None] = {}
+    for folder, members in by_folder.items():
+        entries = loaded[folder]
+        for p, file_name in members:
+            stat = stats[p] = _stat(p)
+            entry = entries.get(file_name)
+            if stat is not None and _current(entry, stat) and len(entry) > _CHECK_FIELDS \
+                    and isinstance(entry[-1], dict) and name in entry[-1]:
+                results[p] = entry[-1][name]
+    missing = [p for p in paths if p not in results]
+    if not missing:
+        return results
+    computed = compute(missing)
+    results.update(computed)
+    settled_before, asked = _settled_before(), set(missing)
     changed: set[str] = set()
-    for p in checked:
-        stat, now = stats[p], _stat(p)
-        # Not kept: a file that vanished, changed while it was checked, or is too new.
-        if stat is None or now != stat or stat[1] > settled_before:
-            continue
-        folder = os.path.dirname(os.path.abspath(p))
-        result = results[p]
-        loaded[folder][os.path.basename(p)] = [
-            *stat, full, list(result) if isinstance(result, tuple) else result]
-        changed.add(folder)
+    for folder, members in by_folder.items():
+        entries = loaded[folder]
+        for p, file_name in members:
+            entry, stat = entries.get(file_name), stats[p]
+            if p not in asked or p not in computed or stat is None \
+                    or not _current(entry, stat) or not _keepable(p, stat, settled_before):
+                continue
+            if len(entry) == _CHECK_FIELDS or not isinstance(entry[-1], dict):
+                entry[_CHECK_FIELDS:] = [{}]
+            entry[-1][name] = computed[p]
+            changed.add(folder)
     for folder in changed:
         _save(_index_file(base, folder), folder, loaded[folder])
+    return results
 
 
-__all__ = ["INDEX_FORMAT", "RACY_SECONDS", "enabled", "index_dir", "indexed_check"]
+__all__ = ["INDEX_FORMAT", "MEMO_ENTRIES", "RACY_SECONDS", "enabled", "index_dir",
+           "indexed_check", "indexed_digests"]

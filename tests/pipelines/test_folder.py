@@ -223,12 +223,14 @@ def test_file_cache_goes_where_asked(small_folder, tmp_path):
 def test_caches_are_filled_before_from_folder_returns(small_folder, tmp_path, cache):
     # A cache first filled under a distribution strategy once kept only part of a split;
     # filled up front, it is complete. Seen here by deleting the (copied) files after
-    # from_folder returns.
+    # from_folder returns; the validation split's memory cache is filled in the background
+    # by the time .val is first read.
     root = tmp_path / "images"
     shutil.copytree(small_folder, root)
     option = {"memory": True, "files": tmp_path / "cache", "none": False}[cache]
     data = pipelines.from_folder(root, image_size=32, batch_size=4, cache=option,
                                  out_dir=tmp_path / "run")
+    assert data.val is not None
     shutil.rmtree(root)
     if cache == "none":  # every pass reads the files, which are gone
         with pytest.raises(tf.errors.NotFoundError):

@@ -146,3 +146,53 @@ def test_a_long_check_shows_progress_and_a_short_one_does_not(tmp_path, home, mo
     captured = capsys.readouterr()
     assert "Checking 5 files (full check):" in captured.err
     assert "5/5" in captured.out
+
+
+@pytest.fixture
+def fingerprinted(monkeypatch):
+    """The paths the leakage check actually reads, call by call."""
+    leakage = sys.modules["pipelines.leakage"]
+    read: list[str] = []
+    real = leakage._fingerprint
+
+    def counting(path, near=True):
+        read.append(path)
+        return real(path, near=near)
+
+    monkeypatch.setattr(leakage, "_fingerprint", counting)
+    return read
+
+
+def _pairs(data) -> list[tuple[str, str, str]]:
+    return [(p["train"], p["other"], p["kind"]) for p in data.manifest["leakage"]["pairs"]]
+
+
+def test_leakage_digests_come_from_the_index_until_a_file_changes(tmp_path, home,
+                                                                   fingerprinted):
+    root = tmp_path / "split"
+    make_folder(root / "train", {"astronaut": 6, "coffee": 6})
+    make_folder(root / "val", {"astronaut": 2, "coffee": 2}, size=(56, 42))  # other bytes
+    copy = root / "val" / "coffee" / "copy.jpg"
+    copy.write_bytes((root / "train" / "coffee" / "003.jpg").read_bytes())
+    _settle(root)
+    first = pipelines.from_folder(root, image_size=32, batch_size=8, cache=False)
+    assert _pairs(first) == [("train/coffee/003.jpg", "val/coffee/copy.jpg", "exact")]
+    assert len(fingerprinted) == 17  # every file once
+    fingerprinted.clear()
+    second = pipelines.from_folder(root, image_size=32, batch_size=8, cache=False)
+    assert fingerprinted == []
+    assert _pairs(second) == _pairs(first)
+    # Rewritten with other bytes: hashed again (alone), and the pair is gone.
+    copy.write_bytes(jpeg_bytes(photo("chelsea")))
+    past = time.time() - 20
+    os.utime(copy, (past, past))
+    third = pipelines.from_folder(root, image_size=32, batch_size=8, cache=False)
+    assert fingerprinted == [str(copy)]
+    assert _pairs(third) == []
+    # The perceptual hash is another digest: taken once for every file, then kept too.
+    fingerprinted.clear()
+    pipelines.from_folder(root, image_size=32, batch_size=8, cache=False, dedupe_near=True)
+    assert len(fingerprinted) == 17
+    fingerprinted.clear()
+    pipelines.from_folder(root, image_size=32, batch_size=8, cache=False, dedupe_near=True)
+    assert fingerprinted == []

@@ -163,6 +163,13 @@ def test_a_changed_file_computes_the_features_again(tmp_path, monkeypatch):
     # The stale train features were removed, the new ones kept.
     assert len(list((run / "features").glob("train-*.json"))) == 1
     assert len(list((run / "features").glob("val-*.json"))) == 1
+    # A features file cut short (a full disk, a crash of the copy) is computed again.
+    damaged = next((run / "features").glob("train-*.features.f32"))
+    damaged.write_bytes(damaged.read_bytes()[:100])
+    (run / "state.json").unlink()
+    _runner(run, "auto", data=data, epochs=1).run_all(pretrained=True)
+    assert count.calls == 4
+    assert damaged.stat().st_size > 100
 
 
 def test_auto_leaves_an_augmented_stream_alone_and_bad_choices_are_refused():

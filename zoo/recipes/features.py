@@ -14,7 +14,7 @@ model's, and the best checkpoint (``model.keras``) is the full model.
 
 The cut is the input of the head's first layer with weights: parameter-free layers between
 the backbone and it (global pooling, flatten, adaptive pooling) are part of the features,
-so ResNet-50 keeps 2,048 numbers per image, VGG and AlexNet the flattened 25,088.
+so ResNet-50 keeps 2,048 numbers per image, VGG the flattened 25,088, AlexNet 9,216.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import time
 import uuid
@@ -49,7 +50,7 @@ _ABSORBABLE = ("Flatten", "GlobalAveragePooling1D", "GlobalAveragePooling2D",
 
 @dataclass
 class Features:
-    """One split's features and one-hot labels, as arrays (memory-mapped from the cache).
+    """One split's features and one-hot labels, memory-mapped from the cache's files.
 
     Attributes:
         features: ``[N, ...]`` float32 backbone outputs, in the stream's order.
@@ -212,62 +213,78 @@ def cache_key(backbone: keras.Model, recipe, data, split: str) -> dict:
     }
 
 
-def extract(backbone: keras.Model, dataset: tf.data.Dataset) -> Features:
-    """One pass of ``dataset``: the backbone's features and the labels, in order."""
+def extract(backbone: keras.Model, dataset: tf.data.Dataset,
+            paths: dict[str, Path]) -> dict:
+    """One pass of ``dataset``: the backbone's features and the labels, written as they come.
+
+    Each is a raw float32 file, row after row, in the stream's order (written batch by
+    batch, so the features of a large folder never sit in memory at once), staged and
+    renamed into place at the end.
+
+    Args:
+        backbone: The :func:`extractor`.
+        dataset: ``(pixels, labels)`` batches.
+        paths: ``{"features": path, "labels": path}``.
+
+    Returns:
+        ``{"count", "batch_size", "features_shape", "labels_shape"}`` (shapes of one row).
+    """
     forward = tf.function(lambda x: backbone(x, training=False), reduce_retracing=True)
-    features, labels, batch, start = [], [], 0, time.monotonic()
-    for x, y in dataset:
-        features.append(np.asarray(forward(x), dtype=np.float32))
-        labels.append(np.asarray(y, dtype=np.float32))
-        batch = max(batch, len(labels[-1]))
-    if not features:
-        raise ValueError("The training stream gave no batches; there is nothing to train on.")
-    log.info("Backbone features of %d images in %.1f s.", sum(len(f) for f in features),
+    staging = {part: path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+               for part, path in paths.items()}
+    record = {"count": 0, "batch_size": 0, "features_shape": None, "labels_shape": None}
+    start = time.monotonic()
+    try:
+        with open(staging["features"], "wb") as f_out, open(staging["labels"], "wb") as l_out:
+            for x, y in dataset:
+                rows = np.asarray(forward(x), dtype=np.float32)
+                labels = np.asarray(y, dtype=np.float32)
+                f_out.write(np.ascontiguousarray(rows).tobytes())
+                l_out.write(np.ascontiguousarray(labels).tobytes())
+                record.update(count=record["count"] + len(labels),
+                              batch_size=max(record["batch_size"], len(labels)),
+                              features_shape=list(rows.shape[1:]),
+                              labels_shape=list(labels.shape[1:]))
+        if not record["count"]:
+            raise ValueError("The stream gave no batches; there is nothing to train on.")
+        for part, path in paths.items():
+            os.replace(staging[part], path)
+    finally:
+        for path in staging.values():
+            path.unlink(missing_ok=True)
+    log.info("Backbone features of %d images in %.1f s.", record["count"],
              time.monotonic() - start)
-    return Features(np.concatenate(features), np.concatenate(labels), batch)
+    return record
 
 
 def cached(backbone: keras.Model, dataset: tf.data.Dataset, key: dict,
            folder: Path) -> Features:
     """The split's features from ``folder`` when its key matches, else computed and kept.
 
-    Files are ``<split>-<digest>.features.npy`` / ``.labels.npy`` and a ``.json`` with the
-    key, written last: a crash before it leaves files that are never read. Another key's
-    files of the same split are removed when new ones are written (a changed folder or new
-    weights: they are stale). Without a file list the key is unique to this run.
+    Files are ``<split>-<digest>.features.f32`` / ``.labels.f32`` (raw float32 rows) and a
+    ``.json`` with the key and the shapes, written last: a crash before it leaves files
+    that are never read. Another key's files of the same split are removed when new ones
+    are written (a changed folder or new weights: they are stale). Without a file list the
+    key is unique to this run.
     """
     if key["files"] is None:
         key = {**key, "run": uuid.uuid4().hex}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    stem = folder / f"{key['split']}-{digest}"
-    paths = {part: stem.with_name(f"{stem.name}.{part}.npy") for part in ("features", "labels")}
-    manifest = stem.with_name(f"{stem.name}.json")
+    stem = f"{key['split']}-{digest}"
+    paths = {part: folder / f"{stem}.{part}.f32" for part in ("features", "labels")}
+    manifest = folder / f"{stem}.json"
     found = _read(manifest, paths, key)
     if found is not None:
         log.info("Stage 1 reuses the %s features in %s.", key["split"], manifest.name)
         return found
-    computed = extract(backbone, dataset)
     folder.mkdir(parents=True, exist_ok=True)
     for old in folder.glob(f"{key['split']}-*"):
-        if not old.name.startswith(stem.name):
-            old.unlink(missing_ok=True)
-    for part, array in (("features", computed.features), ("labels", computed.labels)):
-        _write_npy(paths[part], array)
-    rundir.write_json(manifest, {"key": key, "count": len(computed.labels),
-                                 "batch_size": computed.batch_size})
-    return Features(np.load(paths["features"], mmap_mode="r"),
-                    np.load(paths["labels"], mmap_mode="r"), computed.batch_size)
-
-
-def _write_npy(path: Path, array: np.ndarray) -> None:
-    """Writes ``array`` to a staging file and renames it into place (crash-safe)."""
-    staging = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(staging, "wb") as handle:  # np.save would add ".npy" to the name
-            np.save(handle, array)
-        os.replace(staging, path)
-    finally:
-        staging.unlink(missing_ok=True)
+        old.unlink(missing_ok=True)  # stale (or this key's, unfinished)
+    record = extract(backbone, dataset, paths)
+    rundir.write_json(manifest, {"key": key, **record})
+    found = _read(manifest, paths, key)
+    found.reused = False
+    return found
 
 
 def _read(manifest: Path, paths: dict[str, Path], key: dict) -> Features | None:
@@ -275,13 +292,15 @@ def _read(manifest: Path, paths: dict[str, Path], key: dict) -> Features | None:
         record = json.loads(manifest.read_text(encoding="utf-8"))
         if record.get("key") != key:
             return None
-        features = np.load(paths["features"], mmap_mode="r")
-        labels = np.load(paths["labels"], mmap_mode="r")
-    except (OSError, ValueError):
-        return None
-    if len(features) != record.get("count") or len(labels) != record.get("count"):
-        return None
-    return Features(features, labels, int(record["batch_size"]), reused=True)
+        count = int(record["count"])
+        shapes = {part: (count, *record[f"{part}_shape"]) for part in paths}
+        if any(paths[part].stat().st_size != 4 * math.prod(shapes[part]) for part in paths):
+            return None  # cut short or of another size: computed again
+        arrays = [np.memmap(paths[part], dtype=np.float32, mode="r", shape=shapes[part])
+                  for part in ("features", "labels")]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # missing, damaged or of another size: computed again
+    return Features(*arrays, int(record["batch_size"]), reused=True)
 
 
 def stream(split: Features, *, shuffle: bool, seed: int) -> tf.data.Dataset:

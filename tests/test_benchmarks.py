@@ -78,3 +78,13 @@ def test_tables_benchmark_times_a_table_beside_its_folder(tmp_path, capsys):
     out = capsys.readouterr().out
     assert re.search(r"from_folder: returns in [\d.]+ s", out), out
     assert re.search(r"from_csv / from_folder, to return: [\d.]+x", out), out
+
+
+def test_levers_benchmark_times_every_path(tmp_path, capsys):
+    assert load("levers").main(["--model", "lenet5", "--size", "32", "--batch", "8",
+                                "--images", "16", "--rounds", "1",
+                                "--data", str(tmp_path / "photos")]) == 0
+    rows = table_rows(capsys.readouterr().out)
+    for name in ("recipe, batch 8", "ema=0.999, batch 8", "accumulate_steps=4, steps of 2",
+                 "plain steps of 2"):
+        assert name in rows and all(v > 0 for v in rows[name]), (name, rows)

@@ -225,7 +225,7 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
 
     weights = None if args.weights in ("none", "None", "") else args.weights
     result = find_learning_rate(args.model, args.data, weights=weights, out_dir=args.out,
-                                steps=args.steps, **_table_options(args),
+                                steps=args.steps, store=args.store, **_table_options(args),
                                 **_recipe_options(args))
     print(f"suggested learning rate: {result.suggestion:.3g}  (plot: {result.plot})")
     return 0
@@ -436,6 +436,8 @@ def _add_recipe_commands(sub) -> None:
                        description=families)
     _add_recipe_arguments(p, train=False)
     p.add_argument("--steps", type=int, default=100)
+    p.add_argument("--store", default=None, metavar="DIR",
+                   help="read the images from this prepared store of the --data folder")
     p.set_defaults(func=cmd_lr_find)
 
     from zoo.recipes.tta import TTA_MODES

@@ -225,6 +225,10 @@ def test_zoo_train_from_a_store(tmp_path, capsys):
     assert cli.main(train + ["--data", str(root), "--store", str(tmp_path / "photos"),
                              "--out", str(tmp_path / "refused")]) == 2
     assert "not a prepared store" in capsys.readouterr().err
+    assert cli.main(["lr-find", "--model", "lenet5", "--weights", "none", "--data", str(root),
+                     "--store", str(store), "--steps", "4", "--batch-size", "4",
+                     "--out", str(tmp_path / "lr")]) == 0
+    assert "suggested learning rate" in capsys.readouterr().out
 
 
 def test_grey_and_one_hot_from_a_store_and_what_is_refused(folder, tmp_path):

@@ -870,6 +870,7 @@ def find_learning_rate(model_name: str, data, *, images: str | os.PathLike | Non
                        label_delimiter: str | None = None,
                        path_column: str | None = None, label_column: str | None = None,
                        split_column: str | None = None, suffix: str | None = None,
+                       store: str | os.PathLike | None = None,
                        weights: str | None = "imagenet",
                        out_dir: str | os.PathLike | None = None, steps: int = 100,
                        **recipe_options):
@@ -889,6 +890,8 @@ def find_learning_rate(model_name: str, data, *, images: str | os.PathLike | Non
         split_column: With a label table: a column of train / val / test values, used
             as the split instead of ``validation_split``.
         suffix: With a label table: appended to bare ids (``".jpg"``).
+        store: A prepared store of the folder ``data``, read instead of its files (see
+            :func:`finetune`).
         weights: Pretrained weights, or None.
         out_dir: Where the plot ``lr_find.png`` goes; defaults to ``runs/lr-find-<model>``.
         steps: Batches to run.
@@ -903,11 +906,12 @@ def find_learning_rate(model_name: str, data, *, images: str | os.PathLike | Non
     table = table_options(data, images=images, label_delimiter=label_delimiter,
                           path_column=path_column, label_column=label_column,
                           split_column=split_column, suffix=suffix)
+    _refuse_store_without_folder(store, data, table, recipe_options)
     with contextlib.ExitStack() as stack:
         _open_run_dir(out, images_root(data, table), False, stack)
         # The range test trains only: a pipeline without a validation split works as it is.
         data, _ = _load_data(data, model_name, weights, recipe, recipe.batch_size, out,
-                             recipe_options, table)
+                             recipe_options, table, store)
         return _range_test(model_name, data, weights, recipe, steps, out)
 
 

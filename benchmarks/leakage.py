@@ -12,6 +12,15 @@ alternating, several rounds; medians reported.
 
     .venv/bin/python benchmarks/leakage.py distances
     .venv/bin/python benchmarks/leakage.py cost --images 2000 --rounds 3
+
+Effect: scikit-learn's digits as a ``train/`` and ``val/`` folder (32x32 PNGs), where
+``val/`` holds distinct digits and resized, JPEG re-encoded copies of some training
+digits; LeNet-5 trained from scratch with ``dedupe_near=True`` and ``dedupe`` ``"warn"``
+(the copies stay in validation) and ``"drop"``, against the accuracy on the distinct
+validation digits alone. It also counts the distinct digits the hash pairs with a training
+digit (false pairs: small grey digits look alike).
+
+    .venv/bin/python benchmarks/leakage.py effect --seeds 0 1 2
 """
 
 from __future__ import annotations
@@ -142,15 +151,85 @@ def cost(images: int, rounds: int, workdir: Path) -> None:
         print(f"- the fingerprints alone, near={near}: {statistics.median(alone):.2f} s")
 
 
+def _digits_folder(root: Path, train: int, distinct: int, copies: int) -> None:
+    """Writes ``root/train/<class>`` and ``root/val/<class>`` (``copy_*`` files are copies)."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+
+    def image(i: int) -> Image.Image:
+        pixels = (data.images[i] / 16.0 * 255).astype("uint8")
+        return Image.fromarray(pixels).resize((32, 32), Image.BILINEAR)
+
+    for i in range(train):
+        path = root / "train" / str(data.target[i]) / f"{i:04d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        image(i).save(path)
+    for i in range(len(data.target) - distinct, len(data.target)):
+        path = root / "val" / str(data.target[i]) / f"{i:04d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        image(i).save(path)
+    for i in range(copies):  # resized to 40x40 and re-encoded: no byte in common
+        path = root / "val" / str(data.target[i]) / f"copy_{i:04d}.jpg"
+        path.write_bytes(_jpeg(image(i).resize((40, 40), Image.BICUBIC), 75))
+
+
+def effect(seeds: list[int], epochs: int, workdir: Path) -> None:
+    import keras
+
+    import pipelines
+    import zoo
+
+    root = workdir / "digits-leaky"
+    if not root.is_dir():
+        _digits_folder(root, train=300, distinct=400, copies=150)
+    common = dict(model="lenet5", batch_size=32, augment="none", dedupe_near=True)
+    print(f"digits: 300 train, 400 distinct validation + 150 copies of training digits; "
+          f"LeNet-5 from scratch, {epochs} epochs")
+    for seed in seeds:
+        keras.utils.set_random_seed(seed)
+        row = {}
+        for mode in ("warn", "drop"):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                data = pipelines.from_folder(root, dedupe=mode, seed=seed,
+                                             out_dir=workdir / f"split-{mode}", **common)
+                keras.utils.set_random_seed(seed)
+                result = zoo.finetune("lenet5", data, weights=None, epochs=epochs,
+                                      out_dir=workdir / f"run-{mode}-{seed}",
+                                      overwrite=True, verbose=0)
+            row[mode] = result.metrics["val_accuracy"]
+            pairs = data.manifest["leakage"]["pairs"]
+            flagged = {pair["other"] for pair in pairs}
+            copies = sum("copy_" in name for name in flagged)
+            row["pairs"] = (copies, len(flagged) - copies)
+            if mode == "warn":
+                files = sorted((root / "val").rglob("[0-9]*.png"))
+                distinct = pipelines.from_files([str(f) for f in files], model="lenet5",
+                                                batch_size=64)
+                predicted = result.model.predict(distinct.dataset, verbose=0).argmax(-1)
+                truth = np.array([int(f.parent.name) for f in files])
+                row["distinct"] = float((predicted == truth).mean())
+        print(f"seed {seed}: val accuracy with the copies (warn) {row['warn']:.3f}, "
+              f"after drop {row['drop']:.3f}, on the distinct digits alone "
+              f"{row['distinct']:.3f}; pairs found: {row['pairs'][0]} of 150 copies, "
+              f"{row['pairs'][1]} of 400 distinct digits")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=("distances", "cost"))
+    parser.add_argument("what", choices=("distances", "cost", "effect"))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--images", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/zoo-bench-pipeline"))
     args = parser.parse_args(argv)
     if args.what == "distances":
         distances()
+    elif args.what == "effect":
+        effect(args.seeds, args.epochs, args.workdir)
     else:
         cost(args.images, args.rounds, args.workdir)
     return 0

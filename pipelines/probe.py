@@ -266,20 +266,32 @@ def check_files(paths: Sequence[str], full: bool,
     return _check_now(paths, full)
 
 
+# Files a thread probes per task, at most.
+_CHUNK = 64
+
+
 def _check_now(paths: Sequence[str], full: bool) -> dict[str, tuple | str]:
     workers = min(8, 2 * (os.cpu_count() or 1))
     results: dict[str, tuple | str] = {}
 
-    def one(path):
-        try:
-            return path, probe(path, full=full)
-        except BadImage as reason:
-            return path, str(reason)
+    def chunk_of(chunk):
+        out = []
+        for path in chunk:
+            try:
+                out.append((path, probe(path, full=full)))
+            except BadImage as reason:
+                out.append((path, str(reason)))
+        return out
 
+    # Chunks, not one task a file: a future, its lock and its wake-up cost about as much
+    # as probing a small file's header. Small lists keep small chunks, so that every
+    # worker has some and the progress bar still moves.
+    size = max(1, min(_CHUNK, len(paths) // (8 * workers)))
+    chunks = [paths[i:i + size] for i in range(0, len(paths), size)]
     progress = _Progress(len(paths), "full check" if full else "check")
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-        for path, result in pool.map(one, paths):
-            results[path] = result
+        for done in pool.map(chunk_of, chunks):
+            results.update(done)
             progress.update(len(results))
     progress.close()
     return results
@@ -295,6 +307,7 @@ class _Progress:
         self.total, self.what = total, what
         self.start = time.perf_counter()
         self.bar = None
+        self.shown = 0
 
     def update(self, done: int) -> None:
         if self.bar is None:
@@ -307,8 +320,10 @@ class _Progress:
 
             print(f"Checking {self.total} files ({self.what}):", file=sys.stderr)
             self.bar = Progbar(self.total, unit_name="file")
-        if done % 256 == 0 or done == self.total:
+        # Every 256 files or so, whatever the chunks' size.
+        if done - self.shown >= 256 or done == self.total:
             self.bar.update(done)
+            self.shown = done
 
     def close(self) -> None:
         if self.bar is not None:

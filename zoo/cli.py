@@ -406,6 +406,13 @@ def _add_model_commands(sub) -> None:
     p.set_defaults(func=cmd_pull)
 
 
+def _add_store_argument(p: argparse.ArgumentParser) -> None:
+    """``--store``: the commands that read the --data folder can read its prepared store."""
+    p.add_argument("--store", default=None, metavar="DIR",
+                   help="read the images from this prepared store of the --data folder "
+                   "(`zoo prepare`): smaller images, decoded faster, with the store's split")
+
+
 def _add_recipe_commands(sub) -> None:
     """``demo``, ``train``, ``lr-find`` and ``evaluate``: the recipes."""
     p = sub.add_parser("demo", help="run the main job on the embedded default data "
@@ -427,17 +434,14 @@ def _add_recipe_commands(sub) -> None:
     p.add_argument("--resume-changed", action="store_true", dest="resume_changed",
                    help="resume an interrupted run with other options on purpose (the "
                    "change and its epoch are recorded in run.json)")
-    p.add_argument("--store", default=None, metavar="DIR",
-                   help="read the images from this prepared store of the --data folder "
-                   "(`zoo prepare`): smaller images, decoded faster, with the store's split")
+    _add_store_argument(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("lr-find", help="learning-rate range test with plot and suggestion",
                        description=families)
     _add_recipe_arguments(p, train=False)
     p.add_argument("--steps", type=int, default=100)
-    p.add_argument("--store", default=None, metavar="DIR",
-                   help="read the images from this prepared store of the --data folder")
+    _add_store_argument(p)
     p.set_defaults(func=cmd_lr_find)
 
     from zoo.recipes.tta import TTA_MODES

@@ -131,11 +131,14 @@ def _classes_of(label: str | tuple) -> tuple:
     return label if isinstance(label, tuple) else (label,)
 
 
-def _check_listed(listed: Listing, full: bool,
-                  skipped: list) -> tuple[Listing, dict[str, tuple | str]]:
-    """Probes every listed file; bad ones go to ``skipped`` and out of the listing."""
+def _check_listed(listed: Listing, full: bool, skipped: list,
+                  digest: bool = False) -> tuple[Listing, dict[str, tuple | str]]:
+    """Probes every listed file; bad ones go to ``skipped`` and out of the listing.
+
+    ``digest``: hash the bytes too, for the leakage stage (see ``check_files``).
+    """
     all_paths = sorted({p for files in listed.values() for p, _ in files})
-    results = check_files(all_paths, full=full)
+    results = check_files(all_paths, full=full, digest=digest)
     for path in all_paths:
         if isinstance(results[path], str):
             skipped.append((path, results[path]))
@@ -327,7 +330,9 @@ def _warn_unused_split(scan: Scan, validation_split: float, manifest) -> None:
 
 def _checked_split(src: Listed, options: Options, full: bool):
     """``(files by split, class names, split files, how split)``, every file checked."""
-    listed, results = _check_listed(src.files, full, src.skipped)
+    # The leakage stage's byte hashes, unless it will not look or hashes thumbnails too.
+    digest = options.dedupe != "off" and not options.dedupe_near
+    listed, results = _check_listed(src.files, full, src.skipped, digest)
     class_names = src.class_names or _class_names(listed, src.numeric_order)
     if src.class_names is None and src.empty_classes is not None:
         _skip_empty_classes(src, listed)

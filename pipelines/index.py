@@ -173,14 +173,17 @@ def _settled_before() -> int:
 
 
 def indexed_check(paths: Sequence[str], full: bool,
-                  check: Callable[[Sequence[str]], dict[str, Result]]) -> dict[str, Result]:
+                  check: Callable[[Sequence[str]], tuple[dict[str, Result], dict[str, dict]]]
+                  ) -> dict[str, Result]:
     """``check(paths)``'s results, taking those of unchanged files from the index.
 
     Args:
         paths: The files.
         full: Whether a full decode is asked for; an entry recorded by a full check also
             answers a fast one, not the other way round.
-        check: Checks the files the index cannot answer for.
+        check: Checks the files the index cannot answer for: ``({path: result},
+            {path: {digest name: digest}})``, the digests of the bytes it read (kept as
+            :func:`indexed_digests` would keep them; none is fine).
 
     Returns:
         ``{path: result}`` for every path, as ``check`` gives it.
@@ -200,7 +203,8 @@ def indexed_check(paths: Sequence[str], full: bool,
     missing = [p for p in paths if p not in results]
     if not missing:
         return results
-    results.update(check(missing))
+    checked_now, digests_now = check(missing)
+    results.update(checked_now)
     settled_before, checked = _settled_before(), set(missing)
     changed: set[str] = set()
     for folder, members in by_folder.items():
@@ -214,9 +218,11 @@ def indexed_check(paths: Sequence[str], full: bool,
             result = results[p]
             old = entries.get(name)
             # Digests of the same bytes (a fast entry checked fully now) stay.
-            digests = old[_CHECK_FIELDS:] if _current(old, stat) else []
+            digests = dict(old[-1]) if _current(old, stat) and len(old) > _CHECK_FIELDS \
+                and isinstance(old[-1], dict) else {}
+            digests.update(digests_now.get(p, {}))
             entries[name] = [*stat, full, list(result) if isinstance(result, tuple) else result,
-                             *digests]
+                             *([digests] if digests else [])]
             changed.add(folder)
     for folder in changed:
         _save(_index_file(base, folder), folder, loaded[folder])

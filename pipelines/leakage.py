@@ -23,6 +23,7 @@ import imagehash
 import numpy as np
 from PIL import Image, ImageOps
 
+from pipelines.probe import BYTES_DIGEST
 from pipelines.warn import warn_user
 
 DEDUPE_MODES = ("warn", "drop", "off")
@@ -82,9 +83,7 @@ def _fingerprint(path: str, near: bool = True) -> tuple[bytes, int] | None:
 
 
 def _digest_name(near: bool) -> str:
-    """The check index's name for a fingerprint: it says what made it."""
-    if not near:
-        return "sha256"
+    """The check index's name for a fingerprint with a perceptual hash: it says what made it."""
     return f"sha256+phash/imagehash-{imagehash.__version__}/{_THUMBNAIL_SIDE}"
 
 
@@ -123,6 +122,14 @@ def fingerprints(paths: Sequence[str], near: bool = True,
         use_index = index.enabled()
     if not use_index or not paths:
         return _computed(paths, near)
+
+    if not near:
+        # The check took these while it read the files (probe.BYTES_DIGEST).
+        def compute_bytes(missing):
+            return {path: digest.hex() for path, (digest, _) in _computed(missing, False).items()}
+
+        stored = index.indexed_digests(paths, BYTES_DIGEST, compute_bytes)
+        return {path: (bytes.fromhex(digest), 0) for path, digest in stored.items()}
 
     def compute(missing):
         return {path: [digest.hex(), phash]

@@ -35,13 +35,14 @@ def home(tmp_path, monkeypatch):
 def counted(monkeypatch):
     """The paths the checker actually reads, call by call."""
     read: list[str] = []
-    real = probe.probe
+    real = probe._inspect
 
-    def counting(path, full=False):
+    # Every check of a file starts here (its full decode, if any, comes after).
+    def inspecting(path, full=False, digest=False):
         read.append(path)
-        return real(path, full=full)
+        return real(path, full, digest)
 
-    monkeypatch.setattr(probe, "probe", counting)
+    monkeypatch.setattr(probe, "_inspect", inspecting)
     return read
 
 
@@ -168,7 +169,7 @@ def _pairs(data) -> list[tuple[str, str, str]]:
 
 
 def test_leakage_digests_come_from_the_index_until_a_file_changes(tmp_path, home,
-                                                                   fingerprinted):
+                                                                   fingerprinted, monkeypatch):
     root = tmp_path / "split"
     make_folder(root / "train", {"astronaut": 6, "coffee": 6})
     make_folder(root / "val", {"astronaut": 2, "coffee": 2}, size=(56, 42))  # other bytes
@@ -177,18 +178,23 @@ def test_leakage_digests_come_from_the_index_until_a_file_changes(tmp_path, home
     _settle(root)
     first = pipelines.from_folder(root, image_size=32, batch_size=8, cache=False)
     assert _pairs(first) == [("train/coffee/003.jpg", "val/coffee/copy.jpg", "exact")]
-    assert len(fingerprinted) == 17  # every file once
-    fingerprinted.clear()
+    # The byte hashes were taken by the check from the bytes it read: no file read again.
+    assert fingerprinted == []
     second = pipelines.from_folder(root, image_size=32, batch_size=8, cache=False)
     assert fingerprinted == []
     assert _pairs(second) == _pairs(first)
-    # Rewritten with other bytes: hashed again (alone), and the pair is gone.
+    # Rewritten with other bytes: checked and hashed again by the check, and the pair is gone.
     copy.write_bytes(jpeg_bytes(photo("chelsea")))
     past = time.time() - 20
     os.utime(copy, (past, past))
     third = pipelines.from_folder(root, image_size=32, batch_size=8, cache=False)
-    assert fingerprinted == [str(copy)]
+    assert fingerprinted == []
     assert _pairs(third) == []
+    # Without the index the leakage stage hashes every file itself, to the same pairs.
+    monkeypatch.setenv("ZOO_CHECK_INDEX", "0")
+    assert _pairs(pipelines.from_folder(root, image_size=32, batch_size=8, cache=False)) == []
+    assert len(fingerprinted) == 17
+    monkeypatch.setenv("ZOO_CHECK_INDEX", "1")
     # The perceptual hash is another digest: taken once for every file, then kept too.
     fingerprinted.clear()
     pipelines.from_folder(root, image_size=32, batch_size=8, cache=False, dedupe_near=True)

@@ -226,7 +226,7 @@ def _check_eval_fully(where: dict[str, str], split_files: dict, results: dict,
     # Evaluation files are decoded fully even with the fast check: a validation epoch must
     # be exact (no file silently missing) and they are the smaller part.
     eval_paths = [where[rel] for split in ("val", "test") for rel, _ in split_files.get(split, [])]
-    for path, result in check_files(eval_paths, full=True).items():
+    for path, result in check_files(eval_paths, full=True, known=results).items():
         if isinstance(result, str):
             results[path] = result
             skipped.append((path, result))

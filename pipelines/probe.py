@@ -282,7 +282,8 @@ def probe(path: str, full: bool = False) -> tuple[int, int, int, int, str]:
 
 
 def check_files(paths: Sequence[str], full: bool, use_index: bool | None = None,
-                digest: bool = False) -> dict[str, tuple | str]:
+                digest: bool = False,
+                known: dict[str, tuple | str] | None = None) -> dict[str, tuple | str]:
     """Probes files: the headers in this thread, the full decodes in parallel in tf.data.
 
     Results of files unchanged since an earlier check are taken from the check index
@@ -295,6 +296,8 @@ def check_files(paths: Sequence[str], full: bool, use_index: bool | None = None,
         digest: Also hash each file's bytes (sha256) while they are read, and keep the
             digest in the check index under :data:`BYTES_DIGEST` (the leakage check's
             exact-copy test then reads no file again). Without the index it is not kept.
+        known: Fast results of these files from a check just made (``{path: probe's
+            tuple}``): for a file found there, a full check only decodes it.
 
     Returns:
         ``{path: probe's tuple}`` for a good file, ``{path: reason}`` for a bad one.
@@ -304,8 +307,9 @@ def check_files(paths: Sequence[str], full: bool, use_index: bool | None = None,
     if use_index is None:
         use_index = index.enabled()
     if use_index and paths:
-        return index.indexed_check(paths, full, lambda missing: _check_now(missing, full, digest))
-    return _check_now(paths, full, digest)[0]
+        return index.indexed_check(paths, full,
+                                   lambda missing: _check_now(missing, full, digest, known))
+    return _check_now(paths, full, digest, known)[0]
 
 
 # Fewer full decodes than this run eagerly: a tf.data pipeline costs tens of milliseconds
@@ -313,8 +317,9 @@ def check_files(paths: Sequence[str], full: bool, use_index: bool | None = None,
 _BATCH_DECODES = 16
 
 
-def _check_now(paths: Sequence[str], full: bool,
-               digest: bool = False) -> tuple[dict[str, tuple | str], dict[str, dict]]:
+def _check_now(paths: Sequence[str], full: bool, digest: bool = False,
+               known: dict[str, tuple | str] | None = None
+               ) -> tuple[dict[str, tuple | str], dict[str, dict]]:
     """``({path: result}, {path: {BYTES_DIGEST: hex}})`` of checking ``paths`` now.
 
     The Python part runs in this thread, one file after another: with the JPEG header read
@@ -328,7 +333,16 @@ def _check_now(paths: Sequence[str], full: bool,
     digests: dict[str, dict] = {}
     to_decode: list[tuple[str, int]] = []
     progress = _Progress(len(paths), "full check" if full else "check")
+    known = known if full and known and not digest else {}
     for done, path in enumerate(paths, 1):
+        fast = known.get(path)
+        if isinstance(fast, tuple) and fast[0] != KIND_PIL:
+            # Its header and end were read a moment ago; a full check adds the decode only
+            # (a file Pillow decodes is inspected again, which decodes it: few and rare).
+            results[path] = fast
+            to_decode.append((path, fast[0]))
+            progress.update(done)
+            continue
         try:
             results[path], decode, hexdigest = _inspect(path, full, digest)
         except BadImage as reason:

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from pipeline_helpers import jpeg_bytes, make_folder, photo, tree_fingerprint
+from pipeline_helpers import jpeg_bytes, make_folder, photo, png_bytes, tree_fingerprint
 
 import pipelines
 from pipelines import index
@@ -57,7 +57,9 @@ def test_repeated_start_reads_nothing_and_gives_the_same_data(tmp_path, home, co
     root = _folder(tmp_path)
     before = tree_fingerprint(root)
     first = pipelines.from_folder(root, image_size=32, batch_size=8, cache=False)
-    assert len(counted) > 25  # every file fast, then the validation files fully
+    # Every file once: the validation files' full check decodes them without reading
+    # their headers again.
+    assert sorted(counted) == sorted(str(p) for p in root.rglob("*.jpg"))
     counted.clear()
     second = pipelines.from_folder(root, image_size=32, batch_size=8, cache=False)
     assert counted == []
@@ -202,3 +204,28 @@ def test_leakage_digests_come_from_the_index_until_a_file_changes(tmp_path, home
     fingerprinted.clear()
     pipelines.from_folder(root, image_size=32, batch_size=8, cache=False, dedupe_near=True)
     assert fingerprinted == []
+
+
+def test_full_decodes_in_one_pipeline_find_what_single_decodes_find(tmp_path, monkeypatch):
+    root = make_folder(tmp_path / "many", {"a": 20, "b": 20})  # over probe._BATCH_DECODES
+    good = jpeg_bytes(photo("astronaut", (64, 48)))
+    # A JPEG cut in its scan with its end marker put back, and a PNG with garbage pixels:
+    # both pass the fast check (header and end look fine). TensorFlow's decoder, the one
+    # training uses, reads the first (grey below the cut) and refuses the second.
+    (root / "a" / "cut.jpg").write_bytes(good[:len(good) // 2] + b"\xff\xd9")
+    png = bytearray(png_bytes(photo("rocket")))
+    start = png.index(b"IDAT") + 4
+    png[start + 40:start + 400] = bytes(range(256)) + bytes(range(104))
+    (root / "b" / "garbage.png").write_bytes(bytes(png))
+    paths = sorted(str(p) for p in root.rglob("*.*"))
+    fast = probe.check_files(paths, full=False, use_index=False)
+    assert not any(isinstance(r, str) for r in fast.values())
+    batched = probe.check_files(paths, full=True, use_index=False)
+    monkeypatch.setattr(probe, "_BATCH_DECODES", 10**9)  # each file decoded eagerly
+    single = probe.check_files(paths, full=True, use_index=False)
+    assert batched == single
+    bad = {Path(p).name: r for p, r in batched.items() if isinstance(r, str)}
+    assert set(bad) == {"garbage.png"}
+    assert all("truncated or corrupt image data" in r for r in bad.values()), bad
+    # Given the fast results, the full check decodes the same files to the same verdicts.
+    assert probe.check_files(paths, full=True, use_index=False, known=fast) == single

@@ -38,6 +38,7 @@ from pipelines.dataset import (
     records,
 )
 from pipelines.imagedata import ImageData, warn_if_imbalanced
+from pipelines.index import one_look
 from pipelines.leakage import Leakage, check_leakage, report_leakage
 from pipelines.options import Options, check_writes_outside, resolve_options
 from pipelines.probe import ImageFile, check_files, report_skipped
@@ -384,8 +385,12 @@ def build_image_data(src: Listed, options: Options, *, check: str = "fast",
 
 def _build_image_data(src: Listed, options: Options, *, check: str,
                       shuffle: bool) -> ImageData:
-    files, class_names, split_files, how = _checked_split(src, options, check == "full")
-    leakage = check_leakage(src.root, files, options.dedupe, options.dedupe_near, src.loaded)
+    # The check, the evaluation files' full check and the leakage digests look at each
+    # file's stat once between them.
+    with one_look():
+        files, class_names, split_files, how = _checked_split(src, options, check == "full")
+        leakage = check_leakage(src.root, files, options.dedupe, options.dedupe_near,
+                                src.loaded)
     files, split_files = _without_dropped(leakage, split_files, src)
     extra = dict(src.manifest_extra, multi_label=src.multi_label, leakage=leakage.record)
     if how in ("stratified", "iterative"):

@@ -71,7 +71,8 @@ def records(files: Sequence[ImageFile], multi_label_classes: int | None = None
     """
     labels = [f.label for f in files]
     return tf.data.Dataset.from_tensor_slices((
-        tf.constant([f.path for f in files], tf.string),
+        # Bytes, as the file system has them: a name that is not valid UTF-8 still opens.
+        tf.constant([os.fsencode(f.path) for f in files], tf.string),
         tf.constant(multi_hot(labels, multi_label_classes)) if multi_label_classes
         else tf.constant(labels, tf.int32),
         tf.constant([f.kind for f in files], tf.int32),

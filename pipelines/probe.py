@@ -399,7 +399,8 @@ def _decoded_by_dataset(paths: Sequence[str], kind: int,
         # The shape is returned so that the decode is not pruned from the graph.
         return i, tf.shape(image)
 
-    dataset = (tf.data.Dataset.from_tensor_slices((list(paths), list(ids)))
+    # Bytes, as the file system has them: a name that is not valid UTF-8 still opens.
+    dataset = (tf.data.Dataset.from_tensor_slices(([os.fsencode(p) for p in paths], list(ids)))
                .map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
                .ignore_errors()
                .batch(256))

@@ -25,7 +25,9 @@ MANIFEST_FORMAT = "zoo.pipelines.split/1"
 
 
 def _split_key(seed: int, relpath: str) -> str:
-    return hashlib.sha256(f"{seed}:{relpath}".encode()).hexdigest()
+    # surrogateescape: a file name that is not valid UTF-8 hashes as its bytes (valid names
+    # encode as before, so their split is unchanged).
+    return hashlib.sha256(f"{seed}:{relpath}".encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def stratified_split(items: Sequence[tuple[str, int]], validation_split: float,

@@ -205,3 +205,24 @@ def test_a_cut_off_jpeg_is_reported_without_decoder_noise(tmp_path, capfd):
     assert reason.startswith("truncated or corrupt image data (image file is truncated")
     # Only zoo's own report reaches the terminal, not a line of TensorFlow's C++ log.
     assert "Premature end of JPEG" not in capfd.readouterr().err
+
+
+def test_a_file_name_that_is_not_utf8_is_checked_split_and_read(tmp_path):
+    # Names copied from old archives or other systems can hold bytes that are not UTF-8;
+    # Python sees them with surrogates, TensorFlow needs the bytes.
+    root = make_folder(tmp_path / "names", {"cats": 10, "dogs": 10})
+    odd = os.path.join(os.fsencode(str(root / "cats")), b"\xff\xfe photo.jpg")
+    with open(odd, "wb") as out:
+        out.write(jpeg_bytes(photo("coffee")))
+    before = tree_fingerprint(root)
+    settings = dict(image_size=32, batch_size=4, validation_split=0.5, augment=None,
+                    out_dir=tmp_path / "run")
+    data = pipelines.from_folder(root, cache=False, check="full", **settings)
+    used = [p for p, _ in data.train_files + data.val_files]
+    assert os.fsdecode(odd) in used and data.skipped == []
+    assert sum(int(y.shape[0]) for _, y in data.train) == len(data.train_files)
+    assert sum(int(y.shape[0]) for _, y in data.val) == len(data.val_files)
+    again = pipelines.from_folder(root, manifest=tmp_path / "run" / "split.json",
+                                  **dict(settings, out_dir=None))
+    assert again.val_files == data.val_files
+    assert tree_fingerprint(root) == before

@@ -27,9 +27,9 @@ from pipelines.warn import warn_user
 # A check expected to take longer than this shows a progress bar.
 PROGRESS_AFTER_SECONDS = 10.0
 # Pillow format names that this module reads; everything else is "unsupported".
+SUPPORTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "BMP", "DIB", "GIF", "WEBP"})
 # The check index's name for the sha256 of a file's bytes, taken while the check reads them.
 BYTES_DIGEST = "sha256"
-SUPPORTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "BMP", "DIB", "GIF", "WEBP"})
 
 
 class BadImage(Exception):
